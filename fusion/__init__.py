@@ -1,0 +1,14 @@
+"""Exact per-pixel saliency for image-fusion networks.
+
+    >>> import fusion
+    >>> a, b = fusion.load_pair("mri.png", "pet.png")
+    >>> model = fusion.create_model("funfusean")
+    >>> ja, jb = fusion.saliency.pixel_jacobian(model, a, b, row=128, col=100)
+"""
+from .errors import InvalidCheckpoint, InvalidInput, UnknownModel
+from .io import load_image, load_pair
+from .models import create_model, list_models, register_model
+from . import saliency  # noqa: E402
+
+__all__ = ["InvalidCheckpoint", "InvalidInput", "UnknownModel", "create_model", "list_models",
+           "load_image", "load_pair", "register_model", "saliency"]

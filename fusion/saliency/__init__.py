@@ -1,0 +1,1 @@
+"""Exact Jacobians of fused pixels with respect to both input images."""
