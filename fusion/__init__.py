@@ -5,10 +5,10 @@
     >>> model = fusion.create_model("funfusean")
     >>> ja, jb = fusion.saliency.pixel_jacobian(model, a, b, row=128, col=100)
 """
+from . import saliency  # noqa: E402
 from .errors import InvalidCheckpoint, InvalidInput, UnknownModel
 from .io import load_image, load_pair
 from .models import create_model, list_models, register_model
-from . import saliency  # noqa: E402
 
 __all__ = ["InvalidCheckpoint", "InvalidInput", "UnknownModel", "create_model", "list_models",
            "load_image", "load_pair", "register_model", "saliency"]

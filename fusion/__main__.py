@@ -6,6 +6,7 @@ models named in $FUSION_PLUGINS (or --plugins) are available to every command.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -68,7 +69,8 @@ def cmd_train(args) -> int:
     card = train(TrainConfig(model=args.model, data=args.data, out=args.out, steps=args.steps,
                              crop=args.crop, batch=args.batch, lr=args.lr, seed=args.seed,
                              val_every=args.val_every, device=args.device, resume=args.resume,
-                             time_limit_min=args.time_limit_min))
+                             time_limit_min=args.time_limit_min,
+                             command="python -m fusion " + shlex.join(args.argv)))
     q = card["held_out_quality"]
     print(f"wrote {Path(args.out) / card['checkpoint']} after {card['steps']} steps, {card['wall_time_s']} s")
     print(f"held-out loss {q['model']['loss']} (weighted average {q['weighted_average_baseline']['loss']})")
@@ -114,7 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     from .errors import InvalidCheckpoint, InvalidInput, UnknownModel
     from .models.registry import load_plugins
 

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import datetime
 import platform
-import shlex
-import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +60,7 @@ class TrainConfig:
     device: str = "auto"
     resume: str | None = None
     time_limit_min: float | None = None
-    command: str = field(default_factory=lambda: "python -m fusion " + shlex.join(sys.argv[1:]))
+    command: str = ""  # the command line that ran this, for the model card
 
 
 # ------------------------------------------------------------------ data
@@ -163,7 +161,7 @@ def evaluate(model: torch.nn.Module, pairs, weights: LossWeights, device="cpu") 
         ta, tb = (torch.from_numpy(x)[None, None].to(device) for x in (a, b))
         fused = model(ta, tb)
         totals += [fusion_loss(fused, ta, tb, weights).item(), ssim(fused, ta).item(), ssim(fused, tb).item()]
-    loss, s_a, s_b = totals / len(pairs)
+    loss, s_a, s_b = (float(x) for x in totals / len(pairs))
     return {"loss": round(loss, 5), "ssim_mri": round(s_a, 4), "ssim_pet": round(s_b, 4)}
 
 
@@ -197,6 +195,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         raise ValueError(f"model {cfg.model!r} has no trainable parameters")
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     source = make_source(cfg.data, cfg.seed, cfg.val_pairs)
+    baseline = evaluate(create_model("weighted-average"), source.validation, recipe.weights)["loss"]
 
     start, elapsed_before, history = 0, 0.0, []
     if cfg.resume:
@@ -229,7 +228,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
             val = evaluate(model, source.validation, recipe.weights, device)["loss"]
             model.train()
             history.append([step + 1, running, val])
-            bar.write(f"step {step + 1}: train loss {running:.4f}, validation loss {val:.4f}")
+            bar.write(f"step {step + 1}: train loss {running:.4f}, validation loss {val:.4f} "
+                      f"(weighted average {baseline:.4f})")
             save_state(step + 1, elapsed_before + time.perf_counter() - t0)
     else:
         step = cfg.steps
@@ -253,12 +253,12 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         "steps": step, "seed": cfg.seed, "device": str(device),
         "wall_time_s": round(wall, 1),
         "final_train_loss": None if running is None else round(running, 5),
-        "final_validation": val,
+        "final_validation": {**val, "weighted_average_loss": baseline},
         "history": [{"step": int(s), "train_loss": round(t, 5), "validation_loss": round(v, 5)}
                     for s, t, v in history],
         "held_out_quality": held_out_quality(model, recipe.weights, device),
         "command": cfg.command,
         "software": {"torch": torch.__version__, "python": platform.python_version()},
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
     return save_checkpoint(model.cpu(), out / f"{cfg.model}.pt", card)

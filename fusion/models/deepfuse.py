@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import UnitTanh, conv, conv_bn_act
+from .layers import conv, conv_bn_act
 from .registry import register_model
 
 
@@ -12,7 +12,7 @@ from .registry import register_model
 class DeepFuse(nn.Module):
     """Shared encoder applied to A and to B, h = h_A + h_B, then a decoder.
 
-    Output: (tanh + 1) / 2.
+   
     """
 
     receptive_field = 25
@@ -22,7 +22,7 @@ class DeepFuse(nn.Module):
         self.encoder = nn.Sequential(conv_bn_act(1, 16, 5), conv_bn_act(16, 32, 7, nn.ReLU()))
         self.decoder = nn.Sequential(
             conv_bn_act(32, 32, 7), conv_bn_act(32, 16, 5),
-            conv(16, 1, 5), nn.BatchNorm2d(1), UnitTanh())
+            conv(16, 1, 5), nn.BatchNorm2d(1), nn.Tanh())
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encoder(a) + self.encoder(b))

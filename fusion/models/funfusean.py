@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import UnitTanh, conv, conv_bn_act
+from .layers import conv, conv_bn_act
 from .registry import register_model
 
 
@@ -16,7 +16,7 @@ class FunFuseAn(nn.Module):
     ``h = max(h1, h2) / (|h1| + |h2| + eps)`` with eps = 0.1. The paper's
     ``max / (h1 + h2)`` divides by a sum that LeakyReLU lets reach zero (or
     change sign); the absolute values and eps keep the denominator >= 0.1, so h
-    lies in (-1, 1) and its derivatives stay bounded. Output: (tanh + 1) / 2.
+    lies in (-1, 1) and its derivatives stay bounded.
     """
 
     receptive_field = 23
@@ -31,7 +31,7 @@ class FunFuseAn(nn.Module):
         self.pet_high = nn.Sequential(conv_bn_act(1, 16, 5), conv_bn_act(16, 32, 5),
                                       conv_bn_act(32, 64, 3))
         self.recon1 = nn.Sequential(conv_bn_act(64, 32, 5), conv_bn_act(32, 16, 5))
-        self.recon2 = nn.Sequential(conv(16, 1, 5), UnitTanh())
+        self.recon2 = nn.Sequential(conv(16, 1, 5), nn.Tanh())
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         h1, h2 = self.mri_high(a), self.pet_high(b)

@@ -13,15 +13,3 @@ def conv_bn_act(in_ch: int, out_ch: int, k: int, act: nn.Module | None = None) -
     """conv k -> BatchNorm2d -> activation (LeakyReLU(0.2) unless given)."""
     return nn.Sequential(conv(in_ch, out_ch, k), nn.BatchNorm2d(out_ch),
                          act if act is not None else nn.LeakyReLU(0.2))
-
-
-class UnitTanh(nn.Module):
-    """tanh mapped affinely onto [0, 1]: (tanh(z) + 1) / 2.
-
-    The reference networks end in tanh, whose range [-1, 1] does not match the
-    [0, 1] images they are trained against; this keeps the shape of tanh and
-    makes the output range that of the inputs.
-    """
-
-    def forward(self, z):
-        return 0.5 * (z.tanh() + 1.0)

@@ -14,9 +14,9 @@ import importlib
 import importlib.util
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from torch import nn
 

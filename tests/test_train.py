@@ -1,0 +1,65 @@
+"""Training from the command line: a short run, its model card, and an exact resume."""
+import json
+
+import torch
+
+import fusion
+from fusion.__main__ import main
+
+
+def weights(path):
+    return torch.load(path, weights_only=True)
+
+
+def train_args(out, steps, *extra):
+    return ["train", "--model", "deepfuse", "--data", "samples", "--out", str(out), "--steps", str(steps),
+            "--crop", "32", "--val-every", "2", "--seed", "3", *extra]
+
+
+def test_short_training_run_writes_a_complete_card(tmp_path, capsys):
+    assert main(train_args(tmp_path, 4)) == 0
+    card = json.loads((tmp_path / "deepfuse.json").read_text())
+    assert card["steps"] == 4 and card["seed"] == 3
+    assert card["hyper_parameters"]["lr"] == 2e-4 and card["loss"]["gs"] == 0.497
+    assert [h["step"] for h in card["history"]] == [2, 4]
+    held_out = card["held_out_quality"]
+    assert set(held_out["model"]) == {"loss", "ssim_mri", "ssim_pet"}
+    assert "weighted_average_baseline" in held_out
+    assert card["command"].startswith("python -m fusion train")
+    model = fusion.create_model("deepfuse", checkpoint=tmp_path / "deepfuse.pt")
+    assert not model.training
+    assert "held-out loss" in capsys.readouterr().out
+
+
+def test_resume_continues_exactly(tmp_path):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert main(train_args(straight, 4)) == 0
+    assert main(train_args(resumed, 2)) == 0
+    assert main(train_args(resumed, 4, "--resume", str(resumed / "deepfuse.train.pt"))) == 0
+    a, b = weights(straight / "deepfuse.pt"), weights(resumed / "deepfuse.pt")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+
+
+def test_training_a_parameter_free_model_is_refused(tmp_path, capsys):
+    try:
+        main(["train", "--model", "weighted-average", "--data", "samples", "--out", str(tmp_path), "--steps", "1"])
+    except ValueError as exc:
+        assert "no trainable parameters" in str(exc)
+    else:
+        raise AssertionError("training weighted-average should fail")
+
+
+def test_cli_fuse_and_errors(tmp_path, capsys):
+    from fusion.data import list_samples, sample_paths
+
+    mri, pet = sample_paths(list_samples()[0])
+    assert main(["fuse", "--model", "weighted-average", str(mri), str(pet), "--out", str(tmp_path / "f.png")]) == 0
+    assert (tmp_path / "f.png").stat().st_size > 0
+    assert main(["fuse", "--model", "nope", str(mri), str(pet), "--out", str(tmp_path / "g.png")]) == 2
+    assert "unknown model" in capsys.readouterr().err
+    (tmp_path / "bad.png").write_bytes(b"garbage")
+    assert main(["fuse", "--model", "weighted-average", str(tmp_path / "bad.png"), str(pet),
+                 "--out", str(tmp_path / "h.png")]) == 2
+    assert "not a readable image" in capsys.readouterr().err
