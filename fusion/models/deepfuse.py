@@ -10,10 +10,7 @@ from .registry import register_model
 
 @register_model("deepfuse", default_checkpoint="deepfuse")
 class DeepFuse(nn.Module):
-    """Shared encoder applied to A and to B, h = h_A + h_B, then a decoder.
-
-   
-    """
+    """Shared encoder applied to A and to B, h = h_A + h_B, then a decoder."""
 
     receptive_field = 25
 
