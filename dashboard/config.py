@@ -1,0 +1,65 @@
+"""Dashboard settings, read from environment variables in one place.
+
+    FUSION_DASH_HOST      address `python app.py` listens on        (127.0.0.1)
+    FUSION_DASH_PORT      port                                       (8050)
+    FUSION_DASH_DEBUG     1 = Dash debug mode (dev tools, reloader)  (0)
+    FUSION_DASH_MODELS    comma-separated models selected by default
+                          (weighted-average,funfusean,masknet,deepfuse,deeppedestrian)
+    FUSION_DASH_PAIR      default bundled sample pair                (the first axial pair)
+    FUSION_CACHE_DIR      shared cache of the saliency service and of background jobs
+                          (service default: ~/.cache/fusion-saliency; never on NFS)
+    FUSION_DEVICE         torch device of the saliency service      (cpu)
+    REDIS_URL             when set, background jobs run on Celery workers with this broker
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_MODELS = ("weighted-average", "funfusean", "masknet", "deepfuse", "deeppedestrian")
+
+
+def _flag(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class Config:
+    host: str = "127.0.0.1"
+    port: int = 8050
+    debug: bool = False
+    default_models: tuple[str, ...] = DEFAULT_MODELS
+    default_pair: str | None = None
+    cache_dir: str | None = None
+    device: str = "cpu"
+    redis_url: str | None = None
+    #: Most points per model drawn in the G_MRI vs G_PET scatter (WebGL stays fluid).
+    max_scatter_points: int = field(default=12_000)
+
+    @property
+    def jobs_dir(self) -> Path:
+        """Where DiskcacheManager keeps background-job state (beside the service cache)."""
+        root = Path(self.cache_dir).expanduser() if self.cache_dir else Path.home() / ".cache" / "fusion-saliency"
+        return root / "dash-jobs"
+
+
+def from_env(environ: dict | None = None) -> Config:
+    """Build a Config from ``environ`` (default ``os.environ``); bad numbers raise ValueError."""
+    env = os.environ if environ is None else environ
+    models = tuple(m.strip() for m in env.get("FUSION_DASH_MODELS", "").split(",") if m.strip())
+    port = env.get("FUSION_DASH_PORT", "8050")
+    try:
+        port_number = int(port)
+    except ValueError:
+        raise ValueError(f"FUSION_DASH_PORT must be a port number, got {port!r}") from None
+    return Config(
+        host=env.get("FUSION_DASH_HOST", "127.0.0.1"),
+        port=port_number,
+        debug=_flag(env.get("FUSION_DASH_DEBUG")),
+        default_models=models or DEFAULT_MODELS,
+        default_pair=env.get("FUSION_DASH_PAIR") or None,
+        cache_dir=env.get("FUSION_CACHE_DIR") or None,
+        device=env.get("FUSION_DEVICE", "cpu"),
+        redis_url=env.get("REDIS_URL") or None,
+    )

@@ -1,0 +1,47 @@
+"""URL state: round trip, and tolerance of stale or hand-edited links."""
+import pytest
+
+from dashboard import config, state
+
+MODELS = ["weighted-average", "funfusean", "masknet", "deepfuse", "deeppedestrian"]
+DEFAULT = state.ViewState(pair="sample:axial-095", models=tuple(MODELS))
+
+
+def test_round_trip():
+    view = state.ViewState(pair="sample:coronal-100", models=("masknet", "funfusean"), pixel=(12, 200),
+                           jac="magnitude", range="shared", window="full", gamma_j=0.35, gamma_g=1.8)
+    search = state.encode(view)
+    assert search.startswith("?pair=sample:coronal-100&models=masknet,funfusean&px=12,200")
+    assert state.decode(search, DEFAULT, MODELS) == view
+
+
+def test_empty_search_gives_the_defaults():
+    assert state.decode("", DEFAULT, MODELS) == DEFAULT
+    assert state.decode(None, DEFAULT, MODELS) == DEFAULT
+
+
+def test_garbage_falls_back_per_field():
+    view = state.decode("?models=nope,masknet,masknet&px=a,b&jac=rainbow&gj=99&gg=nan&win=rf", DEFAULT, MODELS)
+    assert view.models == ("masknet",)
+    assert view.pixel is None
+    assert view.jac == "signed"
+    assert view.gamma_j == state.GAMMA_MAX
+    assert view.gamma_g == 1.0
+
+
+def test_no_models_is_a_valid_state():
+    assert state.decode("?models=", DEFAULT, MODELS).models == ()
+
+
+@pytest.mark.parametrize("raw, expected", [(0.01, 0.1), ("1.234", 1.23), (None, 1.0), ("x", 1.0), (5, 2.0)])
+def test_clamp_gamma(raw, expected):
+    assert state.clamp_gamma(raw) == expected
+
+
+def test_config_from_environment():
+    cfg = config.from_env({"FUSION_DASH_PORT": "9000", "FUSION_DASH_DEBUG": "1",
+                           "FUSION_DASH_MODELS": "masknet, deepfuse", "REDIS_URL": "redis://x"})
+    assert (cfg.port, cfg.debug, cfg.default_models, cfg.redis_url) == (9000, True, ("masknet", "deepfuse"), "redis://x")
+    assert config.from_env({}).default_models == config.DEFAULT_MODELS
+    with pytest.raises(ValueError, match="FUSION_DASH_PORT"):
+        config.from_env({"FUSION_DASH_PORT": "eighty"})
