@@ -1,0 +1,259 @@
+/*
+ * Linked hover, pinning, arrow keys and region drawing, in the browser.
+ *
+ * Every full-size image sits in a `.fs-frame.fs-full`. Moving over any of them
+ * draws the crosshair (and each model's receptive-field box) on all of them at
+ * once, here, without a round trip; the pixel then goes to the server
+ * (`fs-pixel` store), which answers only the Jacobian images and the readout.
+ * At most one hover request is in flight: newer pixels wait, and only the
+ * latest is sent when the server acknowledges (`fs-hover-ack`).
+ *
+ * Stores written from here with dash_clientside.set_props:
+ *   fs-pixel       {row, col, seq}   the selected pixel (hover, or the pin)
+ *   fs-pixel-rest  {row, col}        the pixel once the cursor rests (slower views)
+ *   fs-pinned      {row, col}|null   click pins, click again or Esc releases, arrows step
+ *   fs-region      {kind, points}    a box or lasso drawn on any image
+ */
+(function () {
+    "use strict";
+    const S = {
+        h: 0, w: 0, pixel: null, pinned: null, seq: 0,
+        inflight: false, sentAt: 0, queued: null, restTimer: null,
+        mode: "hover", drag: null, region: null,
+    };
+    const SVG = "http://www.w3.org/2000/svg";
+
+    function setProps(id, data) {
+        if (window.dash_clientside && window.dash_clientside.set_props) {
+            window.dash_clientside.set_props(id, {data: data});
+        }
+    }
+
+    function fullFrames() { return document.querySelectorAll(".fs-frame.fs-full"); }
+
+    function pixelAt(frame, ev, clamp) {
+        const img = frame.querySelector("img");
+        if (!img || !S.h || !S.w) { return null; }
+        const r = img.getBoundingClientRect();
+        if (!r.width || !r.height) { return null; }
+        let col = Math.floor((ev.clientX - r.left) / r.width * S.w);
+        let row = Math.floor((ev.clientY - r.top) / r.height * S.h);
+        if (clamp) {
+            col = Math.min(Math.max(col, 0), S.w - 1);
+            row = Math.min(Math.max(row, 0), S.h - 1);
+        } else if (row < 0 || col < 0 || row >= S.h || col >= S.w) {
+            return null;
+        }
+        return {row: row, col: col};
+    }
+
+    /* Crosshair and RF box on every full-size image: a few style writes, no server. */
+    function drawCursor(p) {
+        const frames = fullFrames();
+        for (let k = 0; k < frames.length; k++) {
+            const f = frames[k];
+            const ch = f.querySelector(".fs-ch"), cv = f.querySelector(".fs-cv"), box = f.querySelector(".fs-rfbox");
+            if (!p || !S.h) {
+                if (ch) { ch.style.display = "none"; }
+                if (cv) { cv.style.display = "none"; }
+                if (box) { box.style.display = "none"; }
+                continue;
+            }
+            if (ch) {
+                ch.style.top = (100 * (p.row + 0.5) / S.h) + "%";
+                ch.style.display = "block";
+            }
+            if (cv) {
+                cv.style.left = (100 * (p.col + 0.5) / S.w) + "%";
+                cv.style.display = "block";
+            }
+            if (box && f.dataset.rf) {
+                const rf = f.dataset.rf.split(",").map(Number);  // up, down, left, right
+                const top = Math.max(p.row - rf[0], 0), bottom = Math.min(p.row + rf[1], S.h - 1);
+                const left = Math.max(p.col - rf[2], 0), right = Math.min(p.col + rf[3], S.w - 1);
+                box.style.top = (100 * top / S.h) + "%";
+                box.style.height = (100 * (bottom - top + 1) / S.h) + "%";
+                box.style.left = (100 * left / S.w) + "%";
+                box.style.width = (100 * (right - left + 1) / S.w) + "%";
+                box.style.display = "block";
+            }
+        }
+        document.documentElement.classList.toggle("fs-is-pinned", !!S.pinned);
+    }
+
+    /* Send the pixel, keeping at most one request in flight (latest wins). */
+    function send(p) {
+        const now = performance.now();
+        if (S.inflight && now - S.sentAt < 1500) { S.queued = p; return; }
+        S.inflight = true;
+        S.sentAt = now;
+        S.queued = null;
+        S.seq += 1;
+        setProps("fs-pixel", {row: p.row, col: p.col, seq: S.seq});
+    }
+
+    function select(p) {
+        if (S.pixel && p.row === S.pixel.row && p.col === S.pixel.col) { return; }
+        S.pixel = p;
+        drawCursor(p);
+        send(p);
+        clearTimeout(S.restTimer);
+        S.restTimer = setTimeout(function () { setProps("fs-pixel-rest", {row: p.row, col: p.col}); }, 150);
+    }
+
+    /* ---------------------------------------------------------------- regions */
+    function regionPath(region) {
+        if (!region || !region.points || !region.points.length) { return null; }
+        const pts = region.points;
+        if (region.kind === "box") {
+            const a = pts[0], b = pts[pts.length - 1];
+            const r0 = Math.min(a[0], b[0]), r1 = Math.max(a[0], b[0]);
+            const c0 = Math.min(a[1], b[1]), c1 = Math.max(a[1], b[1]);
+            return "M" + c0 + "," + r0 + "H" + (c1 + 1) + "V" + (r1 + 1) + "H" + c0 + "Z";
+        }
+        return "M" + pts.map(function (q) { return (q[1] + 0.5) + "," + (q[0] + 0.5); }).join("L") + "Z";
+    }
+
+    function drawRegion(region) {
+        const d = regionPath(region);
+        const frames = fullFrames();
+        for (let k = 0; k < frames.length; k++) {
+            let svg = frames[k].querySelector("svg.fs-region");
+            if (!svg) {
+                if (!d) { continue; }
+                svg = document.createElementNS(SVG, "svg");
+                svg.setAttribute("class", "fs-region");
+                svg.setAttribute("preserveAspectRatio", "none");
+                svg.appendChild(document.createElementNS(SVG, "path"));
+                frames[k].appendChild(svg);
+            }
+            svg.setAttribute("viewBox", "0 0 " + S.w + " " + S.h);
+            svg.firstChild.setAttribute("d", d || "");
+            svg.style.display = d ? "block" : "none";
+        }
+    }
+
+    /* ---------------------------------------------------------------- events */
+    document.addEventListener("mousemove", function (ev) {
+        const frame = ev.target.closest && ev.target.closest(".fs-frame.fs-full");
+        if (S.drag) {
+            const anchor = S.drag.frame;
+            const p = pixelAt(anchor, ev, true);
+            if (!p) { return; }
+            if (S.drag.kind === "box") {
+                S.drag.points = [S.drag.points[0], [p.row, p.col]];
+            } else {
+                const last = S.drag.points[S.drag.points.length - 1];
+                if (last[0] !== p.row || last[1] !== p.col) { S.drag.points.push([p.row, p.col]); }
+            }
+            drawRegion(S.drag);
+            return;
+        }
+        if (!frame || S.pinned || S.mode !== "hover") { return; }
+        const p = pixelAt(frame, ev, false);
+        if (p) {
+            window.__fsHoverT0 = ev.timeStamp;  // read by benchmarks/bench_browser_hover.py
+            select(p);
+        }
+    }, {passive: true});
+
+    document.addEventListener("mousedown", function (ev) {
+        if (S.mode === "hover" || ev.button !== 0) { return; }
+        const frame = ev.target.closest && ev.target.closest(".fs-frame.fs-full");
+        if (!frame) { return; }
+        const p = pixelAt(frame, ev, true);
+        if (!p) { return; }
+        ev.preventDefault();
+        S.drag = {kind: S.mode, frame: frame, points: [[p.row, p.col]]};
+    });
+
+    document.addEventListener("mouseup", function () {
+        if (!S.drag) { return; }
+        const region = {kind: S.drag.kind, points: S.drag.points};
+        S.drag = null;
+        const enough = region.kind === "box" ? region.points.length >= 2 : region.points.length >= 3;
+        if (enough) { S.region = region; setProps("fs-region", region); } else { drawRegion(S.region); }
+    });
+
+    document.addEventListener("click", function (ev) {
+        if (S.mode !== "hover") { return; }
+        const frame = ev.target.closest && ev.target.closest(".fs-frame.fs-full");
+        if (!frame) { return; }
+        const p = pixelAt(frame, ev, false);
+        if (!p) { return; }
+        if (S.pinned) {
+            S.pinned = null;
+            setProps("fs-pinned", null);
+            select(p);
+        } else {
+            S.pinned = p;
+            setProps("fs-pinned", p);
+        }
+    });
+
+    document.addEventListener("keydown", function (ev) {
+        const tag = (ev.target && ev.target.tagName) || "";
+        if (/INPUT|TEXTAREA|SELECT/.test(tag) || ev.target.isContentEditable) { return; }
+        if (ev.key === "Escape" && S.pinned) {
+            S.pinned = null;
+            setProps("fs-pinned", null);
+            drawCursor(S.pixel);
+            return;
+        }
+        const step = ev.shiftKey ? 10 : 1;
+        const moves = {ArrowUp: [-step, 0], ArrowDown: [step, 0], ArrowLeft: [0, -step], ArrowRight: [0, step]};
+        const mv = moves[ev.key];
+        const base = S.pinned || S.pixel;
+        if (!mv || !base || !S.h) { return; }
+        ev.preventDefault();
+        const p = {row: Math.min(Math.max(base.row + mv[0], 0), S.h - 1),
+                   col: Math.min(Math.max(base.col + mv[1], 0), S.w - 1)};
+        S.pinned = p;
+        setProps("fs-pinned", p);
+    });
+
+    /* ---------------------------------------------------------------- Dash side */
+    window.dash_clientside = Object.assign({}, window.dash_clientside, {
+        fs: {
+            setShape: function (pair) {
+                if (pair) { S.h = pair.h; S.w = pair.w; drawCursor(S.pixel); }
+                return window.dash_clientside.no_update;
+            },
+            drawPixel: function (pixel) {
+                if (pixel && pixel.row !== undefined) {
+                    S.pixel = {row: pixel.row, col: pixel.col};
+                    drawCursor(S.pixel);
+                }
+                return window.dash_clientside.no_update;
+            },
+            pin: function (pinned) {
+                S.pinned = pinned || null;
+                document.documentElement.classList.toggle("fs-is-pinned", !!S.pinned);
+                if (!pinned) { return window.dash_clientside.no_update; }
+                S.pixel = {row: pinned.row, col: pinned.col};
+                drawCursor(S.pixel);
+                S.seq += 1;
+                S.inflight = true;
+                S.sentAt = performance.now();
+                return {row: pinned.row, col: pinned.col, seq: S.seq};
+            },
+            ack: function () {
+                S.inflight = false;
+                const q = S.queued;
+                S.queued = null;
+                if (q && !S.pinned) { send(q); }
+                return window.dash_clientside.no_update;
+            },
+            regionMode: function (mode) {
+                S.mode = mode || "hover";
+                document.documentElement.dataset.fsMode = S.mode;
+                return window.dash_clientside.no_update;
+            },
+            drawRegion: function (region) {
+                S.region = region && region.points ? region : null;
+                drawRegion(S.region);
+                return window.dash_clientside.no_update;
+            },
+        },
+    });
+})();

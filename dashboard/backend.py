@@ -1,0 +1,183 @@
+"""The dashboard's handle on the saliency service, one per process.
+
+Everything shared between processes (pairs, dense results) lives in the
+service's disk cache; this module only keeps a process-local service object and
+small read-through memories of recent answers, so that re-colouring (gamma,
+ranges) never recomputes anything.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import threading
+from collections import OrderedDict
+
+import numpy as np
+
+import fusion
+from fusion import data
+
+from .config import Config, from_env
+
+_lock = threading.Lock()
+_service = None
+_pid = None
+_config: Config | None = None
+
+
+def configure(config: Config) -> None:
+    """Set the configuration the service is created with (call before the first request)."""
+    global _config, _service
+    with _lock:
+        _config, _service = config, None
+
+
+def config() -> Config:
+    return _config or from_env()
+
+
+def service():
+    """This process's SaliencyService (re-created after a fork: background jobs get their own)."""
+    global _service, _pid
+    with _lock:
+        if _service is None or _pid != os.getpid():
+            from fusion.service import SaliencyService
+
+            cfg = config()
+            _service = SaliencyService(cache_dir=cfg.cache_dir, device=cfg.device)
+            _pid = os.getpid()
+            _memory.clear()
+        return _service
+
+
+class _LRU:
+    """A small thread-safe least-recently-used memory."""
+
+    def __init__(self, size: int):
+        self.size, self.items, self.lock = size, OrderedDict(), threading.Lock()
+
+    def get(self, key):
+        with self.lock:
+            if key in self.items:
+                self.items.move_to_end(key)
+                return self.items[key]
+        return None
+
+    def put(self, key, value):
+        with self.lock:
+            self.items[key] = value
+            self.items.move_to_end(key)
+            while len(self.items) > self.size:
+                self.items.popitem(last=False)
+        return value
+
+    def clear(self):
+        with self.lock:
+            self.items.clear()
+
+
+_memory = _LRU(64)          # fused images, pairs, dense results
+_pixels = _LRU(512)         # per-pixel Jacobians (model, pair, row, col)
+
+
+# ------------------------------------------------------------------ pairs
+SAMPLE_PREFIX = "sample:"
+
+
+def default_pair_key(cfg: Config | None = None) -> str:
+    """The pair shown first: $FUSION_DASH_PAIR, else the first axial sample."""
+    cfg = cfg or config()
+    samples = data.list_samples()
+    if cfg.default_pair and cfg.default_pair in samples:
+        return SAMPLE_PREFIX + cfg.default_pair
+    axial = [s for s in samples if s.startswith("axial")]
+    return SAMPLE_PREFIX + (axial[len(axial) // 2] if axial else samples[0])
+
+
+def resolve_pair(key: str) -> dict:
+    """A pair key (``sample:<name>`` or an uploaded pair's id) -> {"key", "id", "label", "h", "w"}.
+
+    Raises fusion.InvalidInput (unknown upload id) or KeyError (unknown sample).
+    """
+    cached = _memory.get(("pair", key))
+    if cached is not None:
+        return cached
+    svc = service()
+    if key.startswith(SAMPLE_PREFIX):
+        name = key[len(SAMPLE_PREFIX):]
+        a, b = data.load_sample(name)
+        pair_id, label = svc.put_pair(a, b), f"sample {name}"
+    else:
+        a, b = svc.get_pair(key)
+        pair_id, label = key, f"uploaded pair {key[:8]}"
+    return _memory.put(("pair", key), {"key": key, "id": pair_id, "label": label,
+                                       "h": int(a.shape[0]), "w": int(a.shape[1])})
+
+
+def pair_arrays(pair_id: str) -> tuple[np.ndarray, np.ndarray]:
+    cached = _memory.get(("arrays", pair_id))
+    return cached if cached is not None else _memory.put(("arrays", pair_id), service().get_pair(pair_id))
+
+
+def put_uploaded_pair(mri: bytes, mri_name: str, pet: bytes, pet_name: str) -> str:
+    """Validate two uploaded files with the fusion core and store the pair; returns its id.
+
+    Raises fusion.InvalidInput with a message meant for the user.
+    """
+    a = fusion.load_image(mri, mri_name)
+    b = fusion.load_image(pet, pet_name)
+    a, b = fusion.io.check_pair(a, b, (mri_name, pet_name))
+    return service().put_pair(a, b)
+
+
+# ------------------------------------------------------------------ models
+@functools.lru_cache(maxsize=64)
+def model_info(name: str) -> dict:
+    """The service's model info (receptive field, method, card...), remembered per process."""
+    return service().model_info(name)
+
+
+def rf_offsets(info: dict) -> tuple[int, int, int, int] | None:
+    """(up, down, left, right) reach of a model's receptive field, for the hover box; None if unknown/global."""
+    rf = info.get("receptive_field")
+    if rf is None:
+        return None
+    if all(hasattr(rf, k) for k in ("up", "down", "left", "right")):
+        return None if getattr(rf, "local", True) is False else (rf.up, rf.down, rf.left, rf.right)
+    if isinstance(rf, dict) and {"up", "down", "left", "right"} <= rf.keys():
+        return None if rf.get("local") is False else (rf["up"], rf["down"], rf["left"], rf["right"])
+    if isinstance(rf, (int, float)) and rf > 0:
+        half = int(rf) // 2
+        return (half, int(rf) - 1 - half, half, int(rf) - 1 - half)
+    return None
+
+
+def fused(name: str, pair_id: str) -> np.ndarray:
+    key = ("fused", name, pair_id)
+    cached = _memory.get(key)
+    return cached if cached is not None else _memory.put(key, service().fuse(name, pair_id))
+
+
+def pixels(names: list[str], pair_id: str, row: int, col: int) -> dict:
+    """Per-pixel saliency of ``names`` at (row, col); remembered, so re-colouring is free."""
+    out, missing = {}, []
+    for name in names:
+        hit = _pixels.get((name, pair_id, row, col))
+        if hit is None:
+            missing.append(name)
+        else:
+            out[name] = hit
+    if missing:
+        for name, result in service().pixel(missing, pair_id, row, col).items():
+            out[name] = _pixels.put((name, pair_id, row, col), result)
+    return out
+
+
+def cached_dense(name: str, pair_id: str):
+    """The dense result from the shared cache, or None (not remembered while missing)."""
+    key = ("dense", name, pair_id)
+    hit = _memory.get(key)
+    if hit is not None:
+        return hit
+    result = service().cached_dense(name, pair_id)
+    return None if result is None else _memory.put(key, result)

@@ -1,0 +1,773 @@
+"""Every callback of the dashboard; ``register(app)`` attaches them all with ``app.callback``.
+
+Data flow (one way): URL <-> controls -> pair/models -> grid -> images.
+Hover runs in the browser (``assets/fs_hover.js``): it draws the crosshair on
+every image at once and sends the pixel to ``hover``, which answers only the
+Jacobian images (small PNGs), their tick labels and the readout. Per-model
+panels are served by one callback each, over pattern-matching ``ALL`` ids.
+"""
+from __future__ import annotations
+
+import base64
+import time
+
+import dash_bootstrap_components as dbc
+import numpy as np
+from dash import ALL, ClientsideFunction, Input, Output, State, ctx, dcc, html, no_update
+from dash.exceptions import PreventUpdate
+
+import fusion
+
+from . import backend, colour, figures, stats
+from .panels import JACOBIAN_VIEWS, VIEW_BY_KEY, grid, pid
+from .state import ViewState, clamp_gamma, decode, encode
+
+_CALLBACKS: list[tuple[tuple, dict, object]] = []
+_CLIENTSIDE: list[tuple[tuple, dict]] = []
+
+
+def cb(*args, **kwargs):
+    """Record a server callback; ``register(app)`` attaches every recorded one with ``app.callback``.
+
+    (Recording instead of ``@dash.callback`` lets tests build several apps in one process.)
+    """
+    def record(func):
+        _CALLBACKS.append((args, kwargs, func))
+        return func
+    return record
+
+
+def clientside(*args, **kwargs):
+    """Record a clientside callback (functions live in ``assets/fs_hover.js``)."""
+    _CLIENTSIDE.append((args, kwargs))
+
+
+def register(app) -> None:
+    """Attach every callback of this module to ``app``."""
+    for args, kwargs, func in _CALLBACKS:
+        app.callback(*args, **kwargs)(func)
+    for args, kwargs in _CLIENTSIDE:
+        app.clientside_callback(*args, **kwargs)
+
+
+JAC_UNITS = {"jmri": "dF(p)/dMRI", "jpet": "dF(p)/dPET"}
+DENSE_MAPS = {"gmri": "guidance_a", "gpet": "guidance_b", "share": "mri_share"}
+
+
+# ------------------------------------------------------------------ helpers
+def default_view() -> ViewState:
+    cfg = backend.config()
+    known = fusion.list_models()
+    return ViewState(pair=backend.default_pair_key(cfg), models=tuple(m for m in cfg.default_models if m in known))
+
+
+def output_ids(index: int) -> list[dict]:
+    """The component ids behind the ``index``-th (ALL) output of the running callback."""
+    return [item["id"] for item in ctx.outputs_list[index]]
+
+
+def ticks_children(spec: colour.ColourSpec):
+    return [html.Span(text, style={"left": f"{100 * pos:.1f}%"}) for pos, text in colour.ticks(spec)]
+
+
+def jac_spec(mode: str, gamma: float, unit: str) -> colour.ColourSpec:
+    scale = colour.DIVERGING if mode == "signed" else colour.SEQUENTIAL
+    return colour.ColourSpec(scale, mode, -1.0 if mode == "signed" else 0.0, 1.0, clamp_gamma(gamma), unit)
+
+
+def clamp_pixel(pixel: dict | None, pair: dict) -> tuple[int, int]:
+    """The selected pixel inside the image; the centre when nothing was hovered yet."""
+    h, w = pair["h"], pair["w"]
+    if not pixel or pixel.get("row") is None:
+        return h // 2, w // 2
+    return min(max(int(pixel["row"]), 0), h - 1), min(max(int(pixel["col"]), 0), w - 1)
+
+
+def grey_uri(image: np.ndarray) -> str:
+    return colour.map_uri(image, colour.ColourSpec(colour.GREY, "linear", 0.0, 1.0))
+
+
+# ------------------------------------------------------------------ URL <-> controls
+CONTROLS = (("fs-pair-select", "value"), ("fs-models", "value"), ("fs-pinned", "data"), ("fs-jac-mode", "value"),
+            ("fs-shared", "value"), ("fs-window", "value"), ("fs-gamma-j", "value"), ("fs-gamma-g", "value"))
+
+
+@cb(
+    Output("fs-url", "search"), *[Output(i, p) for i, p in CONTROLS], Output("fs-link", "value"),
+    Input("fs-url", "search"), *[Input(i, p) for i, p in CONTROLS], State("fs-url", "href"),
+)
+def sync_url(search, pair, models, pinned, jac, shared, window, gamma_j, gamma_g, href):
+    """On load, the URL sets the controls; afterwards, the controls write the URL (one callback, no loop)."""
+    base = (href or "").split("?", 1)[0]
+    if ctx.triggered_id in (None, "fs-url"):
+        view = decode(search, default_view(), fusion.list_models())
+        pixel = None if view.pixel is None else {"row": view.pixel[0], "col": view.pixel[1]}
+        return (no_update, view.pair, list(view.models), pixel, view.jac, view.range == "shared", view.window,
+                view.gamma_j, view.gamma_g, base + encode(view))
+    order = fusion.list_models()
+    view = ViewState(pair=pair or "", models=tuple(m for m in order if m in (models or [])),
+                     pixel=None if not pinned else (int(pinned["row"]), int(pinned["col"])),
+                     jac=jac, range="shared" if shared else "per-map", window=window,
+                     gamma_j=clamp_gamma(gamma_j), gamma_g=clamp_gamma(gamma_g))
+    search = encode(view)
+    return (search, *[no_update] * len(CONTROLS), base + search)
+
+
+# ------------------------------------------------------------------ the pair
+def pair_options(uploads: list | None, current: str | None) -> list[dict]:
+    from fusion import data
+
+    options = [{"label": f"sample {s}", "value": f"{backend.SAMPLE_PREFIX}{s}"} for s in data.list_samples()]
+    for item in uploads or []:
+        options.append({"label": item["label"], "value": item["id"]})
+    if current and all(o["value"] != current for o in options):
+        options.append({"label": f"shared pair {current[:8]}", "value": current})
+    return options
+
+
+@cb(
+    Output("fs-pair", "data"), Output("fs-pair-msg", "children"), Output("fs-pair-select", "options"),
+    Input("fs-pair-select", "value"), State("fs-uploads", "data"),
+)
+def choose_pair(key, uploads):
+    """Resolve the chosen pair through the service; a stale link falls back to the default sample."""
+    message = None
+    try:
+        pair = backend.resolve_pair(key or backend.default_pair_key())
+    except (fusion.InvalidInput, KeyError) as exc:
+        pair = backend.resolve_pair(backend.default_pair_key())
+        message = dbc.Alert(f"Could not open pair {key!r}: {exc}. Showing {pair['label']} instead; "
+                            "upload the images again to share them.", color="warning", className="mt-2 small")
+    return pair, message, pair_options(uploads, key)
+
+
+@cb(
+    Output("fs-input-mri", "src"), Output("fs-input-pet", "src"),
+    Input("fs-pair", "data"),
+)
+def show_inputs(pair):
+    a, b = backend.pair_arrays(pair["id"])
+    return grey_uri(a), grey_uri(b)
+
+
+def _decode_upload(contents: str) -> bytes:
+    return base64.b64decode(contents.split(",", 1)[1])
+
+
+@cb(
+    Output("fs-upload-msg", "children"), Output("fs-pair-select", "value", allow_duplicate=True),
+    Output("fs-uploads", "data"),
+    Input("fs-upload-mri", "contents"), Input("fs-upload-pet", "contents"),
+    State("fs-upload-mri", "filename"), State("fs-upload-pet", "filename"), State("fs-uploads", "data"),
+    prevent_initial_call=True,
+)
+def upload_pair(mri, pet, mri_name, pet_name, uploads):
+    """Validate each dropped file at once; when both are good, store the pair and select it."""
+    problems = []
+    for label, contents, name in (("MRI", mri, mri_name), ("PET", pet, pet_name)):
+        if contents:
+            try:
+                fusion.load_image(_decode_upload(contents), name or label)
+            except fusion.InvalidInput as exc:
+                problems.append(f"{label}: {exc}")
+    if problems:
+        return dbc.Alert([html.B("Upload refused. "), *[html.Div(p) for p in problems]], color="danger",
+                         className="mt-2 small mb-0", id="fs-upload-error"), no_update, no_update
+    if not (mri and pet):
+        missing = "PET" if mri else "MRI"
+        return dbc.Alert(f"Got the {'MRI' if mri else 'PET'} image; now add the {missing} image.",
+                         color="info", className="mt-2 small mb-0"), no_update, no_update
+    try:
+        pair_id = backend.put_uploaded_pair(_decode_upload(mri), mri_name or "MRI", _decode_upload(pet),
+                                            pet_name or "PET")
+    except fusion.InvalidInput as exc:
+        return dbc.Alert([html.B("Upload refused. "), str(exc)], color="danger", className="mt-2 small mb-0",
+                         id="fs-upload-error"), no_update, no_update
+    label = f"upload {mri_name} + {pet_name}"
+    uploads = [u for u in (uploads or []) if u["id"] != pair_id] + [{"id": pair_id, "label": label}]
+    return (dbc.Alert(f"Using {label}.", color="success", className="mt-2 small mb-0", id="fs-upload-ok"),
+            pair_id, uploads)
+
+
+# ------------------------------------------------------------------ the grid and its panels
+@cb(
+    Output("fs-grid", "children"), Output("fs-grid-version", "data"),
+    Input("fs-models", "value"), Input("fs-window", "value"), Input("fs-pair", "data"),
+)
+def render_grid(models, window, pair):
+    """Rebuild the comparison grid (only when models, window mode or pair change; never on hover)."""
+    models = [m for m in fusion.list_models() if m in (models or [])]
+    infos, offsets = {}, {}
+    for m in models:
+        try:
+            infos[m] = backend.model_info(m)
+            offsets[m] = backend.rf_offsets(infos[m])
+        except Exception as exc:  # noqa: BLE001 - a broken plugin must not take the page down
+            infos[m] = {"name": m, "method": "unavailable", "reason": str(exc)}
+    version = {"models": models, "window": window, "pair": pair["id"], "t": time.time()}
+    return grid(models, infos, window, offsets), version
+
+
+@cb(
+    Output({"type": "img-fused", "view": ALL, "model": ALL}, "src"),
+    Output({"type": "cbar-fused", "view": ALL, "model": ALL}, "src"),
+    Output({"type": "ticks-fused", "view": ALL, "model": ALL}, "children"),
+    Input("fs-grid-version", "data"), Input("fs-shared", "value"),
+    State("fs-pair", "data"),
+)
+def show_fused(version, shared, pair):
+    """Fused images on a grey scale over their actual value range (tanh outputs may be negative)."""
+    models = [i["model"] for i in output_ids(0)]
+    images = {m: backend.fused(m, pair["id"]) for m in models}
+    ranges = colour.limits(images, "linear", bool(shared))
+    specs = {m: colour.ColourSpec(colour.GREY, "linear", *ranges[m]) for m in models}
+    return ([colour.map_uri(images[m], specs[m]) for m in models],
+            [colour.colourbar_uri(specs[m]) for m in models],
+            [ticks_children(specs[m]) for m in models])
+
+
+@cb(
+    Output({"type": "img-jacobian", "view": ALL, "model": ALL}, "src"),
+    Output({"type": "mark", "view": ALL, "model": ALL}, "style"),
+    Output({"type": "ticks-jacobian", "view": ALL, "model": ALL}, "children"),
+    Output("fs-readout", "children"), Output("fs-hover-ack", "data"),
+    Input("fs-pixel", "data"), Input("fs-grid-version", "data"),
+    Input("fs-jac-mode", "value"), Input("fs-shared", "value"), Input("fs-gamma-j", "value"),
+    State("fs-pair", "data"),
+)
+def hover(pixel, version, mode, shared, gamma, pair):
+    """The hot path: Jacobians of the selected pixel for every model, as small PNGs, and the readout."""
+    if not version or version.get("pair") != pair["id"]:
+        raise PreventUpdate
+    row, col = clamp_pixel(pixel, pair)
+    image_ids = output_ids(0)
+    models = list(dict.fromkeys(i["model"] for i in image_ids))
+    results, errors = {}, {}
+    if models:
+        try:
+            results = backend.pixels(models, pair["id"], row, col)
+        except Exception as exc:  # noqa: BLE001 - show it in the readout, keep the page alive
+            errors = {m: f"{type(exc).__name__}: {exc}" for m in models}
+    window = version.get("window", "rf")
+    shown = {}
+    for i in image_ids:
+        result = results.get(i["model"])
+        if result is None:
+            continue
+        jac = result.ja if i["view"] == "jmri" else result.jb
+        if window == "rf":
+            top, bottom, left, right = result.window
+            jac = jac[top:bottom, left:right]
+        shown[(i["model"], i["view"])] = jac
+    ranges = colour.limits(shown, mode, bool(shared))
+    srcs, ticks = [], []
+    for i in image_ids:
+        key = (i["model"], i["view"])
+        if key not in shown:
+            srcs.append(""), ticks.append("")
+            continue
+        spec = colour.with_range(jac_spec(mode, gamma, JAC_UNITS[i["view"]]), ranges[key])
+        srcs.append(colour.map_uri(shown[key], spec))
+        ticks.append(ticks_children(spec))
+    marks = []
+    for i in output_ids(1):
+        result = results.get(i["model"])
+        if result is None:
+            marks.append({"display": "none"})
+            continue
+        top, bottom, left, right = result.window
+        marks.append({"top": f"{100 * (row - top) / (bottom - top):.3f}%",
+                      "left": f"{100 * (col - left) / (right - left):.3f}%",
+                      "height": f"{100 / (bottom - top):.3f}%", "width": f"{100 / (right - left):.3f}%"})
+    readout = readout_table(pair, row, col, models, results, errors)
+    return srcs, marks, ticks, readout, (pixel or {}).get("seq", 0)
+
+
+def readout_table(pair: dict, row: int, col: int, models: list[str], results: dict, errors: dict):
+    """Coordinates, input values and, per model, F(p), the Jacobian diagonal and the MRI share of p."""
+    a, b = backend.pair_arrays(pair["id"])
+    fmt = colour.format_value
+    head = html.Div([html.B(f"pixel (row {row}, col {col})"),
+                     html.Span(f"  MRI {fmt(float(a[row, col]))} · PET {fmt(float(b[row, col]))}",
+                               className="text-muted")], id="fs-readout-head")
+    body = []
+    for m in models:
+        r = results.get(m)
+        if r is None:
+            body.append(html.Tr([html.Td(m), html.Td(errors.get(m, "not available"), colSpan=5,
+                                                     className="text-danger")]))
+            continue
+        total_a, total_b = float(np.abs(r.ja).sum()), float(np.abs(r.jb).sum())
+        share = total_a / (total_a + total_b) if total_a + total_b > 0 else 0.5
+        body.append(html.Tr([html.Td(m), html.Td(fmt(float(r.value))), html.Td(fmt(float(r.ja[row, col]))),
+                             html.Td(fmt(float(r.jb[row, col]))), html.Td(f"{share:.2f}"),
+                             html.Td(r.method, className="text-muted")]))
+    table = dbc.Table([html.Thead(html.Tr([html.Th(t) for t in
+                                           ("model", "F(p)", "∂F/∂MRI(p)", "∂F/∂PET(p)", "MRI share of p", "path")])),
+                       html.Tbody(body)], size="sm", className="fs-readout-table mb-0", borderless=True)
+    return [head, table]
+
+
+@cb(
+    Output({"type": "cbar-jacobian", "view": ALL, "model": ALL}, "src"),
+    Input("fs-grid-version", "data"), Input("fs-jac-mode", "value"), Input("fs-gamma-j", "value"),
+)
+def jacobian_colourbars(version, mode, gamma):
+    """The Jacobian bars depend on mode and gamma only (their tick labels follow the hover)."""
+    spec = jac_spec(mode, gamma, "")
+    return [colour.colourbar_uri(spec)] * len(output_ids(0))
+
+
+@cb(
+    Output("fs-pin-badge", "children"),
+    Input("fs-pinned", "data"),
+)
+def pin_badge(pinned):
+    if not pinned:
+        return html.Small("Hover any image to select a pixel; click to pin it; arrow keys step it.",
+                          className="text-muted")
+    return dbc.Badge(f"pinned at (row {pinned['row']}, col {pinned['col']}) · click or Esc to release",
+                     color="warning", text_color="dark", id="fs-pinned-badge")
+
+
+# ------------------------------------------------------------------ model cards
+@cb(
+    Output("fs-card-modal", "is_open"), Output("fs-card-title", "children"), Output("fs-card-body", "children"),
+    Input({"type": "card-btn", "model": ALL}, "n_clicks"),
+    prevent_initial_call=True,
+)
+def show_card(clicks):
+    if not ctx.triggered_id or not any(clicks):
+        raise PreventUpdate
+    name = ctx.triggered_id["model"]
+    info = backend.model_info(name)
+    return True, f"Model card: {name}", card_body(info)
+
+
+def card_body(info: dict):
+    """Key facts of a model: receptive field, Jacobian path, checkpoint and the card's entries."""
+    facts = {"receptive field": info.get("receptive_field"), "Jacobian path": info.get("method"),
+             "why this path": info.get("reason"), "checkpoint": info.get("checkpoint") or "none (no trained weights)",
+             "weights hash": (info.get("weights_hash") or "")[:16] or None}
+    rows = [html.Tr([html.Th(k), html.Td(str(v))]) for k, v in facts.items() if v not in (None, "")]
+    card = info.get("card")
+    if not card:
+        rows.append(html.Tr([html.Th("model card"), html.Td("this checkpoint has no model card")]))
+    else:
+        for key, value in card.items():
+            text = value if isinstance(value, str) else repr(value)
+            if len(text) > 300:
+                text = text[:300] + " …"
+            rows.append(html.Tr([html.Th(key), html.Td(text, className="fs-card-value")]))
+    return dbc.Table(html.Tbody(rows), size="sm", striped=True)
+
+
+# ------------------------------------------------------------------ whole-image (dense) maps
+def dense_srcs(maps: dict, fused: np.ndarray, mode: str, shared_ranges: dict | None, gamma: float) -> dict:
+    """PNG sources of the dense views of one model from its maps (NaN where still unknown)."""
+    out = {}
+    for view, name in DENSE_MAPS.items():
+        values = maps[name]
+        if view == "share":
+            spec = colour.ColourSpec(colour.SHARE, "linear", 0.0, 1.0)
+        else:
+            lo_hi = (shared_ranges or {}).get(view) or colour.limits({view: values}, mode, False)[view]
+            spec = colour.with_range(jac_spec(mode, gamma, ""), lo_hi)
+        out[view] = (colour.map_uri(values, spec), spec)
+    out["rgb"] = (colour.data_uri(colour.rgb_composite(maps["guidance_a"], maps["guidance_b"], fused,
+                                                       clamp_gamma(gamma))), None)
+    return out
+
+
+@cb(
+    Output("fs-dense-request", "data"),
+    Input("fs-dense-run", "n_clicks"), Input({"type": "retry", "model": ALL}, "n_clicks"),
+    State("fs-grid-version", "data"),
+    prevent_initial_call=True,
+)
+def request_dense(run, retries, version):
+    """Compute (all selected models) or retry (one model): hand the list to the background job."""
+    if not version or not version["models"]:
+        raise PreventUpdate
+    if isinstance(ctx.triggered_id, dict):
+        if not any(retries):
+            raise PreventUpdate
+        models = [ctx.triggered_id["model"]]
+    else:
+        models = version["models"]
+    return {"models": models, "pair": version["pair"], "t": time.time()}
+
+
+@cb(
+    Output("fs-dense-result", "data"),
+    Input("fs-dense-request", "data"),
+    State("fs-jac-mode", "value"), State("fs-gamma-g", "value"),
+    background=True,
+    progress=Output("fs-dense-progress", "data"),
+    cancel=[Input("fs-dense-cancel", "n_clicks")],
+    running=[(Output("fs-dense-run", "disabled"), True, False),
+             (Output("fs-dense-cancel", "disabled"), False, True)],
+    interval=400,
+    prevent_initial_call=True,
+)
+def run_dense(set_progress, request, mode, gamma):
+    """Dense Jacobians of the requested models, one after another, in a background process.
+
+    Progress (and a coarse preview that refines) goes out every ~0.4 s; the results
+    themselves go to the service's shared cache, so every page and worker sees them.
+    """
+    if not request:
+        raise PreventUpdate
+    svc = backend.service()
+    pair_id = request["pair"]
+    report = {"pair": pair_id, "t": request["t"], "models": {m: {"state": "queued"} for m in request["models"]},
+              "preview": None}
+    for m in request["models"]:
+        if svc.cached_dense(m, pair_id) is not None:
+            report["models"][m] = {"state": "done"}
+            continue
+        report["models"][m] = {"state": "computing", "done": 0, "total": 1}
+        set_progress(dict(report))
+        last = [0.0]
+        fused = svc.fuse(m, pair_id)
+
+        def progress(done, total, preview=None, m=m, last=last, fused=fused):
+            report["models"][m] = {"state": "computing", "done": int(done), "total": max(int(total), 1)}
+            now = time.monotonic()
+            if now - last[0] < 0.4:
+                return
+            last[0] = now
+            if preview is not None:
+                srcs = dense_srcs(preview, fused, mode, None, gamma)
+                report["preview"] = {"model": m, "srcs": {v: s for v, (s, _) in srcs.items()}}
+            set_progress(dict(report))
+
+        try:
+            svc.dense(m, pair_id, progress=progress)
+            report["models"][m] = {"state": "done"}
+        except Exception as exc:  # noqa: BLE001 - one model failing must not stop the others
+            report["models"][m] = {"state": "failed", "error": f"{type(exc).__name__}: {exc}"}
+        report["preview"] = None
+        set_progress(dict(report))
+    return {"pair": pair_id, "t": request["t"],
+            "models": {m: s for m, s in report["models"].items() if s["state"] == "failed"}}
+
+
+@cb(
+    Output("fs-dense-status", "data"),
+    Input("fs-grid-version", "data"), Input("fs-dense-result", "data"), Input("fs-dense-progress", "data"),
+    State("fs-dense-status", "data"),
+)
+def dense_status(version, result, progress, previous):
+    """Per model: "done" (in the shared cache), "failed" (with the error) or "missing".
+
+    Follows the job's progress so that each model's maps appear as soon as it is done,
+    but only sends a new status when something changed.
+    """
+    if not version:
+        raise PreventUpdate
+    failed = (result or {}).get("models", {}) if (result or {}).get("pair") == version["pair"] else {}
+    status = {}
+    for m in version["models"]:
+        if backend.cached_dense(m, version["pair"]) is not None:
+            status[m] = {"state": "done"}
+        elif m in failed:
+            status[m] = failed[m]
+        else:
+            status[m] = {"state": "missing"}
+    new = {"pair": version["pair"], "models": status}
+    if new == previous:
+        raise PreventUpdate
+    return new
+
+
+def _live(progress: dict | None, pair_id: str, running: bool) -> dict:
+    """Per-model progress of the running job for this pair (nothing when no job runs)."""
+    if not running or not progress or progress.get("pair") != pair_id:
+        return {}
+    return progress.get("models", {})
+
+
+@cb(
+    Output({"type": "status", "model": ALL}, "children"),
+    Input("fs-dense-status", "data"), Input("fs-dense-progress", "data"), Input("fs-dense-cancel", "disabled"),
+)
+def model_status(status, progress, idle):
+    """Header of each column: done / computing n% / failed (message and retry) / not computed."""
+    models = [i["model"] for i in output_ids(0)]
+    if not status:
+        return [""] * len(models)
+    live = _live(progress, status["pair"], running=not idle)
+    out = []
+    for m in models:
+        s = status["models"].get(m, {"state": "missing"})
+        job = live.get(m, {})
+        if s["state"] == "done":
+            out.append(dbc.Badge("whole-image maps ready", color="success", className="fs-done"))
+        elif job.get("state") == "computing":
+            pct = 100.0 * job.get("done", 0) / max(job.get("total", 1), 1)
+            out.append(dbc.Progress(value=pct, label=f"{pct:.0f}%", striped=True, animated=True,
+                                    className="fs-progress", id=pid("progress", m)))
+        elif job.get("state") == "queued":
+            out.append(dbc.Badge("queued", color="info"))
+        elif s["state"] == "failed":
+            out.append(html.Div([html.Span("job failed: ", className="fw-bold"),
+                                 html.Span(s.get("error", ""), className="fs-error-text"),
+                                 dbc.Button("retry", id=pid("retry", m), size="sm", color="danger",
+                                            outline=True, className="ms-1 py-0")], className="text-danger small"))
+        else:
+            out.append(html.Small("whole-image maps not computed", className="text-muted"))
+    return out
+
+
+@cb(
+    Output({"type": "img-dense", "view": ALL, "model": ALL}, "src"),
+    Output({"type": "empty", "view": ALL, "model": ALL}, "children"),
+    Output({"type": "cbar-dense", "view": ALL, "model": ALL}, "src"),
+    Output({"type": "ticks-dense", "view": ALL, "model": ALL}, "children"),
+    Input("fs-dense-status", "data"),
+    Input("fs-jac-mode", "value"), Input("fs-shared", "value"), Input("fs-gamma-g", "value"),
+)
+def show_dense(status, mode, shared, gamma):
+    """Guidance maps, RGB composite and MRI share from the shared cache, or a deliberate empty state."""
+    ids = output_ids(0)
+    if not status:
+        raise PreventUpdate
+    pair_id = status["pair"]
+    maps = {}
+    for m in dict.fromkeys(i["model"] for i in ids):
+        d = backend.cached_dense(m, pair_id) if status["models"].get(m, {}).get("state") == "done" else None
+        if d is not None:
+            maps[m] = ({"guidance_a": d.guidance_a, "guidance_b": d.guidance_b, "mri_share": d.mri_share},
+                       backend.fused(m, pair_id))
+    shared_ranges = None
+    if shared and maps:
+        shared_ranges = {view: colour.limits({m: mp[name] for m, (mp, _) in maps.items()}, mode, True)
+                         .popitem()[1] for view, name in DENSE_MAPS.items() if view != "share"}
+    rendered = {m: dense_srcs(mp, fused, mode, shared_ranges, gamma) for m, (mp, fused) in maps.items()}
+    srcs, empties = [], []
+    for i in ids:
+        m, view = i["model"], i["view"]
+        srcs.append(rendered[m][view][0] if m in rendered else "")
+        empties.append("" if m in rendered else _empty_text(status["models"].get(m, {}), {}))
+    bars, ticks = [], []
+    for i in output_ids(2):
+        spec = rendered.get(i["model"], {}).get(i["view"], (None, None))[1]
+        bars.append(colour.colourbar_uri(spec) if spec else "")
+        ticks.append(ticks_children(spec) if spec else "")
+    return srcs, empties, bars, ticks
+
+
+@cb(
+    Output({"type": "img-dense", "view": ALL, "model": ALL}, "src", allow_duplicate=True),
+    Output({"type": "empty", "view": ALL, "model": ALL}, "children", allow_duplicate=True),
+    Input("fs-dense-progress", "data"),
+    State("fs-dense-status", "data"), State("fs-dense-cancel", "disabled"),
+    prevent_initial_call=True,
+)
+def show_progress(progress, status, idle):
+    """While a job runs: its coarse preview (refining) in the computing model's panels, others untouched."""
+    ids = output_ids(0)
+    if not status:
+        raise PreventUpdate
+    live = _live(progress, status["pair"], running=not idle)
+    if not live:
+        raise PreventUpdate
+    preview = (progress or {}).get("preview") or {}
+    srcs, empties = [], []
+    for i in ids:
+        m, view = i["model"], i["view"]
+        if status["models"].get(m, {}).get("state") == "done":
+            srcs.append(no_update), empties.append(no_update)
+        elif preview.get("model") == m:
+            srcs.append(preview["srcs"].get(view, ""))
+            empties.append(html.Span("preview, refining…", className="fs-empty-note"))
+        else:
+            srcs.append(no_update)
+            empties.append(_empty_text(status["models"].get(m, {}), live.get(m, {})))
+    return srcs, empties
+
+
+def _empty_text(status: dict, job: dict) -> str:
+    if job.get("state") == "computing":
+        return "computing…"
+    if job.get("state") == "queued":
+        return "queued"
+    if status.get("state") == "failed":
+        return "job failed (see the column header)"
+    return "not computed yet: “Compute” on the left"
+
+
+# ------------------------------------------------------------------ statistics
+def _dense_for(status: dict | None):
+    if not status:
+        return {}
+    out = {}
+    for m, s in status["models"].items():
+        if s.get("state") == "done":
+            d = backend.cached_dense(m, status["pair"])
+            if d is not None:
+                out[m] = d
+    return out
+
+
+@cb(
+    Output("fs-hist", "figure"), Output("fs-stats-table", "children"), Output("fs-stats-rows", "data"),
+    Input("fs-dense-status", "data"), Input("fs-region", "data"), Input("fs-mask-threshold", "value"),
+    State("fs-pair", "data"),
+)
+def statistics(status, region, threshold, pair):
+    """MRI-share histograms on one axis range, and the per-region table, for the active region."""
+    dense = _dense_for(status)
+    if not dense or status["pair"] != pair["id"]:
+        return figures.share_histograms({}, {}, ""), None, []
+    a, _ = backend.pair_arrays(pair["id"])
+    brain = stats.brain_mask(a, float(threshold if threshold is not None else stats.BRAIN_THRESHOLD))
+    drawn = stats.region_mask(region, a.shape)
+    active = drawn if drawn is not None else brain
+    label = figures.region_label(region if drawn is not None else None)
+    shares = {m: d.mri_share for m, d in dense.items()}
+    hists = {m: stats.histogram(s, active) for m, s in shares.items()}
+    summaries = {m: stats.summarise(s, active) for m, s in shares.items()}
+    regions = {"whole image": None, "brain mask": brain}
+    if drawn is not None:
+        regions[label] = drawn
+    rows = stats.region_table(shares, regions)
+    table = dbc.Table([
+        html.Thead(html.Tr([html.Th(t) for t in ("model", "region", "pixels", "mean MRI share", "MRI-dominated")])),
+        html.Tbody([html.Tr([html.Td(r["model"]), html.Td(r["region"]), html.Td(f"{r['pixels']:,}"),
+                             html.Td(colour.format_value(r["mean_share"])),
+                             html.Td("n/a" if not np.isfinite(r["mri_dominated"]) else f"{r['mri_dominated']:.1%}")])
+                    for r in rows]),
+    ], size="sm", striped=True, className="fs-stats-table", id="fs-region-table")
+    return figures.share_histograms(hists, summaries, label), table, rows
+
+
+@cb(
+    Output("fs-scatter", "figure"),
+    Input("fs-dense-status", "data"),
+    State("fs-pair", "data"), State("fs-mask-threshold", "value"),
+)
+def scatter(status, pair, threshold):
+    """G_MRI vs G_PET over the brain-mask pixels (subsampled for WebGL), one subplot per model."""
+    dense = _dense_for(status)
+    if not dense or status["pair"] != pair["id"]:
+        return figures.guidance_scatter({})
+    a, _ = backend.pair_arrays(pair["id"])
+    brain = np.flatnonzero(stats.brain_mask(a, float(threshold or stats.BRAIN_THRESHOLD)))
+    idx = figures.subsample(brain, backend.config().max_scatter_points)
+    points = {m: (d.guidance_a.ravel()[idx], d.guidance_b.ravel()[idx], idx) for m, d in dense.items()}
+    return figures.guidance_scatter(points)
+
+
+@cb(
+    Output("fs-scatter", "figure", allow_duplicate=True),
+    Input("fs-pixel-rest", "data"), Input("fs-pinned", "data"),
+    State("fs-dense-status", "data"), State("fs-pair", "data"),
+    prevent_initial_call=True,
+)
+def scatter_highlight(rest, pinned, status, pair):
+    """Move the highlighted pixel in the scatter when the cursor rests (a Patch: the clouds stay)."""
+    dense = _dense_for(status)
+    if not dense:
+        raise PreventUpdate
+    row, col = clamp_pixel(pinned or rest, pair)
+    return figures.highlight_patch(list(dense), {m: (float(d.guidance_a[row, col]), float(d.guidance_b[row, col]))
+                                                 for m, d in dense.items()})
+
+
+@cb(
+    Output("fs-region", "data"),
+    Input("fs-scatter", "selectedData"), Input("fs-region-clear", "n_clicks"),
+    prevent_initial_call=True,
+)
+def brushed_region(selected, _clear):
+    """Brushing the scatter selects those pixels as the region; "clear region" drops it."""
+    if ctx.triggered_id == "fs-region-clear" or not selected:
+        return None
+    indices = sorted({int(p["customdata"]) for p in selected.get("points", []) if "customdata" in p})
+    return {"kind": "pixels", "indices": indices} if indices else None
+
+
+# ------------------------------------------------------------------ downloads
+@cb(
+    Output("fs-download", "data"),
+    Input("fs-dl-png", "n_clicks"), Input("fs-dl-csv", "n_clicks"), Input({"type": "h5", "model": ALL}, "n_clicks"),
+    State("fs-pair", "data"), State("fs-grid-version", "data"), State("fs-pixel", "data"),
+    State("fs-jac-mode", "value"), State("fs-shared", "value"), State("fs-gamma-j", "value"),
+    State("fs-gamma-g", "value"), State("fs-stats-rows", "data"),
+    prevent_initial_call=True,
+)
+def download(_png, _csv, h5_clicks, pair, version, pixel, mode, shared, gamma_j, gamma_g, rows):
+    """The current figures as one PNG sheet, the statistics as CSV, or one model's dense result as HDF5."""
+    trigger = ctx.triggered_id
+    if trigger == "fs-dl-csv":
+        if not rows:
+            raise PreventUpdate
+        return dict(content=stats.table_csv(rows), filename="mri-share-statistics.csv", type="text/csv")
+    if isinstance(trigger, dict):
+        if not any(h5_clicks):
+            raise PreventUpdate
+        result = backend.cached_dense(trigger["model"], pair["id"])
+        if result is None:
+            raise PreventUpdate
+        import tempfile
+        from pathlib import Path
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"{trigger['model']}-{pair['id'][:8]}.h5"
+            result.to_hdf5(path)
+            return dcc.send_bytes(path.read_bytes(), path.name)
+    if trigger == "fs-dl-png":
+        return dcc.send_bytes(figure_sheet(pair, version, pixel, mode, shared, gamma_j, gamma_g),
+                              "fusion-saliency.png")
+    raise PreventUpdate
+
+
+def figure_sheet(pair, version, pixel, mode, shared, gamma_j, gamma_g) -> bytes:
+    """Re-colour the current view on the server into one labelled PNG sheet."""
+    models = (version or {}).get("models", [])
+    row, col = clamp_pixel(pixel, pair)
+    results = backend.pixels(models, pair["id"], row, col) if models else {}
+    jac = {}
+    for m, r in results.items():
+        top, bottom, left, right = r.window
+        jac[(m, "jmri")], jac[(m, "jpet")] = r.ja[top:bottom, left:right], r.jb[top:bottom, left:right]
+    ranges = colour.limits(jac, mode, bool(shared))
+    fused = {m: backend.fused(m, pair["id"]) for m in models}
+    rows = [("Fused F", [colour.colourise(fused[m], colour.ColourSpec(colour.GREY, "linear",
+                                                                         *colour.finite_range([fused[m]])))
+                         for m in models])]
+    for view in JACOBIAN_VIEWS:
+        rows.append((f"{VIEW_BY_KEY[view].title} at ({row},{col})",
+                     [colour.colourise(jac[(m, view)], colour.with_range(jac_spec(mode, gamma_j, ""),
+                                                                        ranges[(m, view)]))
+                      if (m, view) in jac else None for m in models]))
+    dense = {m: backend.cached_dense(m, pair["id"]) for m in models}
+    for view, name in DENSE_MAPS.items():
+        images = []
+        for m in models:
+            d = dense.get(m)
+            if d is None:
+                images.append(None)
+                continue
+            values = getattr(d, name)
+            spec = (colour.ColourSpec(colour.SHARE, "linear", 0, 1) if view == "share" else
+                    colour.with_range(jac_spec(mode, gamma_g, ""), colour.limits({0: values}, mode, False)[0]))
+            images.append(colour.colourise(values, spec))
+        rows.append((VIEW_BY_KEY[view].title, images))
+    return figures.sheet_png(models, rows, title=f"{pair['label']} · pixel ({row}, {col}) · {mode} · "
+                                                  f"gamma J {clamp_gamma(gamma_j)} · gamma G {clamp_gamma(gamma_g)}")
+
+
+# ------------------------------------------------------------------ the browser side (assets/fs_hover.js)
+clientside(ClientsideFunction("fs", "setShape"), Output("fs-js-sink", "data"), Input("fs-pair", "data"))
+clientside(ClientsideFunction("fs", "drawPixel"), Output("fs-js-sink", "data", allow_duplicate=True),
+                    Input("fs-pixel", "data"), prevent_initial_call=True)
+clientside(ClientsideFunction("fs", "pin"), Output("fs-pixel", "data"), Input("fs-pinned", "data"))
+clientside(ClientsideFunction("fs", "ack"), Output("fs-js-sink", "data", allow_duplicate=True),
+                    Input("fs-hover-ack", "data"), prevent_initial_call=True)
+clientside(ClientsideFunction("fs", "regionMode"), Output("fs-js-sink", "data", allow_duplicate=True),
+                    Input("fs-region-mode", "value"), prevent_initial_call=True)
+clientside(ClientsideFunction("fs", "drawRegion"), Output("fs-js-sink", "data", allow_duplicate=True),
+                    Input("fs-region", "data"), Input("fs-grid-version", "data"), prevent_initial_call=True)
