@@ -1,0 +1,339 @@
+"""The whole Jacobian of a fused image by coloured backward passes.
+
+Output pixels whose fields do not overlap (``field.rows`` apart vertically or
+``field.cols`` apart horizontally) have disjoint input supports. One forward
+pass is kept; each of the rows x cols shifts (dy, dx) seeds the backward pass
+with ones at p = (dy + i * rows, dx + j * cols), and the input gradient at q is
+then dF(p)/d(q) for the one seeded p whose field holds q. Several shifts run as
+one vmapped backward (``is_grads_batched``), in chunks bounded by a memory
+budget. The shifts are visited coarse to fine, so early results already cover
+the image on a sparse regular grid (the preview).
+
+Banded storage: ``band_a[r, c, i, j] = dF(r, c)/da(r - up + i, c - left + j)``,
+shape (H, W, rows, cols), zero outside the image.
+"""
+from __future__ import annotations
+
+import inspect
+import math
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
+
+import numpy as np
+import torch
+from torch import nn
+
+from .pixel import as_tensor, pixel_jacobians
+from .receptive_field import Field, analyse, full_rows, plan, run
+
+#: Default bound on the extra memory of one chunk of vmapped backward passes.
+MEMORY_BUDGET_BYTES = 1 << 30
+MAP_NAMES = ("guidance_a", "guidance_b", "influence_a", "influence_b", "mri_share")
+
+
+class Cancelled(RuntimeError):
+    """The computation was cancelled by its caller."""
+
+
+def share(influence_a: np.ndarray, influence_b: np.ndarray) -> np.ndarray:
+    """influence_a / (influence_a + influence_b); 0.5 where both are 0 (NaN stays NaN)."""
+    total = influence_a + influence_b
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(total > 0, influence_a / np.where(total > 0, total, 1), 0.5)
+    out[np.isnan(total)] = np.nan
+    return out.astype(np.float32)
+
+
+@dataclass
+class DenseJacobian:
+    """Whole-image saliency of one model on one pair; every map is H x W float32.
+
+    ``guidance_a/_b``: the Jacobian diagonal dF(p)/da(p), dF(p)/db(p).
+    ``influence_a/_b``: sum over q of |dF(p)/da(q)| (likewise for b).
+    ``band_a/_b``: (H, W, rows, cols) banded Jacobian (see the module docstring) or None.
+    ``method``: "coloured" or "full-image"; ``reason``: why the slower path, if taken.
+    """
+
+    guidance_a: np.ndarray
+    guidance_b: np.ndarray
+    influence_a: np.ndarray
+    influence_b: np.ndarray
+    fused: np.ndarray
+    method: str
+    field: Field
+    band_a: np.ndarray | None = None
+    band_b: np.ndarray | None = None
+    reason: str | None = None
+    meta: dict = dataclass_field(default_factory=dict)
+    model: nn.Module | None = dataclass_field(default=None, repr=False, compare=False)
+    inputs: tuple[np.ndarray, np.ndarray] | None = dataclass_field(default=None, repr=False, compare=False)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.guidance_a.shape
+
+    @property
+    def mri_share(self) -> np.ndarray:
+        """influence_a / (influence_a + influence_b), 0.5 where both are 0."""
+        return share(self.influence_a, self.influence_b)
+
+    @property
+    def receptive_field(self) -> int:
+        """Side of the receptive field (0 for a non-local model)."""
+        return self.field.size if self.field.local else 0
+
+    def maps(self) -> dict[str, np.ndarray]:
+        return {name: getattr(self, name) for name in MAP_NAMES}
+
+    def row(self, row: int, col: int) -> tuple[np.ndarray, np.ndarray]:
+        """dF(row, col)/da and /db as two H x W float32 arrays (equal to ``pixel_jacobian``)."""
+        height, width = self.shape
+        if not (0 <= row < height and 0 <= col < width):
+            raise IndexError(f"pixel ({row}, {col}) is outside the {height} x {width} image")
+        if self.band_a is None:
+            if self.model is None or self.inputs is None:
+                raise ValueError("this DenseJacobian kept no banded Jacobian (keep_band=False or loaded "
+                                 "without it) and no model: compute the row with pixel_jacobian instead")
+            result = pixel_jacobians(self.model, *self.inputs, [(row, col)])[0]
+            return result.ja, result.jb
+        f = self.field
+        top, bottom, left, right = f.box(row, col, height, width)
+        i0, j0 = top - (row - f.up), left - (col - f.left)
+        rows = []
+        for band in (self.band_a, self.band_b):
+            out = np.zeros((height, width), np.float32)
+            out[top:bottom, left:right] = band[row, col, i0:i0 + bottom - top, j0:j0 + right - left]
+            rows.append(out)
+        return rows[0], rows[1]
+
+    def to_hdf5(self, path) -> None:
+        """Write maps, banded Jacobian and provenance to an HDF5 file (see ``fusion.saliency.hdf5``)."""
+        from .hdf5 import save_hdf5
+
+        save_hdf5(self, path)
+
+    @classmethod
+    def from_hdf5(cls, path) -> DenseJacobian:
+        from .hdf5 import load_hdf5
+
+        return load_hdf5(path)
+
+
+# ------------------------------------------------------------------ helpers
+def _bit_reversed(n: int) -> list[int]:
+    """0..n-1 ordered so that every prefix is spread out (van der Corput order)."""
+    bits = max(1, math.ceil(math.log2(max(n, 2))))
+    order = sorted(range(1 << bits), key=lambda i: int(f"{i:0{bits}b}"[::-1], 2))
+    return [i for i in order if i < n]
+
+
+def colour_order(rows: int, cols: int) -> list[tuple[int, int]]:
+    """All shifts (dy, dx), coarse to fine: after k x k of them the seeds form a regular k-fold grid."""
+    ry = {v: i for i, v in enumerate(_bit_reversed(rows))}
+    rx = {v: i for i, v in enumerate(_bit_reversed(cols))}
+    return sorted(((dy, dx) for dy in range(rows) for dx in range(cols)),
+                  key=lambda s: (max(ry[s[0]], rx[s[1]]), ry[s[0]], rx[s[1]]))
+
+
+def _is_cancelled(cancel) -> bool:
+    if cancel is None:
+        return False
+    if isinstance(cancel, threading.Event) or hasattr(cancel, "is_set"):
+        return bool(cancel.is_set())
+    return bool(cancel())
+
+
+def _reporter(progress: Callable | None) -> Callable[[int, int, Callable[[], dict] | None], None]:
+    """Call ``progress(done, total, preview)`` or ``progress(done, total)``, whichever it accepts."""
+    if progress is None:
+        return lambda done, total, preview: None
+    try:
+        params = inspect.signature(progress).parameters.values()
+        positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        three = len(positional) >= 3 or any(p.kind == p.VAR_POSITIONAL for p in params)
+    except (TypeError, ValueError):
+        three = True
+    if three:
+        return lambda done, total, preview: progress(done, total, preview() if preview else None)
+    return lambda done, total, preview: progress(done, total)
+
+
+def _chunk_size(model: nn.Module, height: int, width: int, itemsize: int, budget: int) -> int:
+    """Colours per vmapped backward pass so that one chunk stays within ``budget`` bytes."""
+    widest = max([m.out_channels for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+                 + [m.in_channels for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+                 + [2])
+    per_colour = 4 * height * width * widest * itemsize  # a few live gradient tensors per colour
+    return int(max(1, min(64, budget // per_colour)))
+
+
+class _Backward:
+    """Batched backward passes through one kept forward graph: (K, H, W) seeds -> two (K, H, W) grads."""
+
+    def __init__(self, model, ta, tb):
+        self.a = ta[None, None].clone().requires_grad_(True)
+        self.b = tb[None, None].clone().requires_grad_(True)
+        with torch.enable_grad():
+            self.out = run(model, self.a, self.b)
+        self.vmap = True
+
+    def __call__(self, seeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        inputs = (self.a, self.b)
+        if self.vmap:
+            try:
+                ga, gb = torch.autograd.grad(self.out, inputs, seeds[:, None, None], retain_graph=True,
+                                             allow_unused=True, is_grads_batched=True)
+                return self._fill(ga, seeds), self._fill(gb, seeds)
+            except (RuntimeError, NotImplementedError):
+                self.vmap = False  # an op without a batching rule: one pass per seed
+        grads = [torch.autograd.grad(self.out, inputs, s[None, None], retain_graph=True, allow_unused=True)
+                 for s in seeds]
+        return (torch.stack([self._fill(g[0], s)[0] for g, s in zip(grads, seeds, strict=True)]),
+                torch.stack([self._fill(g[1], s)[0] for g, s in zip(grads, seeds, strict=True)]))
+
+    @staticmethod
+    def _fill(g, seeds):
+        if g is None:
+            return seeds.new_zeros(seeds.shape)
+        return g.reshape(-1, *seeds.shape[-2:])
+
+
+# ------------------------------------------------------------------ the two paths
+def _coloured(model, ta, tb, f: Field, report, cancel, keep_band, chunk, backward: _Backward):
+    height, width = ta.shape
+    rows, cols = f.rows, f.cols
+    maps = {name: np.full((height, width), np.nan, np.float32) for name in MAP_NAMES[:4]}
+    bands = [np.zeros((height, width, rows, cols), np.float32) for _ in "ab"] if keep_band else None
+    colours = colour_order(min(rows, height), min(cols, width))  # larger shifts would seed nothing
+
+    def preview():
+        out = {k: v.copy() for k, v in maps.items()}
+        out["mri_share"] = share(out["influence_a"], out["influence_b"])
+        return out
+
+    for start in range(0, len(colours), chunk):
+        if _is_cancelled(cancel):
+            raise Cancelled(f"cancelled after {start} of {len(colours)} colours")
+        part = colours[start:start + chunk]
+        seeds = ta.new_zeros((len(part), height, width))
+        for k, (dy, dx) in enumerate(part):
+            seeds[k, dy::rows, dx::cols] = 1
+        grads = backward(seeds)
+        for g, suffix, band in zip(grads, "ab", bands or (None, None), strict=True):
+            padded = torch.nn.functional.pad(g.detach(), (f.left, f.right, f.up, f.down))
+            for k, (dy, dx) in enumerate(part):
+                ny, nx = -(-(height - dy) // rows), -(-(width - dx) // cols)
+                patch = padded[k, dy:dy + ny * rows, dx:dx + nx * cols].reshape(ny, rows, nx, cols)
+                patch = patch.permute(0, 2, 1, 3).to("cpu", torch.float32)
+                maps[f"guidance_{suffix}"][dy::rows, dx::cols] = patch[:, :, f.up, f.left].numpy()
+                maps[f"influence_{suffix}"][dy::rows, dx::cols] = patch.abs().sum(dim=(2, 3)).numpy()
+                if band is not None:
+                    band[dy::rows, dx::cols] = patch.numpy()
+        report(start + len(part), len(colours), preview)
+    return maps, bands
+
+
+def _full_image(model, ta, tb, report, cancel, chunk, backward: _Backward):
+    """One backward pass per pixel (batched): exact for any model, H * W passes."""
+    height, width = ta.shape
+    maps = {name: np.full((height, width), np.nan, np.float32) for name in MAP_NAMES[:4]}
+    flat = [(r, c) for r, c in colour_order(height, width)]
+
+    def preview():
+        out = {k: v.copy() for k, v in maps.items()}
+        out["mri_share"] = share(out["influence_a"], out["influence_b"])
+        return out
+
+    for start in range(0, len(flat), chunk):
+        if _is_cancelled(cancel):
+            raise Cancelled(f"cancelled after {start} of {len(flat)} pixels")
+        part = flat[start:start + chunk]
+        seeds = ta.new_zeros((len(part), height, width))
+        rr = torch.tensor([p[0] for p in part])
+        cc = torch.tensor([p[1] for p in part])
+        seeds[torch.arange(len(part)), rr, cc] = 1
+        for g, suffix in zip(backward(seeds), "ab", strict=True):
+            g = g.detach().to("cpu", torch.float32)
+            maps[f"guidance_{suffix}"][rr.numpy(), cc.numpy()] = g[torch.arange(len(part)), rr, cc].numpy()
+            maps[f"influence_{suffix}"][rr.numpy(), cc.numpy()] = g.abs().sum(dim=(1, 2)).numpy()
+        report(start + len(part), len(flat), preview)
+    return maps
+
+
+def _check_band(model, ta, tb, result: DenseJacobian) -> str | None:
+    """Compare a few band rows (corners, centre) with full-image autograd; None when they agree."""
+    from .receptive_field import VERIFY_RTOL, VERIFY_RTOL_FLOAT32, corner_pixels
+
+    height, width = ta.shape
+    pixels = corner_pixels(height, width, extra=0)
+    want_a, want_b, _ = full_rows(model, ta, tb, pixels)
+    rtol = VERIFY_RTOL if ta.dtype == torch.float64 else VERIFY_RTOL_FLOAT32
+    for k, (r, c) in enumerate(pixels):
+        got = result.row(r, c)
+        for want, have in zip((want_a[k], want_b[k]), got, strict=True):
+            want = want.detach().cpu().double().numpy()
+            scale = max(np.abs(want).max(), np.abs(have).max(), 1e-30)
+            err = np.abs(want - have).max() / scale
+            if err > max(rtol, 1e-6):
+                return (f"the coloured Jacobian disagrees with full-image autograd at pixel ({r}, {c}) "
+                        f"(relative error {err:.2g})")
+    return None
+
+
+def dense_jacobian(model: nn.Module, a: np.ndarray, b: np.ndarray, progress: Callable | None = None,
+                   cancel=None, keep_band: bool = True, method: str = "auto",
+                   memory_budget: int = MEMORY_BUDGET_BYTES) -> DenseJacobian:
+    """The whole Jacobian of ``model`` on the pair (a, b): guidance, influence and banded rows.
+
+    Args:
+        model: a fusion model, ``forward(a, b)`` on (N, 1, H, W) tensors.
+        a, b: H x W arrays in [0, 1].
+        progress: ``progress(done, total, preview)`` (or ``progress(done, total)``) after each
+            chunk; ``preview`` maps every name in ``MAP_NAMES`` to an H x W array, NaN where
+            not yet known.
+        cancel: a callable returning True, or a ``threading.Event``; checked between chunks,
+            raises ``Cancelled``.
+        keep_band: keep the (H, W, rows, cols) banded Jacobian; without it ``.row`` recomputes
+            rows with ``pixel_jacobian`` on the kept model.
+        method: "auto" (coloured where verified exact, else full image), "coloured" or "full-image".
+        memory_budget: bytes one chunk of batched backward passes may use.
+    Returns:
+        ``DenseJacobian`` (``.method`` says which path produced it).
+    """
+    ta, tb = as_tensor(a, "a", model), as_tensor(b, "b", model)
+    if ta.shape != tb.shape:
+        raise ValueError(f"a and b differ in shape: {tuple(ta.shape)} vs {tuple(tb.shape)}")
+    height, width = ta.shape
+    reason = None
+    if method == "auto":
+        path, f, reason = plan(model, height, width)
+        method = "coloured" if path == "crop" else "full-image"
+    elif method in ("coloured", "full-image"):
+        f = analyse(model)
+        reason = "requested" if method == "full-image" else None
+    else:
+        raise ValueError(f"unknown method {method!r}; use 'auto', 'coloured' or 'full-image'")
+    report = _reporter(progress)
+    chunk = _chunk_size(model, height, width, ta.element_size(), memory_budget)
+    backward = _Backward(model, ta, tb)
+    fused = backward.out.detach()[0, 0].to("cpu", torch.float32).numpy().copy()
+    inputs = (np.asarray(a), np.asarray(b))
+    if method == "coloured":
+        fc = f.clipped(height, width)
+        maps, bands = _coloured(model, ta, tb, fc, report, cancel, keep_band, chunk, backward)
+        result = DenseJacobian(**maps, fused=fused, method="coloured", field=fc,
+                               band_a=bands[0] if bands else None, band_b=bands[1] if bands else None,
+                               model=model, inputs=inputs)
+        if keep_band:
+            mismatch = _check_band(model, ta, tb, result)
+            if mismatch is not None:  # never serve a wrong answer: redo it the slow, exact way
+                del backward
+                result = dense_jacobian(model, a, b, progress, cancel, keep_band, "full-image", memory_budget)
+                result.reason = mismatch
+            return result
+        return result
+    maps = _full_image(model, ta, tb, report, cancel, chunk, backward)
+    return DenseJacobian(**maps, fused=fused, method="full-image", field=f, reason=reason,
+                         model=model, inputs=inputs)

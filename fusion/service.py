@@ -1,0 +1,353 @@
+"""The cached saliency facade shared by the dashboard and the command line.
+
+Everything expensive is stored in a diskcache ``Cache`` (SQLite + files, safe
+for several processes: gunicorn workers, background jobs) under deterministic
+keys built from content hashes: of the model (class, constructor arguments,
+state dict bytes), of the image pair, and of ``METHOD_VERSION``. Each stored
+value is ``MAGIC + sha256(payload) + payload`` where the payload is an
+``np.savez`` archive (arrays and a JSON header, never pickles); an entry whose
+checksum does not match is deleted and recomputed, never served. diskcache
+writes a value's file completely before it publishes the key, so readers see
+either nothing or a whole entry.
+
+Settings (one place):
+    cache_dir         $FUSION_CACHE_DIR or ~/.cache/fusion-saliency (not on NFS: SQLite)
+    size_limit_bytes  the cache evicts least recently used entries beyond this
+    max_band_bytes    dense results keep their banded Jacobian in the cache up to this size
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import create_model
+from .checkpoints import read_card
+from .errors import InvalidInput
+from .io import check_pair
+from .saliency.dense import DenseJacobian, dense_jacobian
+from .saliency.pixel import PixelJacobian, pixel_jacobians
+from .saliency.receptive_field import Field, analyse, model_dtype, plan, remember_field, remember_verdict, run
+
+#: Bump when a change of the algorithms changes stored results: old entries are then ignored.
+METHOD_VERSION = "1"
+CACHE_ENV = "FUSION_CACHE_DIR"
+_MAGIC = b"FSC1"
+
+#: One fused pixel's saliency for one model (see ``fusion.saliency.PixelJacobian``):
+#: ja, jb (H x W float32), window (top, bottom, left, right; ends exclusive), value, method, reason.
+PixelSaliency = PixelJacobian
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "fusion-saliency")
+
+
+# ------------------------------------------------------------------ hashing
+def pair_hash(a: np.ndarray, b: np.ndarray) -> str:
+    """Content hash of a validated pair (shape and float32 bytes of both images)."""
+    digest = hashlib.sha256(f"pair:{a.shape[0]}x{a.shape[1]}".encode())
+    for x in (a, b):
+        digest.update(np.ascontiguousarray(x, dtype=np.float32).tobytes())
+    return digest.hexdigest()[:32]
+
+
+def weights_hash(model: nn.Module) -> str:
+    """Content hash of a model: class, constructor arguments (its repr) and state-dict bytes."""
+    digest = hashlib.sha256(f"{type(model).__module__}.{type(model).__qualname__}\n{model!r}".encode())
+    for name, tensor in model.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()[:32]
+
+
+# ------------------------------------------------------------------ checked blobs
+def pack(arrays: dict[str, np.ndarray], header: dict) -> bytes:
+    """Arrays and a JSON header -> MAGIC + sha256 + npz payload."""
+    buf = io.BytesIO()
+    np.savez(buf, __header__=np.frombuffer(json.dumps(header).encode(), np.uint8), **arrays)
+    payload = buf.getvalue()
+    return _MAGIC + hashlib.sha256(payload).digest() + payload
+
+
+def unpack(blob) -> tuple[dict[str, np.ndarray], dict]:
+    """Inverse of ``pack``; raises ValueError for a damaged, partial or foreign entry."""
+    if not isinstance(blob, (bytes, bytearray, memoryview)) or bytes(blob[:4]) != _MAGIC:
+        raise ValueError("not a fusion-saliency cache entry")
+    blob = bytes(blob)
+    checksum, payload = blob[4:36], blob[36:]
+    if hashlib.sha256(payload).digest() != checksum:
+        raise ValueError("checksum mismatch (damaged or partial entry)")
+    with np.load(io.BytesIO(payload), allow_pickle=False) as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    header = json.loads(arrays.pop("__header__").tobytes().decode())
+    return arrays, header
+
+
+class _LRU:
+    """A small thread-safe in-memory LRU."""
+
+    def __init__(self, size: int):
+        self.size, self.data, self.lock = size, OrderedDict(), threading.Lock()
+
+    def get(self, key):
+        with self.lock:
+            if key not in self.data:
+                return None
+            self.data.move_to_end(key)
+            return self.data[key]
+
+    def put(self, key, value):
+        with self.lock:
+            self.data[key] = value
+            self.data.move_to_end(key)
+            while len(self.data) > self.size:
+                self.data.popitem(last=False)
+        return value
+
+
+class SaliencyService:
+    """Cached saliency for the dashboard and the CLI.
+
+    Args:
+        cache_dir: directory of the disk cache (default: $FUSION_CACHE_DIR or ~/.cache/fusion-saliency).
+        size_limit_bytes: the disk cache's size limit (least recently used entries are evicted).
+        device: torch device the models run on.
+        checkpoint: passed to ``fusion.create_model`` ("default": the bundled weights; None: fresh).
+        max_band_bytes: largest banded Jacobian (both inputs) stored with a dense result
+            (default: a quarter of the size limit); larger ones keep only the maps.
+    """
+
+    def __init__(self, cache_dir=None, size_limit_bytes: int = 2**31, device: str = "cpu",
+                 checkpoint="default", max_band_bytes: int | None = None):
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self.size_limit_bytes = int(size_limit_bytes)
+        self.device = torch.device(device)
+        self.checkpoint = checkpoint
+        self.max_band_bytes = self.size_limit_bytes // 4 if max_band_bytes is None else int(max_band_bytes)
+        self._cache, self._pid = None, None
+        self._lock = threading.RLock()
+        self._models: dict[str, nn.Module] = {}
+        self._hashes: dict[str, str] = {}
+        self._pairs = _LRU(8)
+        self._pixels = _LRU(256)
+        self._dense = _LRU(4)
+        #: How many times each kind of result was computed here (not served from a cache).
+        self.computed: dict[str, int] = {"fuse": 0, "pixel": 0, "dense": 0}
+
+    # -------------------------------------------------------------- cache plumbing
+    @property
+    def cache(self):
+        """The diskcache Cache, (re)opened in this process (connections must not cross a fork)."""
+        import diskcache
+
+        if self._cache is None or self._pid != os.getpid():
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            self._cache = diskcache.Cache(str(self.cache_dir), size_limit=self.size_limit_bytes,
+                                          eviction_policy="least-recently-used")
+            self._pid = os.getpid()
+        return self._cache
+
+    def _load(self, key: str):
+        """(arrays, header) stored under key, or None; a damaged entry is deleted."""
+        blob = self.cache.get(key)
+        if blob is None:
+            return None
+        try:
+            return unpack(blob)
+        except (ValueError, OSError, KeyError):
+            self.cache.delete(key)
+            return None
+
+    def _store(self, key: str, arrays: dict[str, np.ndarray], header: dict) -> None:
+        self.cache.set(key, pack(arrays, header))
+
+    def _key(self, kind: str, *parts) -> str:
+        return "/".join(["fusion-saliency", f"v{METHOD_VERSION}", kind, *map(str, parts)])
+
+    def close(self) -> None:
+        if self._cache is not None:
+            self._cache.close()
+            self._cache = None
+
+    # -------------------------------------------------------------- pairs
+    def put_pair(self, a, b) -> str:
+        """Validate (``fusion.io.check_pair``) and store a pair; returns its id (hex content hash)."""
+        a, b = check_pair(a, b)
+        pair_id = pair_hash(a, b)
+        self._pairs.put(pair_id, (a, b))
+        key = self._key("pair", pair_id)
+        if self._load(key) is None:
+            self._store(key, {"a": a, "b": b}, {"pair_id": pair_id})
+        return pair_id
+
+    def get_pair(self, pair_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """The two H x W float32 images of a stored pair; raises InvalidInput for an unknown id."""
+        hit = self._pairs.get(pair_id)
+        if hit is not None:
+            return hit
+        entry = self._load(self._key("pair", pair_id)) if isinstance(pair_id, str) else None
+        if entry is None:
+            raise InvalidInput(f"unknown or expired image pair {pair_id!r}: load or upload the images again")
+        return self._pairs.put(pair_id, (entry[0]["a"], entry[0]["b"]))
+
+    # -------------------------------------------------------------- models
+    def model(self, name: str) -> nn.Module:
+        """The model ``name`` (``fusion.create_model``), built once per process."""
+        with self._lock:
+            if name not in self._models:
+                model = create_model(name, checkpoint=self.checkpoint).to(self.device)
+                for p in model.parameters():
+                    p.requires_grad_(False)  # saliency needs input gradients only
+                self._models[name] = model
+                self._hashes[name] = weights_hash(model)
+            return self._models[name]
+
+    def weights_hash(self, name: str) -> str:
+        self.model(name)
+        return self._hashes[name]
+
+    def _field(self, name: str) -> Field:
+        """The model's probed field, shared through the cache so only one process probes."""
+        model = self.model(name)
+        key = self._key("field", self.weights_hash(name))
+        entry = self._load(key)
+        if entry is not None:
+            return remember_field(model, Field(**entry[1]["field"]))
+        field = analyse(model)
+        self._store(key, {}, {"field": field.__dict__})
+        return field
+
+    def _plan(self, name: str, height: int, width: int) -> tuple[str, Field, str | None]:
+        """("crop" or "full-image", field, reason), the verdict shared through the cache."""
+        model = self.model(name)
+        field = self._field(name)
+        key = self._key("verdict", self.weights_hash(name), f"{height}x{width}")
+        entry = self._load(key)
+        if entry is not None:
+            remember_verdict(model, height, width, (entry[1]["ok"], entry[1]["reason"]))
+        method, field, reason = plan(model, height, width)
+        if entry is None:
+            self._store(key, {}, {"ok": method == "crop", "reason": reason})
+        return method, field, reason
+
+    def model_info(self, name: str) -> dict:
+        """{"name", "receptive_field", "field", "method", "reason", "checkpoint", "card", "weights_hash"}.
+
+        ``receptive_field``: side in pixels (None for a non-local model); ``field``: its
+        reach {"up", "down", "left", "right", "stride", "local"}; ``method``: the hover path
+        for local models ("crop", verified per image shape at first use) or "full-image".
+        """
+        model = self.model(name)
+        field = self._field(name)
+        path = getattr(model, "checkpoint_path", None)
+        return {"name": name,
+                "receptive_field": field.size if field.local else None,
+                "field": {k: getattr(field, k) for k in ("up", "down", "left", "right", "stride", "local")},
+                "method": "crop" if field.local else "full-image",
+                "reason": field.reason,
+                "checkpoint": path,
+                "card": read_card(path) if path else None,
+                "weights_hash": self.weights_hash(name)}
+
+    # -------------------------------------------------------------- results
+    def fuse(self, name: str, pair_id: str) -> np.ndarray:
+        """The fused image, H x W float32 (cached)."""
+        key = self._key("fused", self.weights_hash(name), pair_id)
+        entry = self._load(key)
+        if entry is not None:
+            return entry[0]["fused"]
+        a, b = self.get_pair(pair_id)
+        model = self.model(name)
+        with torch.no_grad():
+            ta, tb = (torch.from_numpy(x)[None, None].to(self.device, model_dtype(model)) for x in (a, b))
+            fused = run(model, ta, tb)[0, 0].to("cpu", torch.float32).numpy()
+        self.computed["fuse"] += 1
+        self._store(key, {"fused": fused}, {"model": name, "pair_id": pair_id})
+        return fused
+
+    def pixel(self, names, pair_id: str, row: int, col: int) -> dict[str, PixelSaliency]:
+        """Saliency of fused pixel (row, col) for every model in ``names``: {name: PixelSaliency}.
+
+        Served from a cached dense result when there is one (method "dense-cache"),
+        else computed on the receptive-field crop (or the full image where the crop
+        is not exact); repeated hovers come from a small in-memory LRU.
+        """
+        names = [names] if isinstance(names, str) else list(names)
+        a, b = self.get_pair(pair_id)
+        row, col = int(row), int(col)
+        if not (0 <= row < a.shape[0] and 0 <= col < a.shape[1]):
+            raise InvalidInput(f"pixel ({row}, {col}) is outside the {a.shape[0]} x {a.shape[1]} image")
+        out = {}
+        for name in names:
+            key = (self.weights_hash(name), pair_id, row, col)
+            hit = self._pixels.get(key)
+            if hit is None:
+                hit = self._pixels.put(key, self._pixel(name, pair_id, a, b, row, col))
+            out[name] = hit
+        return out
+
+    def _pixel(self, name, pair_id, a, b, row, col) -> PixelSaliency:
+        dense = self._dense.get((self.weights_hash(name), pair_id))
+        if dense is not None and dense.band_a is not None:
+            ja, jb = dense.row(row, col)
+            return PixelSaliency(row, col, ja, jb, float(dense.fused[row, col]),
+                                 dense.field.box(row, col, *a.shape) if dense.field.local
+                                 else (0, a.shape[0], 0, a.shape[1]), "dense-cache", dense.reason)
+        method, _, _ = self._plan(name, *a.shape)
+        self.computed["pixel"] += 1
+        return pixel_jacobians(self.model(name), a, b, [(row, col)], method=method)[0]
+
+    def cached_dense(self, name: str, pair_id: str) -> DenseJacobian | None:
+        """The dense result if it is in the cache (memory or disk), else None."""
+        memo_key = (self.weights_hash(name), pair_id)
+        hit = self._dense.get(memo_key)
+        if hit is not None:
+            return hit
+        entry = self._load(self._key("dense", self.weights_hash(name), pair_id))
+        if entry is None:
+            return None
+        arrays, header = entry
+        dense = DenseJacobian(
+            guidance_a=arrays["guidance_a"], guidance_b=arrays["guidance_b"],
+            influence_a=arrays["influence_a"], influence_b=arrays["influence_b"], fused=arrays["fused"],
+            method=header["method"], field=Field(**header["field"]), band_a=arrays.get("band_a"),
+            band_b=arrays.get("band_b"), reason=header["reason"], meta=header["meta"],
+            model=self.model(name), inputs=self.get_pair(pair_id))
+        return self._dense.put(memo_key, dense)
+
+    def dense(self, name: str, pair_id: str, progress=None, cancel=None) -> DenseJacobian:
+        """The whole-image Jacobian (cached on disk).
+
+        ``progress(done, total, preview)``: preview maps every name in
+        ``fusion.saliency.MAP_NAMES`` to an H x W map, NaN where not yet known.
+        ``cancel``: a callable returning True or a threading.Event (raises ``Cancelled``).
+        """
+        hit = self.cached_dense(name, pair_id)
+        if hit is not None:
+            return hit
+        a, b = self.get_pair(pair_id)
+        method, _, reason = self._plan(name, *a.shape)
+        dense = dense_jacobian(self.model(name), a, b, progress=progress, cancel=cancel,
+                               method="coloured" if method == "crop" else "full-image")
+        dense.reason = dense.reason if method == "crop" else reason
+        self.computed["dense"] += 1
+        dense.meta = {"model": name, "weights_hash": self.weights_hash(name), "pair_id": pair_id,
+                      "method_version": METHOD_VERSION}
+        arrays = {**{k: getattr(dense, k) for k in ("guidance_a", "guidance_b", "influence_a", "influence_b")},
+                  "fused": dense.fused}
+        if dense.band_a is not None and dense.band_a.nbytes * 2 <= self.max_band_bytes:
+            arrays.update(band_a=dense.band_a, band_b=dense.band_b)
+        header = {"method": dense.method, "reason": dense.reason, "field": dense.field.__dict__,
+                  "meta": dense.meta}
+        self._store(self._key("dense", self.weights_hash(name), pair_id), arrays, header)
+        return self._dense.put((self.weights_hash(name), pair_id), dense)
