@@ -77,6 +77,37 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_saliency(args) -> int:
+    """Whole-image saliency (dense Jacobian) of one model on one pair, written to HDF5."""
+    from tqdm import tqdm
+
+    from . import load_pair
+    from .data import load_sample
+    from .errors import InvalidInput
+    from .service import SaliencyService
+
+    if args.sample:
+        try:
+            a, b = load_sample(args.sample)
+        except KeyError as exc:
+            raise InvalidInput(exc.args[0]) from None
+    else:
+        a, b = load_pair(*args.pair)
+    checkpoint = None if args.checkpoint.lower() == "none" else args.checkpoint
+    service = SaliencyService(cache_dir=args.cache_dir, device=args.device, checkpoint=checkpoint)
+    pair_id = service.put_pair(a, b)
+    with tqdm(desc=f"{args.model} {a.shape[0]}x{a.shape[1]}", unit="pass", total=1, disable=args.quiet) as bar:
+        def progress(done, total):
+            bar.total, bar.n = total, done
+            bar.refresh()
+
+        dense = service.dense(args.model, pair_id, progress=progress)
+    dense.to_hdf5(args.out)
+    why = f" ({dense.reason})" if dense.reason else ""
+    print(f"wrote {args.out}: {args.model}, method {dense.method}{why}, receptive field {dense.receptive_field}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m fusion", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -112,6 +143,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", help="a NAME.train.pt file written by an earlier run")
     p.add_argument("--time-limit-min", type=float, help="stop (and save) after this many minutes")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("saliency", help="whole-image Jacobian of one model on one pair, to HDF5")
+    p.add_argument("--model", required=True)
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--pair", nargs=2, metavar=("MRI", "PET"), help="two co-registered image files")
+    source.add_argument("--sample", help="a bundled sample pair (see fusion.data.list_samples())")
+    p.add_argument("--checkpoint", default="default", help="'default', 'none' (fresh weights) or a path")
+    p.add_argument("--out", required=True, help="HDF5 file to write")
+    p.add_argument("--cache-dir", help="saliency cache (default $FUSION_CACHE_DIR or ~/.cache/fusion-saliency)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_saliency)
     return parser
 
 
