@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import conv, conv_bn_act
+from .layers import UnitTanh, conv, conv_bn_act
 from .registry import register_model
 
 
@@ -19,7 +19,7 @@ class DeepFuse(nn.Module):
         self.encoder = nn.Sequential(conv_bn_act(1, 16, 5), conv_bn_act(16, 32, 7, nn.ReLU()))
         self.decoder = nn.Sequential(
             conv_bn_act(32, 32, 7), conv_bn_act(32, 16, 5),
-            conv(16, 1, 5), nn.BatchNorm2d(1), nn.Tanh())
+            conv(16, 1, 5), nn.BatchNorm2d(1), UnitTanh())
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encoder(a) + self.encoder(b))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import conv, conv_bn_act
+from .layers import UnitTanh, conv, conv_bn_act
 from .registry import register_model
 
 
@@ -31,7 +31,7 @@ class FunFuseAn(nn.Module):
         self.pet_high = nn.Sequential(conv_bn_act(1, 16, 5), conv_bn_act(16, 32, 5),
                                       conv_bn_act(32, 64, 3))
         self.recon1 = nn.Sequential(conv_bn_act(64, 32, 5), conv_bn_act(32, 16, 5))
-        self.recon2 = nn.Sequential(conv(16, 1, 5), nn.Tanh())
+        self.recon2 = nn.Sequential(conv(16, 1, 5), UnitTanh())
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         h1, h2 = self.mri_high(a), self.pet_high(b)

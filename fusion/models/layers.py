@@ -13,3 +13,16 @@ def conv_bn_act(in_ch: int, out_ch: int, k: int, act: nn.Module | None = None) -
     """conv k -> BatchNorm2d -> activation (LeakyReLU(0.2) unless given)."""
     return nn.Sequential(conv(in_ch, out_ch, k), nn.BatchNorm2d(out_ch),
                          act if act is not None else nn.LeakyReLU(0.2))
+
+
+class UnitTanh(nn.Module):
+    """tanh mapped affinely onto [0, 1]: (tanh(z) + 1) / 2.
+
+    The paper's networks end in tanh, whose range (-1, 1) does not match the
+    [0, 1] images they are trained against. A plain tanh head trained poorly
+    here (black background needs z = 0 exactly, tanh's steepest point); this
+    head reaches black by saturating, like a sigmoid, and keeps tanh's shape.
+    """
+
+    def forward(self, z):
+        return 0.5 * (z.tanh() + 1.0)

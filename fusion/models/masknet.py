@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import conv, conv_bn_act
+from .layers import UnitTanh, conv, conv_bn_act
 from .registry import register_model
 
 
@@ -24,7 +24,7 @@ class MaskNet(nn.Module):
         self.encoder = nn.ModuleList(conv_bn_act(c, 48, 3) for c in (2, 48, 96, 144))
         self.decoder = nn.Sequential(
             conv_bn_act(192, 192, 3), conv_bn_act(192, 128, 3), conv_bn_act(128, 64, 3),
-            conv(64, 1, 3), nn.BatchNorm2d(1), nn.Tanh())
+            conv(64, 1, 3), nn.BatchNorm2d(1), UnitTanh())
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         en1 = self.encoder[0](torch.cat([a, b], dim=1))
