@@ -94,11 +94,14 @@ def crop_rows(model: nn.Module, a: torch.Tensor, b: torch.Tensor, pixels, field:
 
 
 def as_tensor(x: np.ndarray, name: str, model: nn.Module) -> torch.Tensor:
-    """An H x W array as a tensor in the model's dtype and device."""
+    """An H x W array as an (H, W) tensor in the model's dtype and device."""
     x = np.asarray(x)
     if x.ndim != 2:
         raise ValueError(f"{name} must be an H x W array, got shape {x.shape}")
-    return torch.as_tensor(np.ascontiguousarray(x, dtype=np.float64)).to(model_device(model), model_dtype(model))
+    dtype = model_dtype(model, default=None)
+    if dtype is None:  # no parameters: keep float64 inputs in float64, everything else in float32
+        dtype = torch.float64 if x.dtype == np.float64 else torch.float32
+    return torch.as_tensor(np.ascontiguousarray(x, dtype=np.float64)).to(model_device(model), dtype)
 
 
 def _check_pixels(pixels, height: int, width: int) -> list[tuple[int, int]]:
@@ -148,7 +151,7 @@ def pixel_jacobians(model: nn.Module, a: np.ndarray, b: np.ndarray, pixels, meth
     values = values.detach().to("cpu", torch.float64).numpy()
     results = []
     for k, (r, c) in enumerate(pixels):
-        window = field.box(r, c, height, width) if field.local else (0, height, 0, width)
+        window = field.box(r, c, height, width) if method == "crop" else (0, height, 0, width)
         results.append(PixelJacobian(r, c, rows_a[k], rows_b[k], float(values[k]), window, method, reason))
     return results
 

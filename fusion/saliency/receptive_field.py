@@ -103,12 +103,12 @@ def _state(model: nn.Module) -> _State:
     return state
 
 
-def model_dtype(model: nn.Module) -> torch.dtype:
-    """The floating dtype of the model's parameters (float32 for parameter-free models)."""
+def model_dtype(model: nn.Module, default: torch.dtype | None = torch.float32) -> torch.dtype | None:
+    """The floating dtype of the model's parameters (``default`` for parameter-free models)."""
     for t in list(model.parameters()) + list(model.buffers()):
         if t.is_floating_point():
             return t.dtype
-    return torch.float32
+    return default
 
 
 def model_device(model: nn.Module) -> torch.device:
