@@ -11,6 +11,7 @@ by (seed, step), so a resumed run continues exactly where it stopped.
 from __future__ import annotations
 
 import datetime
+import math
 import platform
 import time
 from dataclasses import asdict, dataclass
@@ -174,6 +175,16 @@ def held_out_quality(model: torch.nn.Module, weights: LossWeights, device="cpu")
 
 
 # -------------------------------------------------------------- training
+WARMUP_FRACTION = 0.02
+
+
+def learning_rate_factor(fraction: float) -> float:
+    """Linear warm-up over the first 2 % of the run, then cosine decay to zero."""
+    if fraction < WARMUP_FRACTION:
+        return (fraction + 1e-3) / WARMUP_FRACTION
+    return 0.5 * (1.0 + math.cos(math.pi * (fraction - WARMUP_FRACTION) / (1.0 - WARMUP_FRACTION)))
+
+
 def pick_device(spec: str) -> torch.device:
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -209,13 +220,20 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         torch.save({"model": model.state_dict(), "optimizer": optimiser.state_dict(), "step": step,
                     "elapsed_s": elapsed, "history": torch.tensor(history or [[0.0, 0.0, 0.0]])}, state_path)
 
+    def progress_fraction(step: int, elapsed: float) -> float:
+        by_time = elapsed / (60 * cfg.time_limit_min) if cfg.time_limit_min else 0.0
+        return min(1.0, max(step / cfg.steps, by_time))
+
     t0 = time.perf_counter()
     step, running = start, None
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not progress,
                desc=f"train {cfg.model}", dynamic_ncols=True)
     for step in bar:
-        if cfg.time_limit_min and elapsed_before + time.perf_counter() - t0 > 60 * cfg.time_limit_min:
+        fraction = progress_fraction(step, elapsed_before + time.perf_counter() - t0)
+        if fraction >= 1.0:
             break
+        for group in optimiser.param_groups:
+            group["lr"] = lr * learning_rate_factor(fraction)
         rng = np.random.default_rng([cfg.seed, step])
         a, b = (x.to(device) for x in random_crop_batch(source, batch, cfg.crop, rng))
         loss = fusion_loss(model(a, b), a, b, recipe.weights).mean()
@@ -249,6 +267,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
                  "ssim": "11x11 Gaussian window, sigma 1.5, data range 1 (pytorch-msssim)",
                  **asdict(recipe.weights)},
         "hyper_parameters": {"optimiser": "Adam", "lr": lr, "batch": batch, "crop": cfg.crop,
+                             "schedule": "2% linear warm-up, then cosine decay to 0 over the run's budget "
+                                         "(--steps, or --time-limit-min when that comes first)",
                              "augmentation": "random crops (mostly on anatomy), flips, 90-degree rotations"},
         "steps": step, "seed": cfg.seed, "device": str(device),
         "wall_time_s": round(wall, 1),
