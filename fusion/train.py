@@ -61,6 +61,7 @@ class TrainConfig:
     device: str = "auto"
     resume: str | None = None
     time_limit_min: float | None = None
+    stop_after: int | None = None  # stop (resumably) after this many steps in this run
     command: str = ""  # the command line that ran this, for the model card
 
 
@@ -230,7 +231,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
                desc=f"train {cfg.model}", dynamic_ncols=True)
     for step in bar:
         fraction = progress_fraction(step, elapsed_before + time.perf_counter() - t0)
-        if fraction >= 1.0:
+        if fraction >= 1.0 or (cfg.stop_after is not None and step - start >= cfg.stop_after):
             break
         for group in optimiser.param_groups:
             group["lr"] = lr * learning_rate_factor(fraction)

@@ -34,7 +34,8 @@ def test_short_training_run_writes_a_complete_card(tmp_path, capsys):
 def test_resume_continues_exactly(tmp_path):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     assert main(train_args(straight, 4)) == 0
-    assert main(train_args(resumed, 2)) == 0
+    assert main(train_args(resumed, 4, "--stop-after", "2")) == 0
+    assert torch.load(resumed / "deepfuse.train.pt", weights_only=True)["step"] == 2
     assert main(train_args(resumed, 4, "--resume", str(resumed / "deepfuse.train.pt"))) == 0
     a, b = weights(straight / "deepfuse.pt"), weights(resumed / "deepfuse.pt")
     assert a.keys() == b.keys()
