@@ -9,7 +9,6 @@ Settings come from environment variables: see ``dashboard/config.py``.
 from __future__ import annotations
 
 import dash
-import dash_bootstrap_components as dbc
 
 import fusion
 from dashboard import backend, callbacks, layout
@@ -46,7 +45,8 @@ def create_app(config: Config | None = None) -> dash.Dash:
     known = fusion.list_models()
     default = ViewState(pair=backend.default_pair_key(config),
                         models=tuple(m for m in config.default_models if m in known))
-    app = dash.Dash(__name__, title="fusion-saliency", external_stylesheets=[dbc.themes.BOOTSTRAP],
+    # Bootstrap's CSS is served from assets/ (00_bootstrap.min.css, MIT): the page needs no CDN.
+    app = dash.Dash(__name__, title="fusion-saliency",
                     background_callback_manager=background_manager(config),
                     suppress_callback_exceptions=True)
     app.layout = layout.page(data.list_samples(), known, default)

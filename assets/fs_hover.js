@@ -22,6 +22,7 @@
         mode: "hover", drag: null, region: null,
     };
     const SVG = "http://www.w3.org/2000/svg";
+    window.__fsState = S;  // for debugging and the browser benchmark
 
     function setProps(id, data) {
         if (window.dash_clientside && window.dash_clientside.set_props) {
@@ -216,7 +217,12 @@
     window.dash_clientside = Object.assign({}, window.dash_clientside, {
         fs: {
             setShape: function (pair) {
-                if (pair) { S.h = pair.h; S.w = pair.w; drawCursor(S.pixel); }
+                if (pair) {
+                    S.h = pair.h;
+                    S.w = pair.w;
+                    document.documentElement.style.setProperty("--fs-ar", pair.w + " / " + pair.h);
+                    drawCursor(S.pixel);
+                }
                 return window.dash_clientside.no_update;
             },
             drawPixel: function (pixel) {

@@ -30,6 +30,9 @@ def configure(config: Config) -> None:
     global _config, _service
     with _lock:
         _config, _service = config, None
+        _memory.clear()
+        _pixels.clear()
+    model_info.cache_clear()
 
 
 def config() -> Config:
@@ -47,6 +50,7 @@ def service():
             _service = SaliencyService(cache_dir=cfg.cache_dir, device=cfg.device)
             _pid = os.getpid()
             _memory.clear()
+            _pixels.clear()
         return _service
 
 

@@ -63,7 +63,10 @@ def default_view() -> ViewState:
 
 def output_ids(index: int) -> list[dict]:
     """The component ids behind the ``index``-th (ALL) output of the running callback."""
-    return [item["id"] for item in ctx.outputs_list[index]]
+    outputs = ctx.outputs_list
+    if not outputs or isinstance(outputs[0], dict):  # a callback with one (ALL) output: a flat list
+        return [item["id"] for item in outputs]
+    return [item["id"] for item in outputs[index]]
 
 
 def ticks_children(spec: colour.ColourSpec):
@@ -415,6 +418,7 @@ def run_dense(set_progress, request, mode, gamma):
 
     Progress (and a coarse preview that refines) goes out every ~0.4 s; the results
     themselves go to the service's shared cache, so every page and worker sees them.
+    The returned failures are only read as State (see ``dense_status``).
     """
     if not request:
         raise PreventUpdate
@@ -455,18 +459,22 @@ def run_dense(set_progress, request, mode, gamma):
 
 @cb(
     Output("fs-dense-status", "data"),
-    Input("fs-grid-version", "data"), Input("fs-dense-result", "data"), Input("fs-dense-progress", "data"),
-    State("fs-dense-status", "data"),
+    Input("fs-grid-version", "data"), Input("fs-dense-progress", "data"), Input("fs-dense-cancel", "disabled"),
+    State("fs-dense-status", "data"), State("fs-dense-result", "data"),
 )
-def dense_status(version, result, progress, previous):
+def dense_status(version, progress, _idle, previous, result):
     """Per model: "done" (in the shared cache), "failed" (with the error) or "missing".
 
-    Follows the job's progress so that each model's maps appear as soon as it is done,
-    but only sends a new status when something changed.
+    Driven by the job's progress (and by the job ending), never by the job's result:
+    Dash holds back every callback downstream of a running background callback's
+    output, which would freeze the page until the job ends. Only sends changes.
     """
     if not version:
         raise PreventUpdate
-    failed = (result or {}).get("models", {}) if (result or {}).get("pair") == version["pair"] else {}
+    failed = {}
+    for report in (result, progress):
+        if report and report.get("pair") == version["pair"]:
+            failed.update({m: s for m, s in report.get("models", {}).items() if s.get("state") == "failed"})
     status = {}
     for m in version["models"]:
         if backend.cached_dense(m, version["pair"]) is not None:

@@ -1,0 +1,168 @@
+"""Hover latency of the dashboard in a real headless Chromium: mouse event -> every panel updated.
+
+    python benchmarks/bench_browser_hover.py                 # starts `python app.py`, 5 models, 60 hovers
+    python benchmarks/bench_browser_hover.py --url http://127.0.0.1:8050/ --n 100
+
+One trial: the mouse jumps (one W3C pointer move, no intermediate events) to a
+random pixel of a random model's fused image. The clock starts at that
+mousemove event's timestamp (recorded by assets/fs_hover.js) and stops when the
+readout shows the new pixel and every Jacobian image of every model has
+decoded its new PNG (the crosshairs on all images are drawn in the event
+handler itself, so they are done long before). Prints p50 / p95 / max in ms.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from selenium import webdriver
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.common.actions.action_builder import ActionBuilder
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODELS = "weighted-average,funfusean,masknet,deepfuse,deeppedestrian"
+
+ARM = """
+window.__fsBenchEnd = null;
+const readout = document.getElementById('fs-readout');
+const obs = new MutationObserver(() => {
+  const p = window.__fsState.pixel;
+  if (!p || !readout.textContent.includes(`row ${p.row}, col ${p.col})`)) { return; }
+  obs.disconnect();
+  const imgs = [...document.querySelectorAll("img[id*='img-jacobian']")];
+  Promise.all(imgs.map(i => i.decode().catch(() => null))).then(() => { window.__fsBenchEnd = performance.now(); });
+});
+obs.observe(readout, {childList: true, subtree: true, characterData: true});
+"""
+
+
+def start_server(port: int, models: str, cache: str) -> subprocess.Popen:
+    env = dict(os.environ, FUSION_DASH_PORT=str(port), FUSION_DASH_MODELS=models, FUSION_CACHE_DIR=cache)
+    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}/"
+    for _ in range(240):
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return proc
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError("the app exited: " + proc.stderr.read().decode()[-2000:]) from None
+            time.sleep(0.5)
+    proc.terminate()
+    raise RuntimeError(f"the app did not answer on {url}")
+
+
+def browser() -> webdriver.Chrome:
+    options = Options()
+    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1600,1300",
+                "--disable-background-networking", "--disable-component-update", "--no-first-run"):
+        options.add_argument(arg)
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    if binary:
+        options.binary_location = binary
+    return webdriver.Chrome(options=options)
+
+
+def wait_ready(driver, n_models: int, timeout: float = 300):
+    end = time.time() + timeout
+    script = ("return [...document.querySelectorAll(\"img[id*='img-jacobian']\")]"
+              ".filter(i => (i.getAttribute('src') || '').startsWith('data:image/png')).length")
+    while time.time() < end:
+        if driver.execute_script(script) == 2 * n_models:
+            return
+        time.sleep(0.2)
+    raise RuntimeError("the page never showed every model's Jacobians")
+
+
+def move_to(driver, element, fx: float, fy: float) -> None:
+    """One pointer move (a single mousemove event) to the fraction (fx, fy) of ``element``."""
+    x, y = driver.execute_script("const r = arguments[0].getBoundingClientRect();"
+                                 "return [r.left + arguments[1] * r.width, r.top + arguments[2] * r.height]",
+                                 element, fx, fy)
+    actions = ActionBuilder(driver, duration=0)
+    actions.pointer_action.move_to_location(int(x), int(y))
+    actions.perform()
+
+
+def trial(driver, target, fx: float, fy: float, timeout: float = 10.0) -> float:
+    driver.execute_script(ARM)
+    move_to(driver, target, fx, fy)
+    end = time.time() + timeout
+    while time.time() < end:
+        done = driver.execute_script("return window.__fsBenchEnd === null ? null : "
+                                     "window.__fsBenchEnd - window.__fsHoverT0")
+        if done is not None:
+            return float(done)
+        time.sleep(0.01)
+    raise RuntimeError("a hover was not answered within the timeout")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", help="an app already running (else `python app.py` is started)")
+    parser.add_argument("--models", default=DEFAULT_MODELS, help="comma-separated models (when starting the app)")
+    parser.add_argument("--n", type=int, default=60, help="measured hovers")
+    parser.add_argument("--warmup", type=int, default=5, help="hovers not measured")
+    parser.add_argument("--port", type=int, default=8071)
+    parser.add_argument("--pause", type=float, default=0.15, help="seconds between hovers")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    proc, cache = None, None
+    url = args.url
+    if url is None:
+        cache = tempfile.mkdtemp(prefix="fusion-bench-")
+        proc = start_server(args.port, args.models, cache)
+        url = f"http://127.0.0.1:{args.port}/"
+    driver = browser()
+    try:
+        driver.get(url)
+        driver.execute_script("window.scrollTo(0, 0)")
+        targets_script = "return document.querySelectorAll(\"img[id*='img-fused']\").length"
+        n_models = 0
+        for _ in range(600):
+            n_models = driver.execute_script(targets_script)
+            if n_models:
+                break
+            time.sleep(0.2)
+        wait_ready(driver, n_models)
+        targets = driver.find_elements("css selector", "img[id*='img-fused']")
+        rng = random.Random(args.seed)
+        latencies = []
+        for k in range(args.warmup + args.n):
+            target = rng.choice(targets)
+            ms = trial(driver, target, rng.uniform(0.15, 0.85), rng.uniform(0.15, 0.85))
+            if k >= args.warmup:
+                latencies.append(ms)
+            time.sleep(args.pause)
+        print(f"hover -> all panels updated, {n_models} models, {len(latencies)} hovers, headless Chromium")
+        print(f"  p50 {percentile(latencies, 0.5):6.1f} ms   p95 {percentile(latencies, 0.95):6.1f} ms   "
+              f"mean {statistics.fmean(latencies):6.1f} ms   max {max(latencies):6.1f} ms")
+    finally:
+        driver.quit()
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=20)
+        if cache:
+            shutil.rmtree(cache, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
