@@ -62,6 +62,7 @@ class TrainConfig:
     resume: str | None = None
     time_limit_min: float | None = None
     stop_after: int | None = None  # stop (resumably) after this many steps in this run
+    recalibration_batches: int = 100  # BatchNorm statistics re-estimated at the end
     command: str = ""  # the command line that ran this, for the model card
 
 
@@ -192,6 +193,33 @@ def pick_device(spec: str) -> torch.device:
     return torch.device(spec)
 
 
+@torch.no_grad()
+def recalibrate_batchnorm(model: torch.nn.Module, source: PairSource, cfg: TrainConfig, batch: int,
+                          device) -> int:
+    """Re-estimate BatchNorm running statistics as plain averages over training batches.
+
+    The running statistics that training leaves behind are an exponential average
+    dominated by the last few small batches; a noisy variance in the last
+    BatchNorm before the output skews every fused pixel in eval mode. Returns the
+    number of batches used (0 for a model without BatchNorm).
+    """
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms or cfg.recalibration_batches <= 0:
+        return 0
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative average
+    model.train()
+    for i in range(cfg.recalibration_batches):
+        rng = np.random.default_rng([cfg.seed, 10_000_000 + i])
+        a, b = (x.to(device) for x in random_crop_batch(source, batch, cfg.crop, rng))
+        model(a, b)
+    for norm in norms:
+        norm.momentum = 0.1
+    model.eval()
+    return cfg.recalibration_batches
+
+
 def train(cfg: TrainConfig, progress: bool = True) -> dict:
     """Train ``cfg.model`` and write ``OUT/NAME.pt`` with its model card. Returns the card."""
     recipe = RECIPES.get(cfg.model, DEFAULT_RECIPE)
@@ -256,7 +284,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     wall = elapsed_before + time.perf_counter() - t0
     save_state(step, wall)
 
-    model.eval()
+    recalibrated = recalibrate_batchnorm(model, source, cfg, batch, device)  # after save_state: resume unaffected
     val = evaluate(model, source.validation, recipe.weights, device)
     card = {
         "model": cfg.model,
@@ -270,7 +298,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         "hyper_parameters": {"optimiser": "Adam", "lr": lr, "batch": batch, "crop": cfg.crop,
                              "schedule": "2% linear warm-up, then cosine decay to 0 over the run's budget "
                                          "(--steps, or --time-limit-min when that comes first)",
-                             "augmentation": "random crops (mostly on anatomy), flips, 90-degree rotations"},
+                             "augmentation": "random crops (mostly on anatomy), flips, 90-degree rotations",
+                             "batchnorm_recalibration_batches": recalibrated},
         "steps": step, "seed": cfg.seed, "device": str(device),
         "wall_time_s": round(wall, 1),
         "final_train_loss": None if running is None else round(running, 5),
