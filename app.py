@@ -8,12 +8,18 @@ Settings come from environment variables: see ``dashboard/config.py``.
 """
 from __future__ import annotations
 
-import dash
+import os
 
-import fusion
-from dashboard import backend, callbacks, layout
-from dashboard.config import Config, from_env
-from dashboard.state import ViewState
+# Idle OpenMP threads sleep instead of spinning (set before torch loads): on a shared
+# 2-core machine spinning threads slowed small hover computations by an order of magnitude.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import dash  # noqa: E402
+
+import fusion  # noqa: E402
+from dashboard import backend, callbacks, layout  # noqa: E402
+from dashboard.config import Config, from_env  # noqa: E402
+from dashboard.state import ViewState  # noqa: E402
 
 celery_app = None
 

@@ -28,11 +28,20 @@ _config: Config | None = None
 def configure(config: Config) -> None:
     """Set the configuration the service is created with (call before the first request)."""
     global _config, _service
+    set_threads(config.web_threads)
     with _lock:
         _config, _service = config, None
         _memory.clear()
-        _pixels.clear()
+        _dense_maps.clear()
     model_info.cache_clear()
+
+
+def set_threads(n: int) -> None:
+    """Torch threads of this process (the web process answers small crops: 1 is fastest)."""
+    import torch
+
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
 
 
 def config() -> Config:
@@ -50,7 +59,7 @@ def service():
             _service = SaliencyService(cache_dir=cfg.cache_dir, device=cfg.device)
             _pid = os.getpid()
             _memory.clear()
-            _pixels.clear()
+            _dense_maps.clear()
         return _service
 
 
@@ -80,8 +89,7 @@ class _LRU:
             self.items.clear()
 
 
-_memory = _LRU(64)          # fused images, pairs, dense results
-_pixels = _LRU(512)         # per-pixel Jacobians (model, pair, row, col)
+_memory = _LRU(64)          # fused images and pairs
 
 
 # ------------------------------------------------------------------ pairs
@@ -143,7 +151,7 @@ def model_info(name: str) -> dict:
 
 def rf_offsets(info: dict) -> tuple[int, int, int, int] | None:
     """(up, down, left, right) reach of a model's receptive field, for the hover box; None if unknown/global."""
-    rf = info.get("receptive_field")
+    rf = info.get("field") or info.get("receptive_field")
     if rf is None:
         return None
     if all(hasattr(rf, k) for k in ("up", "down", "left", "right")):
@@ -163,25 +171,29 @@ def fused(name: str, pair_id: str) -> np.ndarray:
 
 
 def pixels(names: list[str], pair_id: str, row: int, col: int) -> dict:
-    """Per-pixel saliency of ``names`` at (row, col); remembered, so re-colouring is free."""
-    out, missing = {}, []
-    for name in names:
-        hit = _pixels.get((name, pair_id, row, col))
-        if hit is None:
-            missing.append(name)
-        else:
-            out[name] = hit
-    if missing:
-        for name, result in service().pixel(missing, pair_id, row, col).items():
-            out[name] = _pixels.put((name, pair_id, row, col), result)
-    return out
+    """Per-pixel saliency of ``names`` at (row, col) (the service remembers recent pixels,
+    so re-colouring is free)."""
+    return service().pixel(names, pair_id, row, col)
 
 
-def cached_dense(name: str, pair_id: str):
-    """The dense result from the shared cache, or None (not remembered while missing)."""
-    key = ("dense", name, pair_id)
-    hit = _memory.get(key)
+#: Only the maps the page shows are kept here (a dense result's banded Jacobian can be
+#: hundreds of MB; the service keeps that and serves hover rows from it).
+DENSE_MAPS = ("guidance_a", "guidance_b", "influence_a", "influence_b", "mri_share")
+_dense_maps = _LRU(32)
+
+
+def dense_maps(name: str, pair_id: str) -> dict[str, np.ndarray] | None:
+    """The whole-image maps of a cached dense result ({name: H x W}), or None if not computed."""
+    key = (name, pair_id)
+    hit = _dense_maps.get(key)
     if hit is not None:
         return hit
     result = service().cached_dense(name, pair_id)
-    return None if result is None else _memory.put(key, result)
+    if result is None:
+        return None
+    return _dense_maps.put(key, {m: np.asarray(getattr(result, m)) for m in DENSE_MAPS})
+
+
+def cached_dense(name: str, pair_id: str):
+    """The full dense result (for HDF5 export), or None."""
+    return service().cached_dense(name, pair_id)

@@ -422,6 +422,7 @@ def run_dense(set_progress, request, mode, gamma):
     """
     if not request:
         raise PreventUpdate
+    backend.set_threads(backend.config().job_threads)
     svc = backend.service()
     pair_id = request["pair"]
     report = {"pair": pair_id, "t": request["t"], "models": {m: {"state": "queued"} for m in request["models"]},
@@ -477,7 +478,7 @@ def dense_status(version, progress, _idle, previous, result):
             failed.update({m: s for m, s in report.get("models", {}).items() if s.get("state") == "failed"})
     status = {}
     for m in version["models"]:
-        if backend.cached_dense(m, version["pair"]) is not None:
+        if backend.dense_maps(m, version["pair"]) is not None:
             status[m] = {"state": "done"}
         elif m in failed:
             status[m] = failed[m]
@@ -544,10 +545,9 @@ def show_dense(status, mode, shared, gamma):
     pair_id = status["pair"]
     maps = {}
     for m in dict.fromkeys(i["model"] for i in ids):
-        d = backend.cached_dense(m, pair_id) if status["models"].get(m, {}).get("state") == "done" else None
+        d = backend.dense_maps(m, pair_id) if status["models"].get(m, {}).get("state") == "done" else None
         if d is not None:
-            maps[m] = ({"guidance_a": d.guidance_a, "guidance_b": d.guidance_b, "mri_share": d.mri_share},
-                       backend.fused(m, pair_id))
+            maps[m] = (d, backend.fused(m, pair_id))
     shared_ranges = None
     if shared and maps:
         shared_ranges = {view: colour.limits({m: mp[name] for m, (mp, _) in maps.items()}, mode, True)
@@ -607,13 +607,14 @@ def _empty_text(status: dict, job: dict) -> str:
 
 
 # ------------------------------------------------------------------ statistics
-def _dense_for(status: dict | None):
+def _dense_for(status: dict | None) -> dict[str, dict]:
+    """{model: whole-image maps} of the models whose dense result is ready."""
     if not status:
         return {}
     out = {}
     for m, s in status["models"].items():
         if s.get("state") == "done":
-            d = backend.cached_dense(m, status["pair"])
+            d = backend.dense_maps(m, status["pair"])
             if d is not None:
                 out[m] = d
     return out
@@ -634,7 +635,7 @@ def statistics(status, region, threshold, pair):
     drawn = stats.region_mask(region, a.shape)
     active = drawn if drawn is not None else brain
     label = figures.region_label(region if drawn is not None else None)
-    shares = {m: d.mri_share for m, d in dense.items()}
+    shares = {m: d["mri_share"] for m, d in dense.items()}
     hists = {m: stats.histogram(s, active) for m, s in shares.items()}
     summaries = {m: stats.summarise(s, active) for m, s in shares.items()}
     regions = {"whole image": None, "brain mask": brain}
@@ -664,7 +665,7 @@ def scatter(status, pair, threshold):
     a, _ = backend.pair_arrays(pair["id"])
     brain = np.flatnonzero(stats.brain_mask(a, float(threshold or stats.BRAIN_THRESHOLD)))
     idx = figures.subsample(brain, backend.config().max_scatter_points)
-    points = {m: (d.guidance_a.ravel()[idx], d.guidance_b.ravel()[idx], idx) for m, d in dense.items()}
+    points = {m: (d["guidance_a"].ravel()[idx], d["guidance_b"].ravel()[idx], idx) for m, d in dense.items()}
     return figures.guidance_scatter(points)
 
 
@@ -680,8 +681,8 @@ def scatter_highlight(rest, pinned, status, pair):
     if not dense:
         raise PreventUpdate
     row, col = clamp_pixel(pinned or rest, pair)
-    return figures.highlight_patch(list(dense), {m: (float(d.guidance_a[row, col]), float(d.guidance_b[row, col]))
-                                                 for m, d in dense.items()})
+    return figures.highlight_patch(list(dense), {m: (float(d["guidance_a"][row, col]),
+                                                     float(d["guidance_b"][row, col])) for m, d in dense.items()})
 
 
 @cb(
@@ -751,7 +752,7 @@ def figure_sheet(pair, version, pixel, mode, shared, gamma_j, gamma_g) -> bytes:
                      [colour.colourise(jac[(m, view)], colour.with_range(jac_spec(mode, gamma_j, ""),
                                                                         ranges[(m, view)]))
                       if (m, view) in jac else None for m in models]))
-    dense = {m: backend.cached_dense(m, pair["id"]) for m in models}
+    dense = {m: backend.dense_maps(m, pair["id"]) for m in models}
     for view, name in DENSE_MAPS.items():
         images = []
         for m in models:
@@ -759,7 +760,7 @@ def figure_sheet(pair, version, pixel, mode, shared, gamma_j, gamma_g) -> bytes:
             if d is None:
                 images.append(None)
                 continue
-            values = getattr(d, name)
+            values = d[name]
             spec = (colour.ColourSpec(colour.SHARE, "linear", 0, 1) if view == "share" else
                     colour.with_range(jac_spec(mode, gamma_g, ""), colour.limits({0: values}, mode, False)[0]))
             images.append(colour.colourise(values, spec))

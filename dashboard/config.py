@@ -9,6 +9,10 @@
     FUSION_CACHE_DIR      shared cache of the saliency service and of background jobs
                           (service default: ~/.cache/fusion-saliency; never on NFS)
     FUSION_DEVICE         torch device of the saliency service      (cpu)
+    FUSION_DASH_THREADS   torch threads of a web process (1: hover answers are small crops, and
+                          OpenMP threads spinning on a busy 2-core machine made them 60x slower)
+    FUSION_JOB_THREADS    torch threads of a background dense job (1; 2 threads took 575 s instead of
+                          10 s for one dense job while other processes kept both cores busy)
     REDIS_URL             when set, background jobs run on Celery workers with this broker
 """
 from __future__ import annotations
@@ -34,6 +38,8 @@ class Config:
     cache_dir: str | None = None
     device: str = "cpu"
     redis_url: str | None = None
+    web_threads: int = 1
+    job_threads: int = 1
     #: Most points per model drawn in the G_MRI vs G_PET scatter (WebGL stays fluid).
     max_scatter_points: int = field(default=12_000)
 
@@ -48,18 +54,22 @@ def from_env(environ: dict | None = None) -> Config:
     """Build a Config from ``environ`` (default ``os.environ``); bad numbers raise ValueError."""
     env = os.environ if environ is None else environ
     models = tuple(m.strip() for m in env.get("FUSION_DASH_MODELS", "").split(",") if m.strip())
-    port = env.get("FUSION_DASH_PORT", "8050")
-    try:
-        port_number = int(port)
-    except ValueError:
-        raise ValueError(f"FUSION_DASH_PORT must be a port number, got {port!r}") from None
+    def integer(name: str, default: int, what: str) -> int:
+        raw = env.get(name, str(default))
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError(f"{name} must be {what}, got {raw!r}") from None
+
     return Config(
         host=env.get("FUSION_DASH_HOST", "127.0.0.1"),
-        port=port_number,
+        port=integer("FUSION_DASH_PORT", 8050, "a port number"),
         debug=_flag(env.get("FUSION_DASH_DEBUG")),
         default_models=models or DEFAULT_MODELS,
         default_pair=env.get("FUSION_DASH_PAIR") or None,
         cache_dir=env.get("FUSION_CACHE_DIR") or None,
         device=env.get("FUSION_DEVICE", "cpu"),
         redis_url=env.get("REDIS_URL") or None,
+        web_threads=max(1, integer("FUSION_DASH_THREADS", 1, "a number of threads")),
+        job_threads=max(1, integer("FUSION_JOB_THREADS", 1, "a number of threads")),
     )
