@@ -97,23 +97,30 @@ CONTROLS = (("fs-pair-select", "value"), ("fs-models", "value"), ("fs-pinned", "
 
 @cb(
     Output("fs-url", "search"), *[Output(i, p) for i, p in CONTROLS], Output("fs-link", "value"),
+    Output("fs-pair-select", "options", allow_duplicate=True),
     Input("fs-url", "search"), *[Input(i, p) for i, p in CONTROLS], State("fs-url", "href"),
+    State("fs-uploads", "data"),
+    prevent_initial_call="initial_duplicate",
 )
-def sync_url(search, pair, models, pinned, jac, shared, window, gamma_j, gamma_g, href):
-    """On load, the URL sets the controls; afterwards, the controls write the URL (one callback, no loop)."""
+def sync_url(search, pair, models, pinned, jac, shared, window, gamma_j, gamma_g, href, uploads):
+    """On load, the URL sets the controls; afterwards, the controls write the URL (one callback, no loop).
+
+    A linked uploaded pair gets its dropdown option in the same response: a Dropdown
+    drops a value that is missing from its options.
+    """
     base = (href or "").split("?", 1)[0]
     if ctx.triggered_id in (None, "fs-url"):
         view = decode(search, default_view(), fusion.list_models())
         pixel = None if view.pixel is None else {"row": view.pixel[0], "col": view.pixel[1]}
         return (no_update, view.pair, list(view.models), pixel, view.jac, view.range == "shared", view.window,
-                view.gamma_j, view.gamma_g, base + encode(view))
+                view.gamma_j, view.gamma_g, base + encode(view), pair_options(uploads, view.pair))
     order = fusion.list_models()
     view = ViewState(pair=pair or "", models=tuple(m for m in order if m in (models or [])),
                      pixel=None if not pinned else (int(pinned["row"]), int(pinned["col"])),
                      jac=jac, range="shared" if shared else "per-map", window=window,
                      gamma_j=clamp_gamma(gamma_j), gamma_g=clamp_gamma(gamma_g))
     search = encode(view)
-    return (search, *[no_update] * len(CONTROLS), base + search)
+    return (search, *[no_update] * len(CONTROLS), base + search, no_update)
 
 
 # ------------------------------------------------------------------ the pair
@@ -159,13 +166,16 @@ def _decode_upload(contents: str) -> bytes:
 
 @cb(
     Output("fs-upload-msg", "children"), Output("fs-pair-select", "value", allow_duplicate=True),
-    Output("fs-uploads", "data"),
+    Output("fs-pair-select", "options", allow_duplicate=True), Output("fs-uploads", "data"),
     Input("fs-upload-mri", "contents"), Input("fs-upload-pet", "contents"),
     State("fs-upload-mri", "filename"), State("fs-upload-pet", "filename"), State("fs-uploads", "data"),
     prevent_initial_call=True,
 )
 def upload_pair(mri, pet, mri_name, pet_name, uploads):
-    """Validate each dropped file at once; when both are good, store the pair and select it."""
+    """Validate each dropped file at once; when both are good, store the pair and select it.
+
+    The new option goes out with the new value: a Dropdown drops a value missing from its options.
+    """
     problems = []
     for label, contents, name in (("MRI", mri, mri_name), ("PET", pet, pet_name)):
         if contents:
@@ -175,21 +185,21 @@ def upload_pair(mri, pet, mri_name, pet_name, uploads):
                 problems.append(f"{label}: {exc}")
     if problems:
         return dbc.Alert([html.B("Upload refused. "), *[html.Div(p) for p in problems]], color="danger",
-                         className="mt-2 small mb-0", id="fs-upload-error"), no_update, no_update
+                         className="mt-2 small mb-0", id="fs-upload-error"), no_update, no_update, no_update
     if not (mri and pet):
         missing = "PET" if mri else "MRI"
         return dbc.Alert(f"Got the {'MRI' if mri else 'PET'} image; now add the {missing} image.",
-                         color="info", className="mt-2 small mb-0"), no_update, no_update
+                         color="info", className="mt-2 small mb-0"), no_update, no_update, no_update
     try:
         pair_id = backend.put_uploaded_pair(_decode_upload(mri), mri_name or "MRI", _decode_upload(pet),
                                             pet_name or "PET")
     except fusion.InvalidInput as exc:
         return dbc.Alert([html.B("Upload refused. "), str(exc)], color="danger", className="mt-2 small mb-0",
-                         id="fs-upload-error"), no_update, no_update
+                         id="fs-upload-error"), no_update, no_update, no_update
     label = f"upload {mri_name} + {pet_name}"
     uploads = [u for u in (uploads or []) if u["id"] != pair_id] + [{"id": pair_id, "label": label}]
     return (dbc.Alert(f"Using {label}.", color="success", className="mt-2 small mb-0", id="fs-upload-ok"),
-            pair_id, uploads)
+            pair_id, pair_options(uploads, pair_id), uploads)
 
 
 # ------------------------------------------------------------------ the grid and its panels

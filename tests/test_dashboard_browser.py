@@ -212,13 +212,10 @@ def test_background_job_reports_progress_and_finishes(dash_duo, start, tmp_path)
     assert dash_duo.find_element("#fs-dense-cancel").get_attribute("disabled") is not None
     dash_duo.wait_for_contains_text("#fs-hist", "funfusean", timeout=60)
     # the next visit is served from the shared cache: no job needed
+    assert "pair=sample" not in dash_duo.driver.current_url  # the uploaded pair is in the link
     dash_duo.driver.refresh()
-    try:
-        wait_images(dash_duo, "img-dense", 4, timeout=90)
-    except AssertionError:
-        dash_duo.driver.save_screenshot("/tmp/devshim/fail.png")
-        print("URL", dash_duo.driver.current_url)
-        raise
+    wait_images(dash_duo, "img-dense", 4, timeout=90)
+    assert "shared pair" in dash_duo.find_element("#fs-pair-select").text  # the linked upload, not a sample
     assert "ready" in dash_duo.find_element(css("status", "funfusean")).text
 
 
