@@ -17,6 +17,7 @@ from __future__ import annotations
 import inspect
 import math
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
@@ -170,26 +171,53 @@ def _chunk_size(model: nn.Module, height: int, width: int, itemsize: int, budget
 
 
 class _Backward:
-    """Batched backward passes through one kept forward graph: (K, H, W) seeds -> two (K, H, W) grads."""
+    """Batched backward passes through one kept forward graph: (K, H, W) seeds -> two (K, H, W) grads.
+
+    Two ways: one vmapped pass (``is_grads_batched``) or a loop of single passes. Which is faster
+    depends on the backend (float64 convolutions on the CPU batch badly), so a few seeds run
+    vmapped and a few as a loop, both timed, and the faster serves the rest. Models whose ops
+    have no batching rule use the loop.
+    """
+
+    TRIAL = 4
 
     def __init__(self, model, ta, tb):
         self.a = ta[None, None].clone().requires_grad_(True)
         self.b = tb[None, None].clone().requires_grad_(True)
         with torch.enable_grad():
             self.out = run(model, self.a, self.b)
-        self.vmap = True
+        self.timings: dict[str, float] = {}  # seconds per seed, by way (the trial)
+        self.way: str | None = None
 
     def __call__(self, seeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        inputs = (self.a, self.b)
-        if self.vmap:
+        if self.way is not None:
+            return self._vmap(seeds) if self.way == "vmap" else self._loop(seeds)
+        parts, rest = [], seeds
+        for way in ("vmap", "loop"):  # trial: a few seeds each way, timed
+            if self.way is not None or not len(rest):
+                break
+            trial, rest = rest[:self.TRIAL], rest[self.TRIAL:]
+            start = time.perf_counter()
             try:
-                ga, gb = torch.autograd.grad(self.out, inputs, seeds[:, None, None], retain_graph=True,
-                                             allow_unused=True, is_grads_batched=True)
-                return self._fill(ga, seeds), self._fill(gb, seeds)
-            except (RuntimeError, NotImplementedError):
-                self.vmap = False  # an op without a batching rule: one pass per seed
-        grads = [torch.autograd.grad(self.out, inputs, s[None, None], retain_graph=True, allow_unused=True)
-                 for s in seeds]
+                parts.append(self._vmap(trial) if way == "vmap" else self._loop(trial))
+            except (RuntimeError, NotImplementedError):  # an op without a batching rule
+                self.way = "loop"
+                parts.append(self._loop(trial))
+            self.timings[way] = (time.perf_counter() - start) / len(trial)
+        if self.way is None and len(self.timings) == 2:
+            self.way = min(self.timings, key=self.timings.get)
+        if len(rest):
+            parts.append(self(rest))
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+    def _vmap(self, seeds):
+        ga, gb = torch.autograd.grad(self.out, (self.a, self.b), seeds[:, None, None], retain_graph=True,
+                                     allow_unused=True, is_grads_batched=True)
+        return self._fill(ga, seeds), self._fill(gb, seeds)
+
+    def _loop(self, seeds):
+        grads = [torch.autograd.grad(self.out, (self.a, self.b), s[None, None], retain_graph=True,
+                                     allow_unused=True) for s in seeds]
         return (torch.stack([self._fill(g[0], s)[0] for g, s in zip(grads, seeds, strict=True)]),
                 torch.stack([self._fill(g[1], s)[0] for g, s in zip(grads, seeds, strict=True)]))
 
@@ -226,11 +254,11 @@ def _coloured(model, ta, tb, f: Field, report, cancel, keep_band, chunk, backwar
             for k, (dy, dx) in enumerate(part):
                 ny, nx = -(-(height - dy) // rows), -(-(width - dx) // cols)
                 patch = padded[k, dy:dy + ny * rows, dx:dx + nx * cols].reshape(ny, rows, nx, cols)
-                patch = patch.permute(0, 2, 1, 3).to("cpu", torch.float32)
-                maps[f"guidance_{suffix}"][dy::rows, dx::cols] = patch[:, :, f.up, f.left].numpy()
-                maps[f"influence_{suffix}"][dy::rows, dx::cols] = patch.abs().sum(dim=(2, 3)).numpy()
+                patch = patch.permute(0, 2, 1, 3)
+                maps[f"guidance_{suffix}"][dy::rows, dx::cols] = patch[:, :, f.up, f.left].cpu().numpy()
+                maps[f"influence_{suffix}"][dy::rows, dx::cols] = patch.abs().sum(dim=(2, 3)).cpu().numpy()
                 if band is not None:
-                    band[dy::rows, dx::cols] = patch.numpy()
+                    band[dy::rows, dx::cols] = patch.cpu().numpy()
         report(start + len(part), len(colours), preview)
     return maps, bands
 
@@ -255,7 +283,7 @@ def _full_image(model, ta, tb, report, cancel, chunk, backward: _Backward):
         cc = torch.tensor([p[1] for p in part])
         seeds[torch.arange(len(part)), rr, cc] = 1
         for g, suffix in zip(backward(seeds), "ab", strict=True):
-            g = g.detach().to("cpu", torch.float32)
+            g = g.detach().cpu()
             maps[f"guidance_{suffix}"][rr.numpy(), cc.numpy()] = g[torch.arange(len(part)), rr, cc].numpy()
             maps[f"influence_{suffix}"][rr.numpy(), cc.numpy()] = g.abs().sum(dim=(1, 2)).numpy()
         report(start + len(part), len(flat), preview)
