@@ -1,0 +1,192 @@
+"""SaliencyService: cache hits, eviction, several processes, corrupted entries, errors."""
+from __future__ import annotations
+
+import multiprocessing as mp
+from pathlib import Path
+
+import numpy as np
+import pytest
+from saliency_helpers import pair
+
+import fusion
+from fusion.saliency import pixel_jacobian
+from fusion.service import SaliencyService, pack, unpack
+
+NAMES = ["weighted-average", "adaptive-average"]
+
+
+@pytest.fixture
+def service(tmp_path):
+    svc = SaliencyService(cache_dir=tmp_path / "cache", checkpoint=None)
+    yield svc
+    svc.close()
+
+
+@pytest.fixture
+def images():
+    a, b = pair(24, 21, seed=1)
+    return a.astype(np.float32), b.astype(np.float32)
+
+
+def test_pair_round_trip_and_unknown_id(service, images, tmp_path):
+    pair_id = service.put_pair(*images)
+    assert isinstance(pair_id, str) and int(pair_id, 16) >= 0
+    assert service.put_pair(*images) == pair_id  # content hash: same pair, same id
+    other = SaliencyService(cache_dir=tmp_path / "cache", checkpoint=None)  # another process's view
+    a, b = other.get_pair(pair_id)
+    np.testing.assert_array_equal(a, fusion.io.check_pair(*images)[0])
+    with pytest.raises(fusion.InvalidInput, match="unknown or expired"):
+        other.get_pair("0" * 32)
+    with pytest.raises(fusion.InvalidInput):
+        service.put_pair(images[0], images[1][:20])
+
+
+def test_pixel_matches_library_and_is_cached(service, images):
+    pair_id = service.put_pair(*images)
+    a, b = service.get_pair(pair_id)
+    result = service.pixel(NAMES, pair_id, 5, 7)
+    assert set(result) == set(NAMES)
+    for name in NAMES:
+        ja, jb = pixel_jacobian(service.model(name), a, b, 5, 7)
+        np.testing.assert_array_equal(result[name].ja, ja)
+        np.testing.assert_array_equal(result[name].jb, jb)
+        assert result[name].method == "crop" and result[name].window == (5, 6, 7, 8)
+    assert service.computed["pixel"] == 2
+    again = service.pixel(NAMES, pair_id, 5, 7)
+    assert service.computed["pixel"] == 2 and again["weighted-average"] is result["weighted-average"]
+
+
+def test_dense_cached_on_disk_and_serves_rows(service, images, tmp_path):
+    pair_id = service.put_pair(*images)
+    seen = []
+    dense = service.dense("adaptive-average", pair_id, progress=lambda d, t, p: seen.append((d, t, p)))
+    assert service.computed["dense"] == 1 and seen[-1][0] == seen[-1][1]
+    assert set(seen[-1][2]) == {"guidance_a", "guidance_b", "influence_a", "influence_b", "mri_share"}
+    assert service.dense("adaptive-average", pair_id) is dense and service.computed["dense"] == 1
+    fresh_process = SaliencyService(cache_dir=tmp_path / "cache", checkpoint=None)
+    cached = fresh_process.cached_dense("adaptive-average", pair_id)
+    assert cached is not None and fresh_process.computed["dense"] == 0
+    np.testing.assert_array_equal(cached.guidance_a, dense.guidance_a)
+    np.testing.assert_array_equal(cached.band_b, dense.band_b)
+    hit = fresh_process.pixel(["adaptive-average"], pair_id, 3, 4)["adaptive-average"]
+    assert hit.method == "dense-cache"
+    np.testing.assert_array_equal(hit.ja, dense.row(3, 4)[0])
+    assert fresh_process.cached_dense("weighted-average", pair_id) is None
+
+
+def test_fuse_cached(service, images):
+    pair_id = service.put_pair(*images)
+    fused = service.fuse("weighted-average", pair_id)
+    a, b = service.get_pair(pair_id)
+    np.testing.assert_allclose(fused, 0.5 * a + 0.5 * b, atol=1e-7)
+    service.fuse("weighted-average", pair_id)
+    assert service.computed["fuse"] == 1
+
+
+def test_model_info(service):
+    info = service.model_info("weighted-average")
+    assert info["name"] == "weighted-average" and info["receptive_field"] == 1
+    assert info["method"] == "crop" and info["reason"] is None
+    assert info["checkpoint"] is None and info["card"] is None and len(info["weights_hash"]) == 32
+    assert info["field"] == {"up": 0, "down": 0, "left": 0, "right": 0, "stride": 1, "local": True}
+
+
+def test_weights_hash_depends_on_constructor_args():
+    from fusion.service import weights_hash
+
+    w3, w5 = (fusion.create_model("weighted-average", w=w) for w in (0.3, 0.5))
+    assert weights_hash(w3) != weights_hash(w5)
+    assert weights_hash(w3) == weights_hash(fusion.create_model("weighted-average", w=0.3))
+
+
+def test_corrupted_entry_is_recomputed(service, images):
+    pair_id = service.put_pair(*images)
+    good = service.fuse("weighted-average", pair_id)
+    key = service._key("fused", service.weights_hash("weighted-average"), pair_id)
+    blob = bytearray(service.cache.get(key))
+    blob[-5] ^= 0xFF  # flip a payload byte: the checksum no longer matches
+    service.cache.set(key, bytes(blob))
+    with pytest.raises(ValueError, match="checksum"):
+        unpack(bytes(blob))
+    again = service.fuse("weighted-average", pair_id)
+    assert service.computed["fuse"] == 2
+    np.testing.assert_array_equal(again, good)
+    assert unpack(service.cache.get(key))[0]["fused"].shape == good.shape  # rewritten whole
+
+
+def test_damaged_cache_file_is_recomputed(tmp_path):
+    images = tuple(x.astype(np.float32) for x in pair(100, 90, seed=4))  # entries over 32 kB go to files
+    svc = SaliencyService(cache_dir=tmp_path / "c", checkpoint=None)
+    pair_id = svc.put_pair(*images)
+    dense = svc.dense("weighted-average", pair_id)
+    svc.close()
+    files = [p for p in (tmp_path / "c").rglob("*.val")]
+    assert files, "large entries are stored as files"
+    for path in files:  # truncate every value file: a partial write
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    fresh = SaliencyService(cache_dir=tmp_path / "c", checkpoint=None)
+    with pytest.raises(fusion.InvalidInput):  # the pair entry is damaged too: never served
+        fresh.get_pair(pair_id)
+    fresh.put_pair(*images)
+    again = fresh.dense("weighted-average", pair_id)
+    assert fresh.computed["dense"] == 1
+    np.testing.assert_array_equal(again.influence_a, dense.influence_a)
+
+
+def test_eviction_with_tiny_size_limit(tmp_path):
+    svc = SaliencyService(cache_dir=tmp_path / "tiny", size_limit_bytes=300_000, checkpoint=None)
+    ids = [svc.put_pair(*pair(64, 64, seed=s)) for s in range(12)]  # about 33 kB each
+    svc._pairs.data.clear()  # forget the in-memory copies
+    assert svc.cache.volume() <= 2 * 300_000
+    kept = 0
+    for pair_id in ids:
+        try:
+            svc.get_pair(pair_id)
+            kept += 1
+        except fusion.InvalidInput:
+            pass
+    assert 0 < kept < len(ids)
+    svc.get_pair(ids[-1])  # the newest survives
+
+
+def _worker(cache_dir: str, seed: int, queue) -> None:
+    svc = SaliencyService(cache_dir=cache_dir, checkpoint=None)
+    a, b = pair(20, 18, seed=0)
+    pair_id = svc.put_pair(a.astype(np.float32), b.astype(np.float32))
+    out = []
+    for _ in range(3):
+        dense = svc.dense("adaptive-average", pair_id)
+        out.append(float(dense.influence_a.sum()))
+        svc._dense.data.clear()  # read back from disk next time
+        svc.fuse("weighted-average", pair_id)
+    queue.put((seed, pair_id, out))
+
+
+def test_concurrent_writers(tmp_path):
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_worker, args=(str(tmp_path / "shared"), s, queue)) for s in range(3)]
+    for p in procs:
+        p.start()
+    results = [queue.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    assert len({r[1] for r in results}) == 1
+    values = {v for r in results for v in r[2]}
+    assert len(values) == 1
+    svc = SaliencyService(cache_dir=tmp_path / "shared", checkpoint=None)
+    assert svc.cached_dense("adaptive-average", results[0][1]) is not None
+
+
+def test_pack_rejects_foreign_values():
+    with pytest.raises(ValueError):
+        unpack(b"not ours")
+    arrays, header = unpack(pack({"x": np.arange(3)}, {"k": 1}))
+    assert header == {"k": 1} and arrays["x"].tolist() == [0, 1, 2]
+
+
+def test_default_cache_dir_from_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("FUSION_CACHE_DIR", str(tmp_path / "env"))
+    assert SaliencyService().cache_dir == Path(tmp_path / "env")
