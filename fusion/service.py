@@ -40,6 +40,8 @@ from .saliency.receptive_field import Field, analyse, model_dtype, plan, remembe
 #: Bump when a change of the algorithms changes stored results: old entries are then ignored.
 METHOD_VERSION = "1"
 CACHE_ENV = "FUSION_CACHE_DIR"
+#: Threads computing the pixels of several models at once (each crop runs on one intra-op thread).
+HOVER_WORKERS = max(1, min(4, os.cpu_count() or 1))
 _MAGIC = b"FSC1"
 
 #: One fused pixel's saliency for one model (see ``fusion.saliency.PixelJacobian``):
@@ -141,6 +143,7 @@ class SaliencyService:
         self._pairs = _LRU(8)
         self._pixels = _LRU(256)
         self._dense = _LRU(4)
+        self._plans: dict[tuple, tuple] = {}
         #: How many times each kind of result was computed here (not served from a cache).
         self.computed: dict[str, int] = {"fuse": 0, "pixel": 0, "dense": 0}
 
@@ -229,6 +232,9 @@ class SaliencyService:
 
     def _plan(self, name: str, height: int, width: int) -> tuple[str, Field, str | None]:
         """("crop" or "full-image", field, reason), the verdict shared through the cache."""
+        memo = self._plans.get((self.weights_hash(name), height, width))
+        if memo is not None:
+            return memo
         model = self.model(name)
         field = self._field(name)
         key = self._key("verdict", self.weights_hash(name), f"{height}x{width}")
@@ -238,6 +244,7 @@ class SaliencyService:
         method, field, reason = plan(model, height, width)
         if entry is None:
             self._store(key, {}, {"ok": method == "crop", "reason": reason})
+        self._plans[(self.weights_hash(name), height, width)] = (method, field, reason)
         return method, field, reason
 
     def model_info(self, name: str) -> dict:
@@ -287,14 +294,30 @@ class SaliencyService:
         row, col = int(row), int(col)
         if not (0 <= row < a.shape[0] and 0 <= col < a.shape[1]):
             raise InvalidInput(f"pixel ({row}, {col}) is outside the {a.shape[0]} x {a.shape[1]} image")
-        out = {}
+        out, missing = {}, []
         for name in names:
-            key = (self.weights_hash(name), pair_id, row, col)
-            hit = self._pixels.get(key)
+            hit = self._pixels.get((self.weights_hash(name), pair_id, row, col))
             if hit is None:
-                hit = self._pixels.put(key, self._pixel(name, pair_id, a, b, row, col))
-            out[name] = hit
-        return out
+                missing.append(name)
+            else:
+                out[name] = hit
+        for name in missing:  # plans first (cached), so that the workers only run crops
+            self._plan(name, *a.shape)
+        if len(missing) > 1:  # small crops run single-threaded: two models at a time use both cores
+            results = list(self._workers().map(lambda n: self._pixel(n, pair_id, a, b, row, col), missing))
+        else:
+            results = [self._pixel(n, pair_id, a, b, row, col) for n in missing]
+        for name, result in zip(missing, results, strict=True):
+            out[name] = self._pixels.put((self.weights_hash(name), pair_id, row, col), result)
+        return {name: out[name] for name in names}
+
+    def _workers(self):
+        from concurrent.futures import ThreadPoolExecutor
+
+        with self._lock:
+            if getattr(self, "_pool", None) is None or self._pool_pid != os.getpid():
+                self._pool, self._pool_pid = ThreadPoolExecutor(max_workers=HOVER_WORKERS), os.getpid()
+            return self._pool
 
     def _pixel(self, name, pair_id, a, b, row, col) -> PixelSaliency:
         dense = self._dense.get((self.weights_hash(name), pair_id))

@@ -10,7 +10,9 @@ backward pass (the seeds of different crops never interact).
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,6 +59,35 @@ def crop_windows(field: Field, height: int, width: int, pixels) -> list[tuple[in
              *_axis_window(c, width, field.left, field.right, field.stride)) for r, c in pixels]
 
 
+#: Crop batches with fewer pixels than this run on one intra-op thread: such small convolutions
+#: gain nothing from a second thread, and on a busy machine OpenMP threads that wait for a
+#: descheduled partner made a 5 ms crop take up to a second (measured on the 2-core CPU).
+SINGLE_THREAD_PIXELS = 64 * 64 * 8
+_threads_lock = threading.Lock()
+_single_users = 0
+
+
+@contextlib.contextmanager
+def single_thread(active: bool = True):
+    """Run torch ops on one intra-op thread inside the block (process-wide, reference counted)."""
+    global _single_users
+    if not active:
+        yield
+        return
+    with _threads_lock:
+        if _single_users == 0:
+            single_thread.saved = torch.get_num_threads()
+            torch.set_num_threads(1)
+        _single_users += 1
+    try:
+        yield
+    finally:
+        with _threads_lock:
+            _single_users -= 1
+            if _single_users == 0:
+                torch.set_num_threads(single_thread.saved)
+
+
 def crop_rows(model: nn.Module, a: torch.Tensor, b: torch.Tensor, pixels, field: Field
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Jacobian rows by the crop path; a, b (H, W) -> rows_a, rows_b (K, H, W) and values (K,).
@@ -71,7 +102,8 @@ def crop_rows(model: nn.Module, a: torch.Tensor, b: torch.Tensor, pixels, field:
     groups: dict[tuple[int, int], list[int]] = {}
     for k, (t, bt, lf, rt) in enumerate(windows):
         groups.setdefault((bt - t, rt - lf), []).append(k)
-    with torch.enable_grad():
+    work = sum(len(m) * h * w for (h, w), m in groups.items())
+    with torch.enable_grad(), single_thread(work < SINGLE_THREAD_PIXELS):
         for members in groups.values():
             ca = torch.stack([a[windows[k][0]:windows[k][1], windows[k][2]:windows[k][3]] for k in members])
             cb = torch.stack([b[windows[k][0]:windows[k][1], windows[k][2]:windows[k][3]] for k in members])
