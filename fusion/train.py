@@ -237,17 +237,19 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     source = make_source(cfg.data, cfg.seed, cfg.val_pairs)
     baseline = evaluate(create_model("weighted-average"), source.validation, recipe.weights)["loss"]
 
-    start, elapsed_before, history = 0, 0.0, []
+    start, elapsed_before, history, commands = 0, 0.0, [], [cfg.command]
     if cfg.resume:
         state = torch.load(cfg.resume, map_location=device, weights_only=True)
         model.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimizer"])
         start, elapsed_before = int(state["step"]), float(state["elapsed_s"])
-        history = [list(map(float, row)) for row in state["history"].tolist()]
+        history = [list(map(float, row)) for row in state["history"].tolist() if row[0] > 0]
+        commands = [*state.get("commands", []), cfg.command]
 
     def save_state(step: int, elapsed: float):
         torch.save({"model": model.state_dict(), "optimizer": optimiser.state_dict(), "step": step,
-                    "elapsed_s": elapsed, "history": torch.tensor(history or [[0.0, 0.0, 0.0]])}, state_path)
+                    "elapsed_s": elapsed, "history": torch.tensor(history or [[0.0, 0.0, 0.0]]),
+                    "commands": commands}, state_path)
 
     def progress_fraction(step: int, elapsed: float) -> float:
         by_time = elapsed / (60 * cfg.time_limit_min) if cfg.time_limit_min else 0.0
@@ -307,7 +309,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         "history": [{"step": int(s), "train_loss": round(t, 5), "validation_loss": round(v, 5)}
                     for s, t, v in history],
         "held_out_quality": held_out_quality(model, recipe.weights, device),
-        "command": cfg.command,
+        "command": " && ".join(commands),  # a resumed run lists every leg
         "software": {"torch": torch.__version__, "python": platform.python_version()},
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
