@@ -3,13 +3,13 @@
  *
  * Every full-size image sits in a `.fs-frame.fs-full`. Moving over any of them
  * draws the crosshair (and each model's receptive-field box) on all of them at
- * once, here, without a round trip; the pixel then goes to the server
- * (`fs-pixel` store), which answers only the Jacobian images and the readout.
- * At most one hover request is in flight: newer pixels wait, and only the
- * latest is sent when the server acknowledges (`fs-hover-ack`).
+ * once, here, without a round trip; the pixel then goes to the server's
+ * `/fs-api/pixel` (dashboard/api.py), whose JSON answer (the Jacobian PNGs of
+ * every model, markers, tick labels, readout values) is swapped into the page
+ * here too: no Dash callback on the hot path. At most one request is in
+ * flight; newer pixels wait and only the latest is sent.
  *
  * Stores written from here with dash_clientside.set_props:
- *   fs-pixel       {row, col, seq}   the selected pixel (hover, or the pin)
  *   fs-pixel-rest  {row, col}        the pixel once the cursor rests (slower views)
  *   fs-pinned      {row, col}|null   click pins, click again or Esc releases, arrows step
  *   fs-region      {kind, points}    a box or lasso drawn on any image
@@ -20,6 +20,8 @@
         h: 0, w: 0, pixel: null, pinned: null, seq: 0,
         inflight: false, sentAt: 0, queued: null, restTimer: null,
         mode: "hover", drag: null, region: null,
+        view: {pair: null, models: [], window: "rf", jac: "signed", shared: false, gamma: 1},
+        base: "/",
     };
     const SVG = "http://www.w3.org/2000/svg";
     window.__fsState = S;  // for debugging and the browser benchmark
@@ -82,19 +84,117 @@
         document.documentElement.classList.toggle("fs-is-pinned", !!S.pinned);
     }
 
-    /* Send the pixel, keeping at most one request in flight (latest wins). */
+    /* ---------------------------------------------------------------- the hover request */
+    function domId(obj) {  // Dash's DOM id of a dict id: JSON with sorted keys
+        const keys = Object.keys(obj).sort();
+        return "{" + keys.map(function (k) { return JSON.stringify(k) + ":" + JSON.stringify(obj[k]); }).join(",") + "}";
+    }
+
+    function fmt(x) {
+        if (x === null || x === undefined || !isFinite(x)) { return "n/a"; }
+        if (x === 0) { return "0"; }
+        return Number(x.toPrecision(3)).toString();
+    }
+
+    function el(tag, text, cls) {
+        const e = document.createElement(tag);
+        if (text !== undefined) { e.textContent = text; }
+        if (cls) { e.className = cls; }
+        return e;
+    }
+
+    function applyTicks(box, ticks) {
+        if (!box) { return; }
+        box.replaceChildren.apply(box, (ticks || []).map(function (t) {
+            const span = el("span", t[1]);
+            span.style.left = (100 * t[0]) + "%";
+            return span;
+        }));
+    }
+
+    function readout(data) {
+        const box = document.getElementById("fs-readout");
+        if (!box) { return; }
+        const head = el("div", null);
+        head.id = "fs-readout-head";
+        head.appendChild(el("b", "pixel (row " + data.row + ", col " + data.col + ")"));
+        head.appendChild(el("span", "  MRI " + fmt(data.mri) + " · PET " + fmt(data.pet), "text-muted"));
+        const table = el("table", null, "table table-sm table-borderless fs-readout-table mb-0");
+        const hr = el("tr");
+        ["model", "F(p)", "∂F/∂MRI(p)", "∂F/∂PET(p)", "MRI share of p", "path"].forEach(function (t) {
+            hr.appendChild(el("th", t));
+        });
+        table.appendChild(el("thead")).appendChild(hr);
+        const body = table.appendChild(el("tbody"));
+        S.view.models.forEach(function (m) {
+            const r = data.models[m];
+            const tr = body.appendChild(el("tr"));
+            tr.appendChild(el("td", m));
+            if (!r || r.error) {
+                const td = tr.appendChild(el("td", r ? r.error : "not available", "text-danger"));
+                td.colSpan = 5;
+                return;
+            }
+            [fmt(r.value), fmt(r.dmri), fmt(r.dpet), r.share.toFixed(2)].forEach(function (t) {
+                tr.appendChild(el("td", t));
+            });
+            tr.appendChild(el("td", r.method, "text-muted"));
+        });
+        box.replaceChildren(head, table);
+    }
+
+    function apply(data) {
+        Object.keys(data.models).forEach(function (m) {
+            const r = data.models[m];
+            ["jmri", "jpet"].forEach(function (view) {
+                const img = document.getElementById(domId({model: m, type: "img-jacobian", view: view}));
+                if (img) { img.src = r.error ? "" : r[view]; }
+                applyTicks(document.getElementById(domId({model: m, type: "ticks-jacobian", view: view})),
+                           r.ticks && r.ticks[view]);
+                const mark = document.getElementById(domId({model: m, type: "mark", view: view}));
+                if (mark && r.mark) {
+                    mark.style.top = r.mark.top + "%";
+                    mark.style.left = r.mark.left + "%";
+                    mark.style.height = r.mark.height + "%";
+                    mark.style.width = r.mark.width + "%";
+                    mark.style.display = "block";
+                }
+            });
+        });
+        readout(data);
+    }
+
     function send(p) {
+        if (!S.view.pair) { S.queued = p; return; }
         const now = performance.now();
-        if (S.inflight && now - S.sentAt < 1500) { S.queued = p; return; }
+        if (S.inflight && now - S.sentAt < 3000) { S.queued = p; return; }
         S.inflight = true;
         S.sentAt = now;
         S.queued = null;
         S.seq += 1;
-        setProps("fs-pixel", {row: p.row, col: p.col, seq: S.seq});
+        const v = S.view;
+        const query = new URLSearchParams({pair: v.pair, models: v.models.join(","), row: p.row, col: p.col,
+                                           jac: v.jac, shared: v.shared ? "1" : "0", gamma: v.gamma,
+                                           win: v.window, seq: S.seq});
+        fetch(S.base + "fs-api/pixel?" + query.toString())
+            .then(function (r) { return r.json(); })
+            .then(function (data) { if (!data.error) { apply(data); } })
+            .catch(function (e) { console.warn("fusion-saliency hover request failed", e); })
+            .finally(function () {
+                S.inflight = false;
+                const q = S.queued;
+                S.queued = null;
+                if (q) { send(q); }
+            });
     }
 
-    function select(p) {
-        if (S.pixel && p.row === S.pixel.row && p.col === S.pixel.col) { return; }
+    function refresh() {  // re-ask for the current pixel (new settings, models or pair)
+        if (S.pixel) { send(S.pixel); }
+    }
+
+    /* Select a pixel: crosshair now, Jacobians from the server, slower views once the cursor rests. */
+    function select(p, force) {
+        if (!force && S.pixel && p.row === S.pixel.row && p.col === S.pixel.col) { return; }
         S.pixel = p;
         drawCursor(p);
         send(p);
@@ -218,16 +318,11 @@
         fs: {
             setShape: function (pair) {
                 if (pair) {
+                    if (S.pixel && (S.pixel.row >= pair.h || S.pixel.col >= pair.w)) { S.pixel = null; }
                     S.h = pair.h;
                     S.w = pair.w;
                     document.documentElement.style.setProperty("--fs-ar", pair.w + " / " + pair.h);
-                    drawCursor(S.pixel);
-                }
-                return window.dash_clientside.no_update;
-            },
-            drawPixel: function (pixel) {
-                if (pixel && pixel.row !== undefined) {
-                    S.pixel = {row: pixel.row, col: pixel.col};
+                    if (!S.pixel) { S.pixel = {row: Math.floor(S.h / 2), col: Math.floor(S.w / 2)}; }
                     drawCursor(S.pixel);
                 }
                 return window.dash_clientside.no_update;
@@ -235,19 +330,23 @@
             pin: function (pinned) {
                 S.pinned = pinned || null;
                 document.documentElement.classList.toggle("fs-is-pinned", !!S.pinned);
-                if (!pinned) { return window.dash_clientside.no_update; }
-                S.pixel = {row: pinned.row, col: pinned.col};
-                drawCursor(S.pixel);
-                S.seq += 1;
-                S.inflight = true;
-                S.sentAt = performance.now();
-                return {row: pinned.row, col: pinned.col, seq: S.seq};
+                if (pinned) { select({row: pinned.row, col: pinned.col}); }
+                return window.dash_clientside.no_update;
             },
-            ack: function () {
-                S.inflight = false;
-                const q = S.queued;
-                S.queued = null;
-                if (q && !S.pinned) { send(q); }
+            setView: function (version, jac, shared, gamma) {
+                const pathname = (window.dash_clientside && window.location.pathname) || "/";
+                S.base = pathname.endsWith("/") ? pathname : pathname.replace(/[^/]*$/, "");
+                if (version) {
+                    S.view.pair = version.pair;
+                    S.view.models = version.models;
+                    S.view.window = version.window;
+                }
+                S.view.jac = jac || "signed";
+                S.view.shared = !!shared;
+                S.view.gamma = gamma || 1;
+                if (!S.pixel && S.h) { S.pixel = {row: Math.floor(S.h / 2), col: Math.floor(S.w / 2)}; }
+                if (S.pixel) { drawCursor(S.pixel); }
+                refresh();
                 return window.dash_clientside.no_update;
             },
             regionMode: function (mode) {

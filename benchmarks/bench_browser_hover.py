@@ -73,7 +73,7 @@ def browser() -> webdriver.Chrome:
     return webdriver.Chrome(options=options)
 
 
-def wait_ready(driver, n_models: int, timeout: float = 300):
+def wait_ready(driver, n_models: int, timeout: float = 900):
     end = time.time() + timeout
     script = ("return [...document.querySelectorAll(\"img[id*='img-jacobian']\")]"
               ".filter(i => (i.getAttribute('src') || '').startsWith('data:image/png')).length")
@@ -123,12 +123,14 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8071)
     parser.add_argument("--pause", type=float, default=0.15, help="seconds between hovers")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache", help="service cache to use when starting the app (default: a fresh one; a "
+                                        "warm one skips the first-visit probing of every model)")
     args = parser.parse_args()
 
     proc, cache = None, None
     url = args.url
     if url is None:
-        cache = tempfile.mkdtemp(prefix="fusion-bench-")
+        cache = args.cache or tempfile.mkdtemp(prefix="fusion-bench-")
         proc = start_server(args.port, args.models, cache)
         url = f"http://127.0.0.1:{args.port}/"
     driver = browser()
@@ -160,7 +162,7 @@ def main() -> None:
         if proc is not None:
             proc.terminate()
             proc.wait(timeout=20)
-        if cache:
+        if cache and not args.cache:
             shutil.rmtree(cache, ignore_errors=True)
 
 

@@ -2,9 +2,9 @@
 
 Data flow (one way): URL <-> controls -> pair/models -> grid -> images.
 Hover runs in the browser (``assets/fs_hover.js``): it draws the crosshair on
-every image at once and sends the pixel to ``hover``, which answers only the
-Jacobian images (small PNGs), their tick labels and the readout. Per-model
-panels are served by one callback each, over pattern-matching ``ALL`` ids.
+every image at once and asks ``/fs-api/pixel`` (``api.py``) for the Jacobian
+images (small PNGs), tick labels and readout values, which it swaps in itself.
+Per-model panels are served by one callback each, over pattern-matching ``ALL`` ids.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from dash.exceptions import PreventUpdate
 
 import fusion
 
-from . import backend, colour, figures, stats
+from . import api, backend, colour, figures, stats
 from .panels import JACOBIAN_VIEWS, VIEW_BY_KEY, grid, pid
 from .state import ViewState, clamp_gamma, decode, encode
 
@@ -43,7 +43,8 @@ def clientside(*args, **kwargs):
 
 
 def register(app) -> None:
-    """Attach every callback of this module to ``app``."""
+    """Attach every callback of this module (and the hover endpoint) to ``app``."""
+    api.register(app)
     for args, kwargs, func in _CALLBACKS:
         app.callback(*args, **kwargs)(func)
     for args, kwargs in _CLIENTSIDE:
@@ -73,9 +74,8 @@ def ticks_children(spec: colour.ColourSpec):
     return [html.Span(text, style={"left": f"{100 * pos:.1f}%"}) for pos, text in colour.ticks(spec)]
 
 
-def jac_spec(mode: str, gamma: float, unit: str) -> colour.ColourSpec:
-    scale = colour.DIVERGING if mode == "signed" else colour.SEQUENTIAL
-    return colour.ColourSpec(scale, mode, -1.0 if mode == "signed" else 0.0, 1.0, clamp_gamma(gamma), unit)
+def jac_spec(mode: str, gamma: float, unit: str = "") -> colour.ColourSpec:
+    return api.jac_spec(mode, gamma)
 
 
 def clamp_pixel(pixel: dict | None, pair: dict) -> tuple[int, int]:
@@ -237,88 +237,6 @@ def show_fused(version, shared, pair):
     return ([colour.map_uri(images[m], specs[m]) for m in models],
             [colour.colourbar_uri(specs[m]) for m in models],
             [ticks_children(specs[m]) for m in models])
-
-
-@cb(
-    Output({"type": "img-jacobian", "view": ALL, "model": ALL}, "src"),
-    Output({"type": "mark", "view": ALL, "model": ALL}, "style"),
-    Output({"type": "ticks-jacobian", "view": ALL, "model": ALL}, "children"),
-    Output("fs-readout", "children"), Output("fs-hover-ack", "data"),
-    Input("fs-pixel", "data"), Input("fs-grid-version", "data"),
-    Input("fs-jac-mode", "value"), Input("fs-shared", "value"), Input("fs-gamma-j", "value"),
-    State("fs-pair", "data"),
-)
-def hover(pixel, version, mode, shared, gamma, pair):
-    """The hot path: Jacobians of the selected pixel for every model, as small PNGs, and the readout."""
-    if not version or version.get("pair") != pair["id"]:
-        raise PreventUpdate
-    row, col = clamp_pixel(pixel, pair)
-    image_ids = output_ids(0)
-    models = list(dict.fromkeys(i["model"] for i in image_ids))
-    results, errors = {}, {}
-    if models:
-        try:
-            results = backend.pixels(models, pair["id"], row, col)
-        except Exception as exc:  # noqa: BLE001 - show it in the readout, keep the page alive
-            errors = {m: f"{type(exc).__name__}: {exc}" for m in models}
-    window = version.get("window", "rf")
-    shown = {}
-    for i in image_ids:
-        result = results.get(i["model"])
-        if result is None:
-            continue
-        jac = result.ja if i["view"] == "jmri" else result.jb
-        if window == "rf":
-            top, bottom, left, right = result.window
-            jac = jac[top:bottom, left:right]
-        shown[(i["model"], i["view"])] = jac
-    ranges = colour.limits(shown, mode, bool(shared))
-    srcs, ticks = [], []
-    for i in image_ids:
-        key = (i["model"], i["view"])
-        if key not in shown:
-            srcs.append(""), ticks.append("")
-            continue
-        spec = colour.with_range(jac_spec(mode, gamma, JAC_UNITS[i["view"]]), ranges[key])
-        srcs.append(colour.map_uri(shown[key], spec))
-        ticks.append(ticks_children(spec))
-    marks = []
-    for i in output_ids(1):
-        result = results.get(i["model"])
-        if result is None:
-            marks.append({"display": "none"})
-            continue
-        top, bottom, left, right = result.window
-        marks.append({"top": f"{100 * (row - top) / (bottom - top):.3f}%",
-                      "left": f"{100 * (col - left) / (right - left):.3f}%",
-                      "height": f"{100 / (bottom - top):.3f}%", "width": f"{100 / (right - left):.3f}%"})
-    readout = readout_table(pair, row, col, models, results, errors)
-    return srcs, marks, ticks, readout, (pixel or {}).get("seq", 0)
-
-
-def readout_table(pair: dict, row: int, col: int, models: list[str], results: dict, errors: dict):
-    """Coordinates, input values and, per model, F(p), the Jacobian diagonal and the MRI share of p."""
-    a, b = backend.pair_arrays(pair["id"])
-    fmt = colour.format_value
-    head = html.Div([html.B(f"pixel (row {row}, col {col})"),
-                     html.Span(f"  MRI {fmt(float(a[row, col]))} · PET {fmt(float(b[row, col]))}",
-                               className="text-muted")], id="fs-readout-head")
-    body = []
-    for m in models:
-        r = results.get(m)
-        if r is None:
-            body.append(html.Tr([html.Td(m), html.Td(errors.get(m, "not available"), colSpan=5,
-                                                     className="text-danger")]))
-            continue
-        total_a, total_b = float(np.abs(r.ja).sum()), float(np.abs(r.jb).sum())
-        share = total_a / (total_a + total_b) if total_a + total_b > 0 else 0.5
-        body.append(html.Tr([html.Td(m), html.Td(fmt(float(r.value))), html.Td(fmt(float(r.ja[row, col]))),
-                             html.Td(fmt(float(r.jb[row, col]))), html.Td(f"{share:.2f}"),
-                             html.Td(r.method, className="text-muted")]))
-    table = dbc.Table([html.Thead(html.Tr([html.Th(t) for t in
-                                           ("model", "F(p)", "∂F/∂MRI(p)", "∂F/∂PET(p)", "MRI share of p", "path")])),
-                       html.Tbody(body)], size="sm", className="fs-readout-table mb-0", borderless=True)
-    return [head, table]
 
 
 @cb(
@@ -712,12 +630,12 @@ def brushed_region(selected, _clear):
 @cb(
     Output("fs-download", "data"),
     Input("fs-dl-png", "n_clicks"), Input("fs-dl-csv", "n_clicks"), Input({"type": "h5", "model": ALL}, "n_clicks"),
-    State("fs-pair", "data"), State("fs-grid-version", "data"), State("fs-pixel", "data"),
-    State("fs-jac-mode", "value"), State("fs-shared", "value"), State("fs-gamma-j", "value"),
-    State("fs-gamma-g", "value"), State("fs-stats-rows", "data"),
+    State("fs-pair", "data"), State("fs-grid-version", "data"), State("fs-pixel-rest", "data"),
+    State("fs-pinned", "data"), State("fs-jac-mode", "value"), State("fs-shared", "value"),
+    State("fs-gamma-j", "value"), State("fs-gamma-g", "value"), State("fs-stats-rows", "data"),
     prevent_initial_call=True,
 )
-def download(_png, _csv, h5_clicks, pair, version, pixel, mode, shared, gamma_j, gamma_g, rows):
+def download(_png, _csv, h5_clicks, pair, version, rest, pinned, mode, shared, gamma_j, gamma_g, rows):
     """The current figures as one PNG sheet, the statistics as CSV, or one model's dense result as HDF5."""
     trigger = ctx.triggered_id
     if trigger == "fs-dl-csv":
@@ -738,7 +656,7 @@ def download(_png, _csv, h5_clicks, pair, version, pixel, mode, shared, gamma_j,
             result.to_hdf5(path)
             return dcc.send_bytes(path.read_bytes(), path.name)
     if trigger == "fs-dl-png":
-        return dcc.send_bytes(figure_sheet(pair, version, pixel, mode, shared, gamma_j, gamma_g),
+        return dcc.send_bytes(figure_sheet(pair, version, pinned or rest, mode, shared, gamma_j, gamma_g),
                               "fusion-saliency.png")
     raise PreventUpdate
 
@@ -781,11 +699,11 @@ def figure_sheet(pair, version, pixel, mode, shared, gamma_j, gamma_g) -> bytes:
 
 # ------------------------------------------------------------------ the browser side (assets/fs_hover.js)
 clientside(ClientsideFunction("fs", "setShape"), Output("fs-js-sink", "data"), Input("fs-pair", "data"))
-clientside(ClientsideFunction("fs", "drawPixel"), Output("fs-js-sink", "data", allow_duplicate=True),
-                    Input("fs-pixel", "data"), prevent_initial_call=True)
-clientside(ClientsideFunction("fs", "pin"), Output("fs-pixel", "data"), Input("fs-pinned", "data"))
-clientside(ClientsideFunction("fs", "ack"), Output("fs-js-sink", "data", allow_duplicate=True),
-                    Input("fs-hover-ack", "data"), prevent_initial_call=True)
+clientside(ClientsideFunction("fs", "pin"), Output("fs-js-sink", "data", allow_duplicate=True),
+           Input("fs-pinned", "data"), prevent_initial_call="initial_duplicate")
+clientside(ClientsideFunction("fs", "setView"), Output("fs-js-sink", "data", allow_duplicate=True),
+           Input("fs-grid-version", "data"), Input("fs-jac-mode", "value"), Input("fs-shared", "value"),
+           Input("fs-gamma-j", "value"), prevent_initial_call=True)
 clientside(ClientsideFunction("fs", "regionMode"), Output("fs-js-sink", "data", allow_duplicate=True),
                     Input("fs-region-mode", "value"), prevent_initial_call=True)
 clientside(ClientsideFunction("fs", "drawRegion"), Output("fs-js-sink", "data", allow_duplicate=True),

@@ -11,8 +11,8 @@ from dash import dcc, html
 from . import stats
 from .state import GAMMA_MAX, GAMMA_MIN, ViewState
 
-STORES = ("fs-pair", "fs-pixel", "fs-pinned", "fs-pixel-rest", "fs-region", "fs-grid-version",
-          "fs-dense-request", "fs-dense-result", "fs-dense-progress", "fs-dense-status", "fs-hover-ack",
+STORES = ("fs-pair", "fs-pinned", "fs-pixel-rest", "fs-region", "fs-grid-version",
+          "fs-dense-request", "fs-dense-result", "fs-dense-progress", "fs-dense-status",
           "fs-uploads", "fs-stats-rows", "fs-js-sink")
 
 
