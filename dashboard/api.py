@@ -14,6 +14,8 @@ from __future__ import annotations
 import numpy as np
 from flask import jsonify, request
 
+import fusion
+
 from . import backend, colour
 from .state import JAC_MODES, WINDOW_MODES, clamp_gamma
 
@@ -72,15 +74,14 @@ def pixel_view():
     """Flask view of ``ROUTE``; bad parameters answer 400 with a message."""
     args = request.args
     try:
-        pair = backend.resolve_pair(args["pair"]) if args.get("pair") else None
         models = [m for m in args.get("models", "").split(",") if m]
-        row, col = int(args["row"]), int(args["col"])
+        row, col, key = int(args["row"]), int(args["col"]), args["pair"]
     except (KeyError, ValueError) as exc:
         return jsonify(error=f"bad request: {exc}"), 400
-    except Exception as exc:  # noqa: BLE001 - an unknown or expired pair
+    try:
+        pair = backend.resolve_pair(key)
+    except (fusion.InvalidInput, KeyError) as exc:  # an unknown or expired pair
         return jsonify(error=str(exc)), 404
-    if pair is None:
-        return jsonify(error="bad request: no pair"), 400
     mode = args.get("jac") if args.get("jac") in JAC_MODES else "signed"
     window = args.get("win") if args.get("win") in WINDOW_MODES else "rf"
     payload = pixel_payload(pair["id"], models, row, col, mode, args.get("shared") in ("1", "true"),
