@@ -583,9 +583,10 @@ def statistics(status, region, threshold, pair):
 @cb(
     Output("fs-scatter", "figure"),
     Input("fs-dense-status", "data"),
-    State("fs-pair", "data"), State("fs-mask-threshold", "value"),
+    State("fs-pair", "data"), State("fs-mask-threshold", "value"), State("fs-pinned", "data"),
+    State("fs-pixel-rest", "data"),
 )
-def scatter(status, pair, threshold):
+def scatter(status, pair, threshold, pinned, rest):
     """G_MRI vs G_PET over the brain-mask pixels (subsampled for WebGL), one subplot per model."""
     dense = _dense_for(status)
     if not dense or status["pair"] != pair["id"]:
@@ -594,7 +595,13 @@ def scatter(status, pair, threshold):
     brain = np.flatnonzero(stats.brain_mask(a, float(threshold or stats.BRAIN_THRESHOLD)))
     idx = figures.subsample(brain, backend.config().max_scatter_points)
     points = {m: (d["guidance_a"].ravel()[idx], d["guidance_b"].ravel()[idx], idx) for m, d in dense.items()}
-    return figures.guidance_scatter(points)
+    return figures.guidance_scatter(points, _highlight(dense, pinned or rest, pair))
+
+
+def _highlight(dense: dict, pixel: dict | None, pair: dict) -> dict:
+    """(G_MRI, G_PET) of the selected pixel for every model."""
+    row, col = clamp_pixel(pixel, pair)
+    return {m: (float(d["guidance_a"][row, col]), float(d["guidance_b"][row, col])) for m, d in dense.items()}
 
 
 @cb(
@@ -608,9 +615,7 @@ def scatter_highlight(rest, pinned, status, pair):
     dense = _dense_for(status)
     if not dense:
         raise PreventUpdate
-    row, col = clamp_pixel(pinned or rest, pair)
-    return figures.highlight_patch(list(dense), {m: (float(d["guidance_a"][row, col]),
-                                                     float(d["guidance_b"][row, col])) for m, d in dense.items()})
+    return figures.highlight_patch(list(dense), _highlight(dense, pinned or rest, pair))
 
 
 @cb(

@@ -54,8 +54,7 @@ def share_histograms(hists: Mapping[str, tuple[np.ndarray, np.ndarray]],
         mean = summaries.get(model, {}).get("mean_share")
         if mean is not None and np.isfinite(mean):
             fig.add_vline(x=mean, line=dict(color="#222", width=1.5), row=1, col=i)
-    fig.update_xaxes(range=[0, 1], title_text="MRI share", tickvals=[0, 0.5, 1],
-                     ticktext=["0 PET", "0.5", "1 MRI"])
+    fig.update_xaxes(range=[0, 1], title_text="MRI share (0 PET, 1 MRI)", tickvals=[0, 0.5, 1])
     fig.update_yaxes(range=[0, top * 1.05], tickformat=".0%")
     fig.update_yaxes(title_text=f"pixels ({region_label})", row=1, col=1)
     fig.update_layout(height=250, showlegend=False, bargap=0, template="plotly_white", font=FONT,
@@ -104,7 +103,7 @@ def guidance_scatter(points: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarr
         fig.add_trace(go.Scatter(x=[hx], y=[hy], mode="markers", name="hovered pixel", hoverinfo="skip",
                                  marker=dict(size=12, color="rgba(0,0,0,0)", line=dict(color=HIGHLIGHT, width=2.5))),
                       row=1, col=i)
-    fig.update_xaxes(title_text="G_MRI = dF(p)/dMRI(p)", zeroline=True, zerolinecolor="#aaa")
+    fig.update_xaxes(title_text="G_MRI = dF(p)/dMRI(p)", zeroline=True, zerolinecolor="#aaa", matches="x")
     fig.update_yaxes(title_text="G_PET = dF(p)/dPET(p)", row=1, col=1)
     fig.update_yaxes(zeroline=True, zerolinecolor="#aaa")
     fig.update_layout(height=280, showlegend=False, template="plotly_white", dragmode="lasso", font=FONT,

@@ -30,6 +30,7 @@ def test_scatter_carries_pixel_indices_and_highlight_patch_moves_only_markers():
     idx = np.arange(5)
     fig = figures.guidance_scatter({"a": (idx * 1.0, idx * 2.0, idx), "b": (idx, idx, idx)}, {"a": (1.0, 2.0)})
     assert list(fig.data[0].customdata) == list(idx)
+    assert fig.layout.xaxis2.matches == "x"  # one G_MRI axis range for every model
     assert fig.data[1].x == (1.0,) and fig.data[3].x == (None,)
     patch = figures.highlight_patch(["a", "b"], {"b": (3.0, 4.0)}).to_plotly_json()
     targets = {tuple(op["location"]): op["params"]["value"] for op in patch["operations"]}
