@@ -229,6 +229,13 @@ class _Backward:
 
 
 # ------------------------------------------------------------------ the two paths
+def _preview(maps: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Copies of the partly filled maps (NaN where unknown) plus their MRI share."""
+    out = {k: v.copy() for k, v in maps.items()}
+    out["mri_share"] = share(out["influence_a"], out["influence_b"])
+    return out
+
+
 def _coloured(model, ta, tb, f: Field, report, cancel, keep_band, chunk, backward: _Backward):
     height, width = ta.shape
     rows, cols = f.rows, f.cols
@@ -237,9 +244,7 @@ def _coloured(model, ta, tb, f: Field, report, cancel, keep_band, chunk, backwar
     colours = colour_order(min(rows, height), min(cols, width))  # larger shifts would seed nothing
 
     def preview():
-        out = {k: v.copy() for k, v in maps.items()}
-        out["mri_share"] = share(out["influence_a"], out["influence_b"])
-        return out
+        return _preview(maps)
 
     for start in range(0, len(colours), chunk):
         if _is_cancelled(cancel):
@@ -270,9 +275,7 @@ def _full_image(model, ta, tb, report, cancel, chunk, backward: _Backward):
     flat = [(r, c) for r, c in colour_order(height, width)]
 
     def preview():
-        out = {k: v.copy() for k, v in maps.items()}
-        out["mri_share"] = share(out["influence_a"], out["influence_b"])
-        return out
+        return _preview(maps)
 
     for start in range(0, len(flat), chunk):
         if _is_cancelled(cancel):
