@@ -182,6 +182,18 @@ DENSE_MAPS = ("guidance_a", "guidance_b", "influence_a", "influence_b", "mri_sha
 _dense_maps = _LRU(32)
 
 
+def _reset_after_fork() -> None:
+    """Locks held by a parent's request thread at fork time would deadlock a background job."""
+    global _lock, _service, _pid
+    _lock, _service, _pid = threading.Lock(), None, None
+    for memo in (_memory, _dense_maps):
+        memo.lock = threading.Lock()
+        memo.items.clear()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
+
+
 def dense_maps(name: str, pair_id: str) -> dict[str, np.ndarray] | None:
     """The whole-image maps of a cached dense result ({name: H x W}), or None if not computed."""
     key = (name, pair_id)

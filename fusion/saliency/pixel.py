@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import threading
 from dataclasses import dataclass
 
@@ -65,6 +66,15 @@ def crop_windows(field: Field, height: int, width: int, pixels) -> list[tuple[in
 SINGLE_THREAD_PIXELS = 64 * 64 * 8
 _threads_lock = threading.Lock()
 _single_users = 0
+
+
+def _reset_after_fork() -> None:
+    """A forked child (a background job) must not inherit a lock held by a parent's hover thread."""
+    global _threads_lock, _single_users
+    _threads_lock, _single_users = threading.Lock(), 0
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 @contextlib.contextmanager
