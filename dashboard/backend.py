@@ -10,12 +10,12 @@ from __future__ import annotations
 import functools
 import os
 import threading
-from collections import OrderedDict
 
 import numpy as np
 
 import fusion
 from fusion import data
+from fusion.service import LRU
 
 from .config import Config, from_env
 
@@ -63,33 +63,7 @@ def service():
         return _service
 
 
-class _LRU:
-    """A small thread-safe least-recently-used memory."""
-
-    def __init__(self, size: int):
-        self.size, self.items, self.lock = size, OrderedDict(), threading.Lock()
-
-    def get(self, key):
-        with self.lock:
-            if key in self.items:
-                self.items.move_to_end(key)
-                return self.items[key]
-        return None
-
-    def put(self, key, value):
-        with self.lock:
-            self.items[key] = value
-            self.items.move_to_end(key)
-            while len(self.items) > self.size:
-                self.items.popitem(last=False)
-        return value
-
-    def clear(self):
-        with self.lock:
-            self.items.clear()
-
-
-_memory = _LRU(64)          # fused images and pairs
+_memory = LRU(64)          # fused images and pairs
 
 
 # ------------------------------------------------------------------ pairs
@@ -179,7 +153,7 @@ def pixels(names: list[str], pair_id: str, row: int, col: int) -> dict:
 #: Only the maps the page shows are kept here (a dense result's banded Jacobian can be
 #: hundreds of MB; the service keeps that and serves hover rows from it).
 DENSE_MAPS = ("guidance_a", "guidance_b", "influence_a", "influence_b", "mri_share")
-_dense_maps = _LRU(32)
+_dense_maps = LRU(32)
 
 
 def _reset_after_fork() -> None:
@@ -188,7 +162,7 @@ def _reset_after_fork() -> None:
     _lock, _service, _pid = threading.Lock(), None, None
     for memo in (_memory, _dense_maps):
         memo.lock = threading.Lock()
-        memo.items.clear()
+        memo.data.clear()
 
 
 os.register_at_fork(after_in_child=_reset_after_fork)

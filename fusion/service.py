@@ -95,8 +95,8 @@ def unpack(blob) -> tuple[dict[str, np.ndarray], dict]:
     return arrays, header
 
 
-class _LRU:
-    """A small thread-safe in-memory LRU."""
+class LRU:
+    """A small thread-safe in-memory LRU (also the dashboard's per-process memo)."""
 
     def __init__(self, size: int):
         self.size, self.data, self.lock = size, OrderedDict(), threading.Lock()
@@ -115,6 +115,10 @@ class _LRU:
             while len(self.data) > self.size:
                 self.data.popitem(last=False)
         return value
+
+    def clear(self):
+        with self.lock:
+            self.data.clear()
 
 
 class SaliencyService:
@@ -140,9 +144,9 @@ class SaliencyService:
         self._lock = threading.RLock()
         self._models: dict[str, nn.Module] = {}
         self._hashes: dict[str, str] = {}
-        self._pairs = _LRU(8)
-        self._pixels = _LRU(256)
-        self._dense = _LRU(4)
+        self._pairs = LRU(8)
+        self._pixels = LRU(256)
+        self._dense = LRU(4)
         self._plans: dict[tuple, tuple] = {}
         #: How many times each kind of result was computed here (not served from a cache).
         self.computed: dict[str, int] = {"fuse": 0, "pixel": 0, "dense": 0}
