@@ -229,6 +229,14 @@ class _Backward:
 
 
 # ------------------------------------------------------------------ the two paths
+def _chunks(items: list, chunk: int, cancel, unit: str):
+    """(start, items[start:start + chunk]) in order, checking for cancellation before each."""
+    for start in range(0, len(items), chunk):
+        if _is_cancelled(cancel):
+            raise Cancelled(f"cancelled after {start} of {len(items)} {unit}")
+        yield start, items[start:start + chunk]
+
+
 def _preview(maps: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Copies of the partly filled maps (NaN where unknown) plus their MRI share."""
     out = {k: v.copy() for k, v in maps.items()}
@@ -246,10 +254,7 @@ def _coloured(model, ta, tb, f: Field, report, cancel, keep_band, chunk, backwar
     def preview():
         return _preview(maps)
 
-    for start in range(0, len(colours), chunk):
-        if _is_cancelled(cancel):
-            raise Cancelled(f"cancelled after {start} of {len(colours)} colours")
-        part = colours[start:start + chunk]
+    for start, part in _chunks(colours, chunk, cancel, "colours"):
         seeds = ta.new_zeros((len(part), height, width))
         for k, (dy, dx) in enumerate(part):
             seeds[k, dy::rows, dx::cols] = 1
@@ -277,10 +282,7 @@ def _full_image(model, ta, tb, report, cancel, chunk, backward: _Backward):
     def preview():
         return _preview(maps)
 
-    for start in range(0, len(flat), chunk):
-        if _is_cancelled(cancel):
-            raise Cancelled(f"cancelled after {start} of {len(flat)} pixels")
-        part = flat[start:start + chunk]
+    for start, part in _chunks(flat, chunk, cancel, "pixels"):
         seeds = ta.new_zeros((len(part), height, width))
         rr = torch.tensor([p[0] for p in part])
         cc = torch.tensor([p[1] for p in part])
