@@ -35,7 +35,16 @@ from .errors import InvalidInput
 from .io import check_pair
 from .saliency.dense import DenseJacobian, dense_jacobian
 from .saliency.pixel import PixelJacobian, pixel_jacobians
-from .saliency.receptive_field import Field, analyse, model_dtype, plan, remember_field, remember_verdict, run
+from .saliency.receptive_field import (
+    Field,
+    analyse,
+    model_dtype,
+    plan,
+    remember_field,
+    remember_verdict,
+    run,
+    verify_shrinking,
+)
 
 #: Bump when a change of the algorithms changes stored results: old entries are then ignored.
 METHOD_VERSION = "1"
@@ -244,10 +253,11 @@ class SaliencyService:
         key = self._key("verdict", self.weights_hash(name), f"{height}x{width}")
         entry = self._load(key)
         if entry is not None:
-            remember_verdict(model, height, width, (entry[1]["ok"], entry[1]["reason"]))
+            remember_verdict(model, height, width, (entry[1]["ok"], entry[1]["reason"]), entry[1].get("shrinking"))
         method, field, reason = plan(model, height, width)
         if entry is None:
-            self._store(key, {}, {"ok": method == "crop", "reason": reason})
+            shrinking = method == "crop" and verify_shrinking(model, height, width)
+            self._store(key, {}, {"ok": method == "crop", "reason": reason, "shrinking": shrinking})
         self._plans[(self.weights_hash(name), height, width)] = (method, field, reason)
         return method, field, reason
 

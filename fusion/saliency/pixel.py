@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .receptive_field import Field, analyse, full_rows, model_device, model_dtype, plan, run
+from .receptive_field import Field, analyse, full_rows, model_device, model_dtype, plan, run, verify_shrinking
+from .shrinking import ShrinkingWindows, Unsupported
 
 
 @dataclass
@@ -98,32 +99,45 @@ def single_thread(active: bool = True):
                 torch.set_num_threads(single_thread.saved)
 
 
-def crop_rows(model: nn.Module, a: torch.Tensor, b: torch.Tensor, pixels, field: Field
-              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def crop_rows(model: nn.Module, a: torch.Tensor, b: torch.Tensor, pixels, field: Field,
+              shrinking: bool | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Jacobian rows by the crop path; a, b (H, W) -> rows_a, rows_b (K, H, W) and values (K,).
 
-    Crops of one size form one batch and one backward pass.
+    Crops of one size form one batch and one backward pass. ``shrinking``: run
+    the crops with shrinking windows (``shrinking.py``: only the activations that
+    reach the pixel); None uses them where ``verify_shrinking`` found them exact
+    for this model and image shape, falling back to whole crops for any batch
+    they cannot follow.
     """
     height, width = a.shape
-    windows = crop_windows(field, height, width, pixels)
+    strict = shrinking is not None
+    if shrinking is None:
+        shrinking = field.stride == 1 and verify_shrinking(model, height, width)
+    if shrinking:  # the field itself, clipped to the image
+        windows = [field.box(r, c, height, width) for r, c in pixels]
+    else:
+        windows = crop_windows(field, height, width, pixels)
     rows_a = a.new_zeros((len(pixels), height, width))
     rows_b = b.new_zeros((len(pixels), height, width))
     values = a.new_zeros(len(pixels))
-    groups: dict[tuple[int, int], list[int]] = {}
+    groups: dict[tuple, list[int]] = {}
     for k, (t, bt, lf, rt) in enumerate(windows):
-        groups.setdefault((bt - t, rt - lf), []).append(k)
-    work = sum(len(m) * h * w for (h, w), m in groups.items())
+        border = (t == 0, bt == height, lf == 0, rt == width) if shrinking else None
+        groups.setdefault((bt - t, rt - lf, border), []).append(k)
+    work = sum(len(m) * h * w for (h, w, _), m in groups.items())
     with torch.enable_grad(), single_thread(work < SINGLE_THREAD_PIXELS):
-        for members in groups.values():
-            ca = torch.stack([a[windows[k][0]:windows[k][1], windows[k][2]:windows[k][3]] for k in members])
-            cb = torch.stack([b[windows[k][0]:windows[k][1], windows[k][2]:windows[k][3]] for k in members])
-            ca = ca[:, None].requires_grad_(True)
-            cb = cb[:, None].requires_grad_(True)
-            out = run(model, ca, cb)
-            idx = torch.arange(len(members))
+        for (_, _, border), members in groups.items():
+            crops = [[x[windows[k][0]:windows[k][1], windows[k][2]:windows[k][3]] for k in members] for x in (a, b)]
+            ca, cb = (torch.stack(c)[:, None].requires_grad_(True) for c in crops)
             rr = torch.tensor([pixels[k][0] - windows[k][0] for k in members])
             cc = torch.tensor([pixels[k][1] - windows[k][2] for k in members])
-            picked = out[idx, 0, rr, cc]
+            picked = None
+            if border is not None:
+                picked = _shrinking_pick(model, ca, cb, border, rr, cc, strict)
+            if picked is None:
+                if border is not None:  # shrinking windows could not follow this batch: whole crops
+                    return crop_rows(model, a, b, pixels, field, shrinking=False)
+                picked = run(model, ca, cb)[torch.arange(len(members)), 0, rr, cc]
             ga, gb = torch.autograd.grad(picked.sum(), (ca, cb), allow_unused=True)
             for j, k in enumerate(members):
                 t, bt, lf, rt = windows[k]
@@ -133,6 +147,20 @@ def crop_rows(model: nn.Module, a: torch.Tensor, b: torch.Tensor, pixels, field:
                     rows_b[k, t:bt, lf:rt] = gb[j, 0]
                 values[k] = picked[j].detach()
     return rows_a, rows_b, values
+
+
+def _shrinking_pick(model, ca, cb, border, rr, cc, strict: bool) -> torch.Tensor | None:
+    """Output values at window positions (rr, cc), run with shrinking windows; None if unsupported."""
+    try:
+        out, extent = ShrinkingWindows(border).run(model, ca, cb)
+        rr, cc = rr - extent.top, cc - extent.left
+        if bool((rr < 0).any() | (cc < 0).any() | (rr >= out.shape[-2]).any() | (cc >= out.shape[-1]).any()):
+            raise Unsupported("the shrunk window lost the pixel")
+    except Unsupported:
+        if strict:
+            raise
+        return None
+    return out[torch.arange(len(rr)), 0, rr, cc]
 
 
 def as_tensor(x: np.ndarray, name: str, model: nn.Module) -> torch.Tensor:

@@ -81,6 +81,7 @@ class _State:
         self.fingerprint = fingerprint
         self.field: Field | None = None
         self.verdicts: dict[tuple[int, int], tuple[bool, str | None]] = {}
+        self.shrinking: dict[tuple[int, int], bool] = {}
         self.double: nn.Module | None = None
 
 
@@ -221,9 +222,13 @@ def remember_field(model: nn.Module, field: Field) -> Field:
     return field
 
 
-def remember_verdict(model: nn.Module, height: int, width: int, verdict: tuple[bool, str | None]) -> None:
-    """Install a verification verdict derived elsewhere for this model instance and image shape."""
-    _state(model).verdicts[(height, width)] = (bool(verdict[0]), verdict[1])
+def remember_verdict(model: nn.Module, height: int, width: int, verdict: tuple[bool, str | None],
+                     shrinking: bool | None = None) -> None:
+    """Install verification verdicts derived elsewhere for this model instance and image shape."""
+    state = _state(model)
+    state.verdicts[(height, width)] = (bool(verdict[0]), verdict[1])
+    if shrinking is not None:
+        state.shrinking[(height, width)] = bool(shrinking)
 
 
 def receptive_field(model: nn.Module) -> int:
@@ -262,12 +267,38 @@ def full_rows(model: nn.Module, a: torch.Tensor, b: torch.Tensor, pixels,
     return torch.stack(rows_a), torch.stack(rows_b), picked.detach()
 
 
+def _test_case(model: nn.Module, height: int, width: int):
+    """A random pair (H, W), the corner/centre pixels and random weights, in the model's dtype and device."""
+    dtype, device = model_dtype(model), model_device(model)
+    gen = torch.Generator().manual_seed(4321)
+    a, b = (torch.rand(height, width, dtype=torch.float64, generator=gen).to(device, dtype) for _ in "ab")
+    pixels = corner_pixels(height, width)
+    weights = torch.rand(len(pixels), dtype=torch.float64, generator=gen).to(device, dtype) + 0.5
+    return a, b, pixels, weights
+
+
+def _disagreement(model: nn.Module, height: int, width: int, rows) -> float | None:
+    """Relative error of ``rows(a, b, pixels) -> (rows_a, rows_b, values)`` against full-image autograd.
+
+    Compares sum_k w_k dF(p_k)/d(a, b) (random weights w_k; pixels p_k: the four
+    corners, the centre and two random pixels) from one full-image backward pass
+    with the same sum from ``rows``. Returns None when within tolerance.
+    """
+    a, b, pixels, weights = _test_case(model, height, width)
+    want_a, want_b, _ = full_rows(model, a, b, pixels, weights)
+    got_a, got_b, _ = rows(a, b, pixels)
+    rtol = VERIFY_RTOL if a.dtype == torch.float64 else VERIFY_RTOL_FLOAT32
+    worst = 0.0
+    for want, got in ((want_a[0], (got_a * weights[:, None, None]).sum(0)),
+                      (want_b[0], (got_b * weights[:, None, None]).sum(0))):
+        scale = max(float(want.abs().max()), float(got.abs().max()), 1e-30)
+        worst = max(worst, float((want - got).abs().max()) / scale)
+    return worst if worst > rtol else None
+
+
 def verify(model: nn.Module, height: int, width: int) -> tuple[bool, str | None]:
     """Does the crop path equal full-image autograd for this model at this image shape? (memoised)
 
-    On a random pair of the given shape, compares sum_k w_k dF(p_k)/d(a, b) (random
-    weights w_k; pixels p_k: the four corners, the centre and two random pixels)
-    from one full-image backward pass with the same sum from the crop path.
     Returns (ok, reason when not ok).
     """
     from .pixel import crop_rows  # the crop path under test
@@ -280,26 +311,38 @@ def verify(model: nn.Module, height: int, width: int) -> tuple[bool, str | None]
     if not field.local:
         verdict = (False, field.reason)
     else:
-        dtype, device = model_dtype(model), model_device(model)
-        gen = torch.Generator().manual_seed(4321)
-        a, b = (torch.rand(height, width, dtype=torch.float64, generator=gen).to(device, dtype) for _ in "ab")
-        pixels = corner_pixels(height, width)
-        weights = torch.rand(len(pixels), dtype=torch.float64, generator=gen).to(device, dtype) + 0.5
-        want_a, want_b, _ = full_rows(model, a, b, pixels, weights)
-        got_a, got_b, _ = crop_rows(model, a, b, pixels, field)
-        rtol = VERIFY_RTOL if dtype == torch.float64 else VERIFY_RTOL_FLOAT32
-        verdict = (True, None)
-        for want, got in ((want_a[0], (got_a * weights[:, None, None]).sum(0)),
-                          (want_b[0], (got_b * weights[:, None, None]).sum(0))):
-            scale = max(float(want.abs().max()), float(got.abs().max()), 1e-30)
-            err = float((want - got).abs().max()) / scale
-            if err > rtol:
-                verdict = (False, f"the receptive-field crop disagrees with full-image autograd (relative "
-                                  f"error {err:.2g} at the corners and centre of a {height} x {width} image): "
-                                  "the model is not local or not aligned as probed")
-                break
+        err = _disagreement(model, height, width,
+                            lambda a, b, pixels: crop_rows(model, a, b, pixels, field, shrinking=False))
+        verdict = (True, None) if err is None else (False, (
+            f"the receptive-field crop disagrees with full-image autograd (relative error {err:.2g} at the "
+            f"corners and centre of a {height} x {width} image): the model is not local or not aligned as probed"))
     state.verdicts[key] = verdict
     return verdict
+
+
+def verify_shrinking(model: nn.Module, height: int, width: int) -> bool:
+    """May crops run with shrinking windows (``shrinking.py``) for this model and shape? (memoised)
+
+    Only where the plain crop path is verified, the stride is 1, the model runs
+    under the shrinking windows without an unsupported operation, and the result
+    equals full-image autograd at the corners and centre.
+    """
+    from .pixel import crop_rows
+    from .shrinking import Unsupported
+
+    state = _state(model)
+    key = (height, width)
+    if key not in state.shrinking:
+        field = analyse(model)
+        ok = field.local and field.stride == 1 and verify(model, height, width)[0]
+        if ok:
+            try:
+                ok = _disagreement(model, height, width,
+                                   lambda a, b, pixels: crop_rows(model, a, b, pixels, field, shrinking=True)) is None
+            except Unsupported:
+                ok = False
+        state.shrinking[key] = ok
+    return state.shrinking[key]
 
 
 def plan(model: nn.Module, height: int, width: int) -> tuple[str, Field, str | None]:

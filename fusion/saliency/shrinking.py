@@ -1,0 +1,193 @@
+"""The crop path with shrinking windows: compute only the activations that reach the pixel.
+
+A plain receptive-field crop runs every layer on the whole window, although the
+last layers only need the few positions around the chosen pixel. Here every
+stride-1 "same" convolution runs as a *valid* convolution, so each activation
+covers only the positions that are exactly computable from the window; the
+window shrinks layer by layer down to the pixel (about a third of the work for
+a stack of equal convolutions). Where a window side lies on the image border,
+the convolution pads that side with zeros, exactly like the full-image model.
+
+Tracking is generic: a ``TorchFunctionMode`` follows every activation's extent
+(the rows and columns it covers, relative to the window), crops operands of
+elementwise operations and channel concatenations to the extent they share, and
+refuses (``Unsupported``) anything it does not understand: strides, pooling,
+resampling, spatial indexing, reductions, padding modes. A model is only run
+this way after ``verify_shrinking`` has compared it with full-image autograd at
+the four corners and the centre; otherwise the plain crop path is used.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+#: Operations that act on each spatial position independently (names of torch functions and methods).
+POINTWISE = frozenset({
+    "abs", "add", "sub", "rsub", "mul", "div", "true_divide", "neg", "pow", "sqrt", "rsqrt", "exp", "log",
+    "maximum", "minimum", "clamp", "clamp_min", "clamp_max", "where", "gt", "ge", "lt", "le", "eq", "ne",
+    "relu", "leaky_relu", "elu", "selu", "gelu", "silu", "hardtanh", "prelu", "softplus", "sigmoid", "tanh",
+    "batch_norm", "ones_like", "zeros_like", "clone", "contiguous", "to", "float", "double",
+    "__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__", "__truediv__", "__rtruediv__",
+    "__neg__", "__pow__", "__rpow__", "__gt__", "__ge__", "__lt__", "__le__",
+})
+
+
+def _base_name(name: str) -> str:
+    """The out-of-place name of an in-place operation: relu_ -> relu, __iadd__ -> __add__."""
+    if name.startswith("__i") and name.endswith("__"):
+        return "__" + name[3:]
+    if name.endswith("_") and not name.endswith("__"):
+        return name[:-1]
+    return name
+
+
+class Unsupported(Exception):
+    """The model does something the shrinking windows cannot follow exactly."""
+
+
+@dataclass(frozen=True)
+class Extent:
+    """Rows [top, bottom) and columns [left, right) of the window that an activation covers."""
+
+    top: int
+    bottom: int
+    left: int
+    right: int
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.bottom - self.top, self.right - self.left
+
+    def __and__(self, other: Extent) -> Extent:
+        return Extent(max(self.top, other.top), min(self.bottom, other.bottom),
+                      max(self.left, other.left), min(self.right, other.right))
+
+
+_EXTENT = "_fusion_extent"
+
+
+def _extent(x) -> Extent | None:
+    return getattr(x, _EXTENT, None) if isinstance(x, torch.Tensor) else None
+
+
+def _tag(x: torch.Tensor, extent: Extent) -> torch.Tensor:
+    setattr(x, _EXTENT, extent)
+    return x
+
+
+def _to(x: torch.Tensor, extent: Extent) -> torch.Tensor:
+    """x (..., h, w) covering its own extent, cut down to ``extent`` (contained in it)."""
+    own = _extent(x)
+    if own == extent:
+        return x
+    return x[..., extent.top - own.top:extent.bottom - own.top, extent.left - own.left:extent.right - own.left]
+
+
+def _map(obj, fn):
+    """Apply fn to every tensor in nested lists, tuples and dicts."""
+    if isinstance(obj, torch.Tensor):
+        return fn(obj)
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_map(o, fn) for o in obj)
+    if isinstance(obj, dict):
+        return {k: _map(v, fn) for k, v in obj.items()}
+    return obj
+
+
+def _tensors(obj) -> list[torch.Tensor]:
+    found: list[torch.Tensor] = []
+    _map(obj, found.append)
+    return found
+
+
+class ShrinkingWindows(TorchFunctionMode):
+    """Runs a model on a window with valid convolutions (see the module docstring).
+
+    ``border`` says which window sides lie on the image border: (top, bottom, left, right).
+    """
+
+    def __init__(self, border: tuple[bool, bool, bool, bool]):
+        super().__init__()
+        self.border = border
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        tracked = [t for t in _tensors((args, kwargs)) if _extent(t) is not None]
+        if not tracked:
+            return func(*args, **kwargs)
+        name = getattr(func, "__name__", repr(func))
+        if name == "conv2d":
+            return self._conv(*args, **kwargs)
+        if name == "cat":
+            dim = kwargs.get("dim", args[1] if len(args) > 1 else 0)
+            if dim not in (1, -3):
+                raise Unsupported(f"concatenation along dimension {dim}")
+        elif name == "batch_norm" and (kwargs.get("training", args[5] if len(args) > 5 else False)):
+            raise Unsupported("BatchNorm in training mode normalises over the image")
+        elif _base_name(name) not in POINTWISE:
+            result = func(*args, **kwargs)
+            if _tensors(result):  # metadata queries (dim, size, ...) return no tensors and pass
+                raise Unsupported(f"operation {name!r}")
+            return result
+        common = tracked[0]._fusion_extent
+        for t in tracked[1:]:
+            common = common & _extent(t)
+        height, width = common.size
+        if height <= 0 or width <= 0:
+            raise Unsupported("the window shrank to nothing")
+        for t in _tensors((args, kwargs)):
+            if _extent(t) is None and t.dim() >= 2 and tuple(t.shape[-2:]) != (1, 1):
+                raise Unsupported(f"{name!r} mixes an activation with an untracked {tuple(t.shape)} tensor")
+        if _base_name(name) != name and any(_extent(t) != common for t in tracked):
+            raise Unsupported(f"in-place {name!r} on activations of different extents")
+        args, kwargs = _map((args, kwargs), lambda t: _to(t, common) if _extent(t) is not None else t)
+        result = func(*args, **kwargs)
+        for out in _tensors(result):
+            if tuple(out.shape[-2:]) != (height, width):
+                raise Unsupported(f"{name!r} changed the spatial size")
+            _tag(out, common)
+        return result
+
+    def _conv(self, x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+        extent = _extent(x)
+        if _extent(weight) is not None or _extent(bias) is not None:
+            raise Unsupported("a convolution whose weights depend on the image")
+        pair = lambda v: tuple(v) if isinstance(v, (tuple, list)) else (v, v)  # noqa: E731
+        if pair(stride) != (1, 1):
+            raise Unsupported("strided convolution")
+        kernel = [d * (k - 1) + 1 for d, k in zip(pair(dilation), weight.shape[-2:], strict=True)]
+        if padding == "same":
+            padding = tuple(k // 2 for k in kernel)
+        elif padding == "valid":
+            padding = (0, 0)
+        reach = pair(padding)
+        if any(k != 2 * p + 1 for k, p in zip(kernel, reach, strict=True)):
+            raise Unsupported("a convolution that does not keep the image size")
+        top, bottom, left, right = self.border
+        h_window, w_window = self._window
+        pad_top = reach[0] if top and extent.top == 0 else 0
+        pad_bottom = reach[0] if bottom and extent.bottom == h_window else 0
+        pad_left = reach[1] if left and extent.left == 0 else 0
+        pad_right = reach[1] if right and extent.right == w_window else 0
+        out_extent = Extent(extent.top + reach[0] - pad_top, extent.bottom - reach[0] + pad_bottom,
+                            extent.left + reach[1] - pad_left, extent.right - reach[1] + pad_right)
+        if out_extent.size[0] <= 0 or out_extent.size[1] <= 0:
+            raise Unsupported("the window shrank to nothing")
+        x = F.pad(x, (pad_left, pad_right, pad_top, pad_bottom))
+        return _tag(F.conv2d(x, weight, bias, 1, 0, dilation, groups), out_extent)
+
+    def run(self, model: nn.Module, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, Extent]:
+        """model(a, b) on (N, 1, h, w) windows -> (output, the extent it covers)."""
+        self._window = tuple(a.shape[-2:])
+        whole = Extent(0, a.shape[-2], 0, a.shape[-1])
+        a, b = _tag(a.view_as(a), whole), _tag(b.view_as(b), whole)
+        with self:
+            out = model(a, b)
+        extent = _extent(out)
+        if extent is None or not isinstance(out, torch.Tensor) or out.dim() != 4 or out.shape[:2] != a.shape[:2]:
+            raise Unsupported("the output is not an activation of the inputs")
+        return out, extent
