@@ -315,8 +315,8 @@ class SaliencyService:
                 missing.append(name)
             else:
                 out[name] = hit
-        for name in missing:  # plans first (cached), so that the workers only run crops
-            self._plan(name, *a.shape)
+        fields = {name: self._plan(name, *a.shape)[1] for name in missing}  # plans first, so workers only run crops
+        missing.sort(key=lambda n: -fields[n].rows * fields[n].cols)  # the widest fields start first
         if len(missing) > 1:  # small crops run single-threaded: two models at a time use both cores
             results = list(self._workers().map(lambda n: self._pixel(n, pair_id, a, b, row, col), missing))
         else:

@@ -12,6 +12,7 @@ few pixels, including the four corners, once per (model, image shape).
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import weakref
 from dataclasses import dataclass
@@ -89,9 +90,12 @@ _STATES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def fingerprint(model: nn.Module) -> tuple:
-    """Changes whenever a parameter or buffer is replaced or modified in place."""
-    tensors = list(model.parameters()) + list(model.buffers())
-    return (type(model).__qualname__, repr(model),
+    """Changes whenever a parameter or buffer is replaced or modified in place, or the model's own settings change.
+
+    Cheap (no repr of the whole module tree): it runs on every hover.
+    """
+    tensors = [*model.parameters(), *model.buffers()]
+    return (type(model).__qualname__, model.extra_repr(),
             tuple((t.data_ptr(), t._version, tuple(t.shape)) for t in tensors))
 
 
@@ -104,18 +108,24 @@ def _state(model: nn.Module) -> _State:
     return state
 
 
+def _first_tensor(model: nn.Module) -> torch.Tensor | None:
+    return next(itertools.chain(model.parameters(), model.buffers()), None)
+
+
 def model_dtype(model: nn.Module, default: torch.dtype | None = torch.float32) -> torch.dtype | None:
     """The floating dtype of the model's parameters (``default`` for parameter-free models)."""
-    for t in list(model.parameters()) + list(model.buffers()):
+    first = _first_tensor(model)
+    if first is not None and first.is_floating_point():
+        return first.dtype
+    for t in itertools.chain(model.parameters(), model.buffers()):
         if t.is_floating_point():
             return t.dtype
     return default
 
 
 def model_device(model: nn.Module) -> torch.device:
-    for t in list(model.parameters()) + list(model.buffers()):
-        return t.device
-    return torch.device("cpu")
+    first = _first_tensor(model)
+    return torch.device("cpu") if first is None else first.device
 
 
 def double_copy(model: nn.Module) -> nn.Module:
