@@ -70,6 +70,7 @@ def cmd_train(args) -> int:
                              crop=args.crop, batch=args.batch, lr=args.lr, seed=args.seed,
                              val_every=args.val_every, device=args.device, resume=args.resume,
                              time_limit_min=args.time_limit_min, stop_after=args.stop_after,
+                             freeze_batchnorm=args.freeze_batchnorm,
                              command="python -m fusion " + shlex.join(args.argv)))
     q = card["held_out_quality"]
     print(f"wrote {Path(args.out) / card['checkpoint']} after {card['steps']} steps, {card['wall_time_s']} s")
@@ -143,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", help="a NAME.train.pt file written by an earlier run")
     p.add_argument("--time-limit-min", type=float, help="stop (and save) after this many minutes")
     p.add_argument("--stop-after", type=int, help="stop (resumably) after this many steps of this run")
+    p.add_argument("--freeze-batchnorm", action="store_true",
+                   help="BatchNorm layers keep running statistics (re-estimated once when freezing) while "
+                        "training: a fine-tuning leg that trains the network exactly as it is evaluated")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("saliency", help="whole-image Jacobian of one model on one pair, to HDF5")

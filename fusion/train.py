@@ -63,6 +63,7 @@ class TrainConfig:
     time_limit_min: float | None = None
     stop_after: int | None = None  # stop (resumably) after this many steps in this run
     recalibration_batches: int = 100  # BatchNorm statistics re-estimated at the end
+    freeze_batchnorm: bool = False  # BatchNorm layers use (and keep) their running statistics while training
     command: str = ""  # the command line that ran this, for the model card
 
 
@@ -194,6 +195,18 @@ def pick_device(spec: str) -> torch.device:
 
 
 @torch.no_grad()
+def batchnorms(model: torch.nn.Module) -> list[torch.nn.Module]:
+    return [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+
+
+def training_mode(model: torch.nn.Module, freeze_batchnorm: bool) -> None:
+    """model.train(), except that frozen BatchNorm layers stay in eval mode (running statistics)."""
+    model.train()
+    if freeze_batchnorm:
+        for norm in batchnorms(model):
+            norm.eval()
+
+
 def recalibrate_batchnorm(model: torch.nn.Module, source: PairSource, cfg: TrainConfig, batch: int,
                           device) -> int:
     """Re-estimate BatchNorm running statistics as plain averages over training batches.
@@ -203,7 +216,7 @@ def recalibrate_batchnorm(model: torch.nn.Module, source: PairSource, cfg: Train
     BatchNorm before the output skews every fused pixel in eval mode. Returns the
     number of batches used (0 for a model without BatchNorm).
     """
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    norms = batchnorms(model)
     if not norms or cfg.recalibration_batches <= 0:
         return 0
     for norm in norms:
@@ -237,7 +250,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     source = make_source(cfg.data, cfg.seed, cfg.val_pairs)
     baseline = evaluate(create_model("weighted-average"), source.validation, recipe.weights)["loss"]
 
-    start, elapsed_before, history, commands = 0, 0.0, [], [cfg.command]
+    start, elapsed_before, history, commands, frozen_from = 0, 0.0, [], [cfg.command], -1
     if cfg.resume:
         state = torch.load(cfg.resume, map_location=device, weights_only=True)
         model.load_state_dict(state["model"])
@@ -245,11 +258,17 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         start, elapsed_before = int(state["step"]), float(state["elapsed_s"])
         history = [list(map(float, row)) for row in state["history"].tolist() if row[0] > 0]
         commands = [*state.get("commands", []), cfg.command]
+        frozen_from = int(state.get("batchnorm_frozen_from", -1))
+    if cfg.freeze_batchnorm and frozen_from < 0 and batchnorms(model):
+        # statistics from the cumulative average of many batches, not the last few, before freezing them
+        recalibrate_batchnorm(model, source, cfg, batch, device)
+        frozen_from = start
+    training_mode(model, cfg.freeze_batchnorm)
 
     def save_state(step: int, elapsed: float):
         torch.save({"model": model.state_dict(), "optimizer": optimiser.state_dict(), "step": step,
                     "elapsed_s": elapsed, "history": torch.tensor(history or [[0.0, 0.0, 0.0]]),
-                    "commands": commands}, state_path)
+                    "commands": commands, "batchnorm_frozen_from": frozen_from}, state_path)
 
     def progress_fraction(step: int, elapsed: float) -> float:
         by_time = elapsed / (60 * cfg.time_limit_min) if cfg.time_limit_min else 0.0
@@ -275,7 +294,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         bar.set_postfix(loss=f"{running:.4f}")
         if (step + 1) % cfg.val_every == 0:
             val = evaluate(model, source.validation, recipe.weights, device)["loss"]
-            model.train()
+            training_mode(model, cfg.freeze_batchnorm)
             history.append([step + 1, running, val])
             bar.write(f"step {step + 1}: train loss {running:.4f}, validation loss {val:.4f} "
                       f"(weighted average {baseline:.4f})")
@@ -286,7 +305,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     wall = elapsed_before + time.perf_counter() - t0
     save_state(step, wall)
 
-    recalibrated = recalibrate_batchnorm(model, source, cfg, batch, device)  # after save_state: resume unaffected
+    recalibrated = 0
+    if not cfg.freeze_batchnorm:  # frozen statistics are the ones the last leg trained against: keep them
+        recalibrated = recalibrate_batchnorm(model, source, cfg, batch, device)  # after save_state: resume unaffected
     val = evaluate(model, source.validation, recipe.weights, device)
     card = {
         "model": cfg.model,
@@ -301,7 +322,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
                              "schedule": "2% linear warm-up, then cosine decay to 0 over the run's budget "
                                          "(--steps, or --time-limit-min when that comes first)",
                              "augmentation": "random crops (mostly on anatomy), flips, 90-degree rotations",
-                             "batchnorm_recalibration_batches": recalibrated},
+                             "batchnorm_recalibration_batches": recalibrated,
+                             **({"batchnorm_frozen_from_step": frozen_from} if frozen_from >= 0 else {})},
         "steps": step, "seed": cfg.seed, "device": str(device),
         "wall_time_s": round(wall, 1),
         "final_train_loss": None if running is None else round(running, 5),

@@ -43,6 +43,29 @@ def test_resume_continues_exactly(tmp_path):
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
 
 
+def test_frozen_batchnorm_leg_keeps_statistics_and_resumes_exactly(tmp_path):
+    first, straight, resumed = tmp_path / "first", tmp_path / "straight", tmp_path / "resumed"
+    assert main(train_args(first, 2)) == 0
+    state = first / "deepfuse.train.pt"
+    assert main(train_args(straight, 6, "--resume", str(state), "--freeze-batchnorm")) == 0
+    card = json.loads((straight / "deepfuse.json").read_text())
+    assert card["hyper_parameters"]["batchnorm_frozen_from_step"] == 2
+    assert card["hyper_parameters"]["batchnorm_recalibration_batches"] == 0
+    frozen = weights(straight / "deepfuse.train.pt")["model"]
+    final = weights(straight / "deepfuse.pt")
+    stats = [k for k in final if k.endswith(("running_mean", "running_var"))]
+    assert stats
+    for key in stats:  # trained against, saved unchanged
+        torch.testing.assert_close(final[key], frozen[key], rtol=0, atol=0)
+    assert any(not torch.equal(final[k], weights(first / "deepfuse.pt")[k]) for k in final if k.endswith("weight"))
+    # a frozen leg interrupted and resumed gives the same weights
+    assert main(train_args(resumed, 6, "--resume", str(state), "--freeze-batchnorm", "--stop-after", "2")) == 0
+    assert main(train_args(resumed, 6, "--resume", str(resumed / "deepfuse.train.pt"), "--freeze-batchnorm")) == 0
+    again = weights(resumed / "deepfuse.pt")
+    for key in final:
+        torch.testing.assert_close(again[key], final[key], rtol=1e-5, atol=1e-6)
+
+
 def test_training_a_parameter_free_model_is_refused(tmp_path, capsys):
     try:
         main(["train", "--model", "weighted-average", "--data", "samples", "--out", str(tmp_path), "--steps", "1"])
