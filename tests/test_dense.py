@@ -5,6 +5,7 @@ import threading
 
 import numpy as np
 import pytest
+import torch
 from saliency_helpers import (
     Dilated,
     DownUp,
@@ -155,6 +156,27 @@ def test_progress_preview_and_memory_bound():
     assert quarter.sum() == 5 * 4
     np.testing.assert_array_equal(calls[-1][2]["guidance_a"], dense.guidance_a)
     np.testing.assert_array_equal(first["guidance_a"][known], dense.guidance_a[known])
+
+
+def test_memory_setting_from_the_environment(monkeypatch):
+    """$FUSION_DENSE_MEMORY_MB bounds the chunks of the app, the service and the command line."""
+    model = fresh("deepfuse", torch.float32)
+    a, b = pair(64, 64, seed=1)
+
+    def chunks():
+        seen = []
+        dense_jacobian(model, a, b, progress=lambda done, total: seen.append(done), keep_band=False)
+        return seen
+
+    monkeypatch.delenv("FUSION_DENSE_MEMORY_MB", raising=False)
+    roomy = chunks()
+    monkeypatch.setenv("FUSION_DENSE_MEMORY_MB", "16")  # 16 MiB / (4 x 64 x 64 x 32 channels x 4 bytes): 8 colours
+    tight = chunks()
+    assert roomy[-1] == tight[-1] == 25 * 25
+    assert len(roomy) < len(tight) and tight[:2] == [8, 16]
+    monkeypatch.setenv("FUSION_DENSE_MEMORY_MB", "lots")
+    with pytest.raises(ValueError, match="FUSION_DENSE_MEMORY_MB"):
+        chunks()
 
 
 def test_two_argument_progress_is_accepted():

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -31,6 +32,19 @@ from .receptive_field import Field, analyse, full_rows, plan, run
 
 #: Default bound on the extra memory of one chunk of vmapped backward passes.
 MEMORY_BUDGET_BYTES = 1 << 30
+#: Environment setting (MiB) that overrides it for the app, the service and the command line.
+MEMORY_BUDGET_ENV = "FUSION_DENSE_MEMORY_MB"
+
+
+def memory_budget_bytes() -> int:
+    """``$FUSION_DENSE_MEMORY_MB`` in bytes if set (at least 16 MiB), else ``MEMORY_BUDGET_BYTES``."""
+    value = os.environ.get(MEMORY_BUDGET_ENV, "").strip()
+    if not value:
+        return MEMORY_BUDGET_BYTES
+    try:
+        return max(16, int(value)) << 20
+    except ValueError:
+        raise ValueError(f"${MEMORY_BUDGET_ENV} must be a whole number of MiB, got {value!r}") from None
 MAP_NAMES = ("guidance_a", "guidance_b", "influence_a", "influence_b", "mri_share")
 
 
@@ -317,7 +331,7 @@ def _check_band(model, ta, tb, result: DenseJacobian) -> str | None:
 
 def dense_jacobian(model: nn.Module, a: np.ndarray, b: np.ndarray, progress: Callable | None = None,
                    cancel=None, keep_band: bool = True, method: str = "auto",
-                   memory_budget: int = MEMORY_BUDGET_BYTES) -> DenseJacobian:
+                   memory_budget: int | None = None) -> DenseJacobian:
     """The whole Jacobian of ``model`` on the pair (a, b): guidance, influence and banded rows.
 
     Args:
@@ -331,7 +345,8 @@ def dense_jacobian(model: nn.Module, a: np.ndarray, b: np.ndarray, progress: Cal
         keep_band: keep the (H, W, rows, cols) banded Jacobian; without it ``.row`` recomputes
             rows with ``pixel_jacobian`` on the kept model.
         method: "auto" (coloured where verified exact, else full image), "coloured" or "full-image".
-        memory_budget: bytes one chunk of batched backward passes may use.
+        memory_budget: bytes one chunk of batched backward passes may use (None:
+            ``$FUSION_DENSE_MEMORY_MB`` or 1 GiB).
     Returns:
         ``DenseJacobian`` (``.method`` says which path produced it).
     """
@@ -349,6 +364,7 @@ def dense_jacobian(model: nn.Module, a: np.ndarray, b: np.ndarray, progress: Cal
     else:
         raise ValueError(f"unknown method {method!r}; use 'auto', 'coloured' or 'full-image'")
     report = _reporter(progress)
+    memory_budget = memory_budget_bytes() if memory_budget is None else memory_budget
     chunk = _chunk_size(model, height, width, ta.element_size(), memory_budget)
     backward = _Backward(model, ta, tb)
     fused = backward.out.detach()[0, 0].to("cpu", torch.float32).numpy().copy()
