@@ -313,19 +313,26 @@ def dense_srcs(maps: dict, fused: np.ndarray, mode: str, shared_ranges: dict | N
 @cb(
     Output("fs-dense-request", "data"),
     Input("fs-dense-run", "n_clicks"), Input({"type": "retry", "model": ALL}, "n_clicks"),
-    State("fs-grid-version", "data"),
+    Input("fs-grid-version", "data"),
     prevent_initial_call=True,
 )
 def request_dense(run, retries, version):
-    """Compute (all selected models) or retry (one model): hand the list to the background job."""
-    if not version or not version["models"]:
+    """Compute (all selected models) or retry (one model): hand the list to the background job.
+
+    The grid version is an Input only so that Dash holds a click back until the grid is
+    up to date: Dash does not wait for a State whose callback is still running, so a click
+    right after an upload read the previous pair's version and computed the previous pair
+    (the "lost click"). A new version alone requests nothing.
+    """
+    clicked = [i for p, i in ctx.triggered_prop_ids.items() if p.endswith(".n_clicks")]
+    if not clicked or not version or not version["models"]:
         raise PreventUpdate
-    if isinstance(ctx.triggered_id, dict):
-        if not any(retries):
-            raise PreventUpdate
-        models = [ctx.triggered_id["model"]]
-    else:
+    if "fs-dense-run" in clicked:
         models = version["models"]
+    elif any(retries):
+        models = [clicked[0]["model"]]
+    else:  # retry buttons drawn afresh (no clicks yet)
+        raise PreventUpdate
     return {"models": models, "pair": version["pair"], "t": time.time()}
 
 
