@@ -23,6 +23,8 @@ def test_hdf5_round_trip(tmp_path, keep_band):
         np.testing.assert_array_equal(getattr(back, name), getattr(dense, name))
     assert back.method == dense.method and back.field == dense.field and back.meta == dense.meta
     assert back.receptive_field == 13
+    for got, sent in zip(back.inputs, dense.inputs, strict=True):  # the pair travels with the result
+        np.testing.assert_array_equal(got, np.float32(sent))
     if keep_band:
         np.testing.assert_array_equal(back.band_a, dense.band_a)
         for r, c in [(0, 0), (19, 16), (9, 3)]:
@@ -31,7 +33,7 @@ def test_hdf5_round_trip(tmp_path, keep_band):
         assert back.band_a is None
     with h5py.File(path) as f:
         assert "band/a" in f if keep_band else "band" not in f
-        assert "band[r, c, i, j]" in f.attrs["layout"] and f.attrs["format_version"] == 1
+        assert "band[r, c, i, j]" in f.attrs["layout"] and f.attrs["format_version"] == 2 and "pair/a" in f
         if keep_band:
             assert f["band/a"].compression == "gzip" and f["band/a"].chunks is not None
     assert not list(path.parent.glob(".*.tmp"))  # written then renamed
@@ -53,6 +55,97 @@ def test_foreign_file_is_refused(tmp_path):
     (tmp_path / "y.h5").write_text("hello")
     with pytest.raises(ValueError, match="not a readable"):
         load_hdf5(tmp_path / "y.h5")
+
+
+@pytest.fixture
+def written(tmp_path):
+    """A valid file (maps, pair and band) to damage in the tests below."""
+    dense = dense_jacobian(build(Dilated), *pair(12, 10, seed=2))
+    dense.meta = {"model": "dilated", "weights_hash": "ab" * 16, "pair_id": "cd" * 16, "method_version": "1"}
+    dense.to_hdf5(tmp_path / "d.h5")
+    return tmp_path / "d.h5"
+
+
+def test_bytes_and_version_1_files_load(written):
+    back = load_hdf5(written.read_bytes())
+    assert back.inputs is not None and back.band_a is not None
+    with h5py.File(written, "r+") as f:  # a version 1 file had no pair
+        del f["pair"]
+        f.attrs["format_version"] = 1
+    old = load_hdf5(written)
+    assert old.inputs is None and old.meta == back.meta
+    np.testing.assert_array_equal(old.guidance_a, back.guidance_a)
+
+
+def test_a_band_over_the_limit_is_not_read(written):
+    back = load_hdf5(written, max_band_bytes=1000)
+    assert back.band_a is None and back.band_b is None and back.inputs is not None
+
+
+def _external_storage(f, tmp_path):
+    np.zeros((12, 10), np.float32).tofile(tmp_path / "raw.bin")
+    del f["maps/fused"]
+    f["maps"].create_dataset("fused", (12, 10), np.float32, external=[(str(tmp_path / "raw.bin"), 0, 480)])
+
+
+def _external_link(f, tmp_path):
+    with h5py.File(tmp_path / "other.h5", "w") as g:
+        g["x"] = np.zeros((12, 10), np.float32)
+    del f["pair/a"]
+    f["pair/a"] = h5py.ExternalLink(str(tmp_path / "other.h5"), "/x")
+
+
+def _replace(path, value):
+    def change(f, tmp_path):
+        del f[path]
+        f[path] = value
+    return change
+
+
+def _attr(key, value):
+    def change(f, tmp_path):
+        f.attrs[key] = value
+    return change
+
+
+@pytest.mark.parametrize("change, message", [
+    (_external_storage, "outside the file"),
+    (_external_link, "link to somewhere else"),
+    (_replace("maps/guidance_a", h5py.SoftLink("/maps/fused")), "link to somewhere else"),
+    (_replace("maps/influence_a", np.full((12, 10), np.nan, np.float32)), "NaN or infinite"),
+    (_replace("maps/influence_b", np.zeros((12, 11), np.float32)), "expected (12, 10)"),
+    (_replace("maps/guidance_b", np.zeros((12, 10), np.int32)), "float dataset"),
+    (_replace("pair/b", np.zeros((12, 10, 2), np.float32)), "2-D float dataset"),
+    (_replace("band/a", np.zeros((12, 10, 3, 3), np.float32)), "expected (12, 10, 13, 13)"),
+    (lambda f, tmp_path: f.__delitem__("maps/fused"), "/maps/fused is missing"),
+    (_attr("format_version", 3), "newer than this library"),
+    (_attr("format", "something else"), "not a fusion-saliency"),
+    (_attr("field", '{"up": -4, "down": 1, "left": 1, "right": 1}'), "not a receptive field"),
+    (_attr("field", '{"up": 1, "down": 1, "left": 1, "right": 1, "evil": 1}'), "not a receptive field"),
+    (_attr("field", "not json"), "not a receptive field"),
+    (_attr("method", "magic"), "unknown method"),
+])
+def test_hostile_or_inconsistent_files_are_refused(written, tmp_path, change, message):
+    with h5py.File(written, "r+") as f:
+        change(f, tmp_path)
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")) as info:
+        load_hdf5(written)
+    assert str(info.value).startswith(str(written))
+
+
+def test_huge_maps_are_refused_before_reading(tmp_path):
+    with h5py.File(tmp_path / "big.h5", "w") as f:  # 64 k x 64 k, declared only (a compressed bomb)
+        f.attrs.update(format="fusion-saliency dense Jacobian", format_version=2)
+        f.create_dataset("maps/guidance_a", (65536, 65536), np.float32, chunks=(256, 256), compression="gzip")
+    with pytest.raises(ValueError, match="outside 1 to"):
+        load_hdf5(tmp_path / "big.h5")
+
+
+def test_truncated_and_foreign_bytes_are_refused(written):
+    data = written.read_bytes()
+    for damaged in (data[: len(data) // 2], data[:100], b"", b"\x89HDF\r\n\x1a\n" + b"\0" * 50, b"PK\x03\x04 zip"):
+        with pytest.raises(ValueError, match="uploaded file: not a readable HDF5 file"):
+            load_hdf5(damaged)
 
 
 def test_cli_saliency_on_a_bundled_sample(tmp_path, capsys):

@@ -1,11 +1,19 @@
 """HDF5 export and import of a dense Jacobian (h5py).
 
+Format versions: 1 had no ``/pair`` (still read, with ``inputs`` None); 2 added the
+input images, so that a file alone reopens its pair. ``load_hdf5`` treats a file as
+untrusted: links, data stored outside the file, non-float or non-finite data,
+inconsistent shapes and maps over ``fusion.io.MAX_PIXELS`` are refused with ValueError,
+a banded Jacobian over ``max_band_bytes`` is not read (a gzip bomb stays on disk), and
+only the objects named below are read.
+
 File layout (also written into the file's ``layout`` attribute):
 
     /maps/guidance_a, guidance_b      (H, W) float32  dF(p)/da(p), dF(p)/db(p)
     /maps/influence_a, influence_b    (H, W) float32  sum over q of |dF(p)/da(q)|, |dF(p)/db(q)|
     /maps/mri_share                   (H, W) float32  influence_a / (influence_a + influence_b)
     /maps/fused                       (H, W) float32  the fused image
+    /pair/a, /pair/b                  (H, W) float32  the input images (MRI, PET) in [0, 1]; optional
     /band/a, /band/b                  (H, W, rows, cols) float32, gzip, chunked; optional:
                                       band[r, c, i, j] = dF(r, c)/dx(r - up + i, c - left + j)
     attributes: format, format_version, method, reason, field (JSON: up, down, left, right,
@@ -13,17 +21,23 @@ File layout (also written into the file's ``layout`` attribute):
 """
 from __future__ import annotations
 
+import dataclasses
+import io
 import json
+import math
 import os
 from pathlib import Path
 
 import numpy as np
 
+from ..io import MAX_PIXELS
 from .dense import DenseJacobian
 from .receptive_field import Field
 
 FORMAT = "fusion-saliency dense Jacobian"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+MAP_KEYS = ("guidance_a", "guidance_b", "influence_a", "influence_b", "fused")
+META_KEYS = ("model", "weights_hash", "pair_id", "method_version")
 LAYOUT = __doc__.split("File layout (also written into the file's ``layout`` attribute):")[1].strip()
 
 
@@ -39,11 +53,15 @@ def save_hdf5(dense: DenseJacobian, path: str | os.PathLike) -> Path:
             f.attrs.update(format=FORMAT, format_version=FORMAT_VERSION, layout=LAYOUT, method=dense.method,
                            reason=dense.reason or "", field=json.dumps(dense.field.__dict__),
                            receptive_field=dense.receptive_field)
-            for key in ("model", "weights_hash", "pair_id", "method_version"):
+            for key in META_KEYS:
                 f.attrs[key] = str(dense.meta.get(key, ""))
             maps = f.create_group("maps")
             for name, array in {**dense.maps(), "fused": dense.fused}.items():
                 maps.create_dataset(name, data=np.asarray(array, np.float32))
+            if dense.inputs is not None:
+                pair = f.create_group("pair")
+                for name, array in zip("ab", dense.inputs, strict=True):
+                    pair.create_dataset(name, data=np.asarray(array, np.float32))
             if dense.band_a is not None:
                 band = f.create_group("band")
                 height, width, rows, cols = dense.band_a.shape
@@ -58,23 +76,108 @@ def save_hdf5(dense: DenseJacobian, path: str | os.PathLike) -> Path:
     return path
 
 
-def load_hdf5(path: str | os.PathLike) -> DenseJacobian:
-    """Read a file written by ``save_hdf5``; raises ValueError for anything else."""
+def load_hdf5(source, max_band_bytes: int | None = None) -> DenseJacobian:
+    """Read a file written by ``save_hdf5`` (a path, the file's bytes or a binary file object).
+
+    ``max_band_bytes``: a banded Jacobian (both inputs) larger than this is not read
+    (``band_a`` is then None; rows are recomputed on demand). Raises ValueError, with
+    the file's name, for anything that is not a complete, consistent file of this format.
+    """
     import h5py
 
+    name = "uploaded file" if isinstance(source, (bytes, bytearray)) or hasattr(source, "read") else str(source)
+    if isinstance(source, (bytes, bytearray)):
+        source = io.BytesIO(bytes(source))
     try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        raise ValueError(f"{path}: not a readable HDF5 file ({exc})") from exc
-    with f:
-        if f.attrs.get("format") != FORMAT:
-            raise ValueError(f"{path}: not a {FORMAT} file")
-        if int(f.attrs["format_version"]) > FORMAT_VERSION:
-            raise ValueError(f"{path}: format version {f.attrs['format_version']} is newer than this library")
-        maps = {name: f["maps"][name][()] for name in ("guidance_a", "guidance_b", "influence_a",
-                                                         "influence_b", "fused")}
-        band_a = f["band/a"][()] if "band" in f else None
-        band_b = f["band/b"][()] if "band" in f else None
-        meta = {key: str(f.attrs[key]) for key in ("model", "weights_hash", "pair_id", "method_version")}
-        return DenseJacobian(**maps, method=str(f.attrs["method"]), field=Field(**json.loads(f.attrs["field"])),
-                             band_a=band_a, band_b=band_b, reason=str(f.attrs["reason"]) or None, meta=meta)
+        f = h5py.File(source, "r")
+    except Exception as exc:  # noqa: BLE001 - h5py raises OSError, or ValueError for some bytes
+        raise ValueError(f"{name}: not a readable HDF5 file ({exc})") from exc
+    try:
+        with f:
+            return _read(f, max_band_bytes)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from exc
+    except (OSError, KeyError, RuntimeError, TypeError, AttributeError, IndexError) as exc:
+        raise ValueError(f"{name}: damaged or incomplete file ({type(exc).__name__}: {exc})") from exc
+
+
+def _text(value) -> str:
+    """A string attribute as str ("" for anything that is not a string)."""
+    if isinstance(value, (bytes, np.bytes_)):
+        return bytes(value).decode("utf-8", "replace")
+    return str(value) if isinstance(value, str) else ""
+
+
+def _dataset(f, path: str, ndim: int):
+    """The float dataset at ``path``; links, external or virtual storage are refused."""
+    import h5py
+
+    node = f
+    for part in path.split("/"):
+        link = node.get(part, getlink=True)
+        if link is None:
+            raise ValueError(f"/{path} is missing")
+        if not isinstance(link, h5py.HardLink):
+            raise ValueError(f"/{path} is a link to somewhere else (refused)")
+        node = node[part]
+    if not isinstance(node, h5py.Dataset) or node.ndim != ndim or node.dtype.kind != "f" or node.dtype.itemsize > 8:
+        raise ValueError(f"/{path} is not a {ndim}-D float dataset")
+    if node.external or node.is_virtual:
+        raise ValueError(f"/{path} keeps its data outside the file (refused)")
+    return node
+
+
+def _read_array(dataset, shape: tuple[int, ...]) -> np.ndarray:
+    if dataset.shape != shape:
+        raise ValueError(f"{dataset.name} is {dataset.shape}, expected {shape}")
+    array = np.asarray(dataset[()], np.float32)
+    if not np.isfinite(array).all():
+        raise ValueError(f"{dataset.name} holds NaN or infinite values")
+    return array
+
+
+def _field(text: str) -> Field:
+    """The ``field`` attribute, checked: known keys, non-negative reach, stride at least 1."""
+    try:
+        raw = json.loads(text)
+    except ValueError:
+        raw = None
+    known = {f.name for f in dataclasses.fields(Field)}
+    if not isinstance(raw, dict) or not raw.keys() <= known:
+        raise ValueError("the field attribute is not a receptive field")
+    field = Field(**raw)
+    reach = (field.up, field.down, field.left, field.right, field.stride)
+    if (not all(isinstance(v, int) and 0 <= v <= 4096 for v in reach) or field.stride < 1
+            or not isinstance(field.local, bool) or not isinstance(field.reason, (str, type(None)))):
+        raise ValueError("the field attribute is not a receptive field")
+    return field
+
+
+def _read(f, max_band_bytes: int | None) -> DenseJacobian:
+    if _text(f.attrs.get("format")) != FORMAT:
+        raise ValueError(f"not a {FORMAT} file")
+    version = int(f.attrs["format_version"])
+    if version > FORMAT_VERSION:
+        raise ValueError(f"format version {version} is newer than this library ({FORMAT_VERSION})")
+    first = _dataset(f, f"maps/{MAP_KEYS[0]}", 2)
+    shape = first.shape
+    if not 0 < shape[0] * shape[1] <= MAX_PIXELS:
+        raise ValueError(f"the maps are {shape[0]} x {shape[1]}, outside 1 to {MAX_PIXELS:,} pixels")
+    maps = {key: _read_array(_dataset(f, f"maps/{key}", 2), shape) for key in MAP_KEYS}
+    inputs = None
+    if f.get("pair", getlink=True) is not None:  # never resolves a link
+        inputs = tuple(_read_array(_dataset(f, f"pair/{key}", 2), shape) for key in "ab")
+    field = _field(_text(f.attrs.get("field")))
+    band_a = band_b = None
+    if f.get("band", getlink=True) is not None:
+        bands = [_dataset(f, f"band/{key}", 4) for key in "ab"]
+        band_shape = (*shape, field.rows, field.cols)
+        nbytes = 2 * 4 * math.prod(band_shape)
+        if max_band_bytes is None or nbytes <= max_band_bytes:
+            band_a, band_b = (_read_array(band, band_shape) for band in bands)
+    method = _text(f.attrs.get("method"))
+    if method not in ("coloured", "full-image"):
+        raise ValueError(f"unknown method {method!r}")
+    meta = {key: _text(f.attrs.get(key)) for key in META_KEYS}
+    return DenseJacobian(**maps, method=method, field=field, band_a=band_a, band_b=band_b,
+                         reason=_text(f.attrs.get("reason")) or None, meta=meta, inputs=inputs)
