@@ -380,11 +380,33 @@ class SaliencyService:
         self.computed["dense"] += 1
         dense.meta = {"model": name, "weights_hash": self.weights_hash(name), "pair_id": pair_id,
                       "method_version": METHOD_VERSION}
+        return self.put_dense(name, pair_id, dense)
+
+    def put_dense(self, name: str, pair_id: str, dense: DenseJacobian) -> DenseJacobian:
+        """Store a dense result (computed here, or read back with ``load_hdf5``) as model ``name``'s
+        on the stored pair ``pair_id``, so that every process serves it from the cache.
+
+        Raises ValueError, storing nothing, when ``dense.meta`` says it was computed with other
+        weights, on another pair, or by another ``METHOD_VERSION``.
+        """
+        a, b = self.get_pair(pair_id)
+        meta, ours = dense.meta or {}, self.weights_hash(name)
+        theirs = meta.get("weights_hash") or ""
+        if theirs != ours:
+            raise ValueError(f"it was computed with other weights of {name} (weights hash "
+                             f"{theirs[:12] or 'not recorded'}, the loaded model's {ours[:12]})")
+        if meta.get("pair_id") != pair_id or dense.shape != a.shape:
+            raise ValueError("it was computed on another image pair")
+        if meta.get("method_version") != METHOD_VERSION:
+            raise ValueError(f"it was computed by method version {meta.get('method_version') or '?'}; "
+                             f"this library is at version {METHOD_VERSION}")
+        dense.meta = {**meta, "model": name}
+        dense.model, dense.inputs = self.model(name), (a, b)
         arrays = {**{k: getattr(dense, k) for k in ("guidance_a", "guidance_b", "influence_a", "influence_b")},
                   "fused": dense.fused}
         if dense.band_a is not None and dense.band_a.nbytes * 2 <= self.max_band_bytes:
             arrays.update(band_a=dense.band_a, band_b=dense.band_b)
         header = {"method": dense.method, "reason": dense.reason, "field": dense.field.__dict__,
                   "meta": dense.meta}
-        self._store(self._key("dense", self.weights_hash(name), pair_id), arrays, header)
-        return self._dense.put((self.weights_hash(name), pair_id), dense)
+        self._store(self._key("dense", ours, pair_id), arrays, header)
+        return self._dense.put((ours, pair_id), dense)

@@ -74,6 +74,33 @@ def test_dense_cached_on_disk_and_serves_rows(service, images, tmp_path):
     assert fresh_process.cached_dense("weighted-average", pair_id) is None
 
 
+def test_put_dense_installs_a_result_read_back_from_hdf5(service, images, tmp_path):
+    from fusion.saliency import load_hdf5
+
+    pair_id = service.put_pair(*images)
+    service.dense("adaptive-average", pair_id).to_hdf5(tmp_path / "d.h5")
+    elsewhere = SaliencyService(cache_dir=tmp_path / "other", checkpoint=None)  # a server that never computed it
+    loaded = load_hdf5(tmp_path / "d.h5")
+    assert elsewhere.put_pair(*loaded.inputs) == pair_id  # the file's pair has the same content id
+    for change, message in ((dict(weights_hash="0" * 32), "other weights of adaptive-average"),
+                            (dict(pair_id="1" * 32), "another image pair"),
+                            (dict(method_version="0"), "method version 0")):
+        wrong = load_hdf5(tmp_path / "d.h5")
+        wrong.meta.update(change)
+        with pytest.raises(ValueError, match=message):
+            elsewhere.put_dense("adaptive-average", pair_id, wrong)
+        assert elsewhere.cached_dense("adaptive-average", pair_id) is None  # nothing stored
+    elsewhere.put_dense("adaptive-average", pair_id, loaded)
+    fresh_process = SaliencyService(cache_dir=tmp_path / "other", checkpoint=None)
+    cached = fresh_process.cached_dense("adaptive-average", pair_id)
+    assert cached is not None and fresh_process.dense("adaptive-average", pair_id) is cached
+    assert fresh_process.computed["dense"] == elsewhere.computed["dense"] == 0
+    np.testing.assert_array_equal(cached.influence_b, loaded.influence_b)
+    hit = fresh_process.pixel(["adaptive-average"], pair_id, 2, 3)["adaptive-average"]
+    assert hit.method == "dense-cache"
+    np.testing.assert_array_equal(hit.jb, pixel_jacobian(service.model("adaptive-average"), *loaded.inputs, 2, 3)[1])
+
+
 def test_fuse_cached(service, images):
     pair_id = service.put_pair(*images)
     fused = service.fuse("weighted-average", pair_id)
