@@ -2,9 +2,14 @@
 
     python app.py                      # http://127.0.0.1:8050 (FUSION_DASH_HOST / _PORT / _DEBUG)
     gunicorn app:server -w 2           # a shared lab server
-    REDIS_URL=redis://... celery -A app:celery_app worker   # dense jobs on Celery workers
+    REDIS_URL=redis://... celery -A app:celery_app worker -c 2   # dense jobs on Celery workers
 
-Settings come from environment variables: see ``dashboard/config.py``.
+Settings come from environment variables: see ``dashboard/config.py``. A Celery worker
+imports this module, so it builds the same app (and registers the same background
+callbacks) from the same environment: start it from this directory with the web app's
+REDIS_URL, FUSION_CACHE_DIR and FUSION_PLUGINS. Keep the default prefork pool: Cancel
+stops a running job by terminating its worker process, which the solo and threads pools
+cannot do (the job then runs to its end).
 """
 from __future__ import annotations
 
@@ -21,11 +26,35 @@ from dashboard import backend, callbacks, layout  # noqa: E402
 from dashboard.config import Config, from_env  # noqa: E402
 from dashboard.state import ViewState  # noqa: E402
 
-celery_app = None
+
+def __getattr__(name: str):
+    # ``celery_app`` exists once an app was built with REDIS_URL set. Without this, a worker
+    # started without REDIS_URL (``celery -A app:celery_app worker``) would get None, fall back
+    # to Celery's default broker (amqp://localhost) and retry it for minutes.
+    if name == "celery_app":
+        raise RuntimeError("app.celery_app exists only when REDIS_URL is set: start the Celery worker with the "
+                           "web app's REDIS_URL (and its FUSION_CACHE_DIR and FUSION_PLUGINS)")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class CeleryManager(dash.CeleryManager):
+    """dash.CeleryManager whose signing secret never expires.
+
+    Dash signs background-job handles with a secret kept in the result store and read once
+    per web process. Celery's store gives every key the result lifetime (one day), so a web
+    process started a day later (a restarted gunicorn worker) made a new secret and rejected
+    the job polls of pages served by the older processes. Here the secret has no expiry.
+    """
+
+    def get_or_create_signing_secret(self, generate):
+        client = self.handle.backend.client
+        client.set(self.SIGNING_SECRET_KEY, generate(), nx=True)
+        client.persist(self.SIGNING_SECRET_KEY)  # one stored by dash.CeleryManager itself expires
+        return client.get(self.SIGNING_SECRET_KEY)
 
 
 def background_manager(config: Config):
-    """DiskcacheManager beside the service cache; CeleryManager when REDIS_URL is set."""
+    """DiskcacheManager beside the service cache; CeleryManager when REDIS_URL is set (sets ``celery_app``)."""
     global celery_app
     if config.redis_url:
         try:
@@ -33,9 +62,13 @@ def background_manager(config: Config):
         except ImportError as exc:
             raise RuntimeError(
                 "REDIS_URL is set, so dense jobs should run on Celery workers, but celery is not installed: "
-                "pip install 'celery[redis]' (or unset REDIS_URL to run jobs locally with diskcache)") from exc
+                "pip install 'celery[redis]' (the tested version is pinned in requirements-dev.txt), "
+                "or unset REDIS_URL to run jobs locally with diskcache") from exc
         celery_app = Celery(__name__, broker=config.redis_url, backend=config.redis_url)
-        return dash.CeleryManager(celery_app)
+        # A dense job takes seconds to minutes: each worker process reserves only the job it runs,
+        # so that queued jobs go to idle processes instead of waiting behind a busy one.
+        celery_app.conf.worker_prefetch_multiplier = 1
+        return CeleryManager(celery_app)
     import diskcache
 
     config.jobs_dir.mkdir(parents=True, exist_ok=True)
