@@ -52,6 +52,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+try:  # looked up here, not in the forked child
+    import ctypes
+
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
+except (OSError, AttributeError):
+    _prctl = None
+
+
+def _die_with_pytest():
+    """Linux: the child gets SIGKILL when this process ends, even killed outright (no teardown)."""
+    if _prctl is not None:
+        _prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 def tail(path: Path, chars: int = 4000) -> str:
     return path.read_text(errors="replace")[-chars:] if path.exists() else "(no log)"
 
@@ -78,7 +92,7 @@ class CeleryStack:
         handle = open(log, "ab")  # noqa: SIM115 - closed in close()
         # a session of its own: close() ends the process and any children it forked (prefork pools)
         proc = subprocess.Popen(args, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, **kwargs)
+                                start_new_session=True, preexec_fn=_die_with_pytest, **kwargs)
         self.procs.append((name, proc, handle))
         return proc
 
