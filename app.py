@@ -22,7 +22,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import dash  # noqa: E402
 
 import fusion  # noqa: E402
-from dashboard import backend, callbacks, layout  # noqa: E402
+from dashboard import backend, callbacks, jobs, layout  # noqa: E402
 from dashboard.config import Config, from_env  # noqa: E402
 from dashboard.state import ViewState  # noqa: E402
 
@@ -72,7 +72,7 @@ def background_manager(config: Config):
     import diskcache
 
     config.jobs_dir.mkdir(parents=True, exist_ok=True)
-    return dash.DiskcacheManager(diskcache.Cache(str(config.jobs_dir)))
+    return jobs.DiskcacheManager(diskcache.Cache(str(config.jobs_dir)), config)
 
 
 def create_app(config: Config | None = None) -> dash.Dash:

@@ -1,0 +1,69 @@
+"""Local background jobs (dashboard.jobs): started from a clean forkserver, never forked from the web process."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import diskcache
+import psutil
+import pytest
+
+from dashboard import backend, jobs
+from dashboard.config import Config
+
+
+def report(result_key, progress_key, args, context):
+    """A job that writes what its process inherited: open SQLite files, parent, settings."""
+    out, seconds = args
+    links = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            links.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            pass
+    Path(out).write_text(json.dumps({"ppid": os.getppid(), "sqlite": [p for p in links if "cache.db" in p],
+                                     "cache_dir": backend.config().cache_dir}))
+    time.sleep(seconds)
+
+
+@pytest.fixture
+def manager(tmp_path):
+    config = Config(cache_dir=str(tmp_path / "cache"))
+    config.jobs_dir.mkdir(parents=True)
+    web_cache = diskcache.Cache(str(tmp_path / "cache"))  # the web process has databases open
+    web_cache.set("x", b"1" * 100_000)
+    yield jobs.DiskcacheManager(diskcache.Cache(str(config.jobs_dir)), config)
+    web_cache.close()
+
+
+def wait_for(path: Path, timeout: float = 120) -> dict:
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            time.sleep(0.1)
+    raise AssertionError(f"the job never wrote {path}")
+
+
+def test_a_job_inherits_no_open_database_and_gets_the_settings(manager, tmp_path):
+    pid = manager.call_job_fn("key", report, (str(tmp_path / "out.json"), 0), {})
+    seen = wait_for(tmp_path / "out.json")
+    assert seen["sqlite"] == []  # a forked job inherits the web process's SQLite files (and their locks)
+    assert seen["ppid"] != os.getpid()  # forked from the forkserver, not from this process
+    assert seen["cache_dir"] == str(tmp_path / "cache")
+    assert pid != os.getpid()
+
+
+def test_a_running_job_can_be_cancelled(manager, tmp_path):
+    pid = manager.call_job_fn("key", report, (str(tmp_path / "out.json"), 60), {})
+    wait_for(tmp_path / "out.json")
+    assert manager.job_running(pid)
+    manager.terminate_job(pid)
+    end = time.time() + 30
+    while manager.job_running(pid) and time.time() < end:
+        time.sleep(0.1)
+    assert not manager.job_running(pid)
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
