@@ -116,6 +116,42 @@ def put_uploaded_pair(mri: bytes, mri_name: str, pet: bytes, pet_name: str) -> s
     return service().put_pair(a, b)
 
 
+def open_hdf5(data: bytes, filename: str) -> dict:
+    """Open an uploaded dense result (``python -m fusion saliency --out``, or the ⤓ download).
+
+    Its pair is stored (or, for a format version 1 file without images, found on this
+    server) and its maps are installed in the service's cache for its model when the
+    weights match. Returns {"pair_id", "model", "installed", "problem"}; raises
+    fusion.InvalidInput, with a message for the user, when the file cannot be opened at all.
+    """
+    from fusion.saliency import load_hdf5
+
+    svc = service()
+    try:
+        dense = load_hdf5(data, max_band_bytes=svc.max_band_bytes, name=filename)
+    except ValueError as exc:
+        raise fusion.InvalidInput(str(exc)) from None
+    model, pair_id = dense.meta.get("model", ""), dense.meta.get("pair_id", "")
+    if dense.inputs is not None:
+        pair_id = svc.put_pair(*dense.inputs)
+    else:
+        try:
+            svc.get_pair(pair_id)
+        except fusion.InvalidInput:
+            raise fusion.InvalidInput(f"{filename}: this older file (format version 1) holds no input images and "
+                                      "its pair is not on this server: upload the two images first, then the file "
+                                      "again") from None
+    problem = None
+    if model not in fusion.list_models():
+        problem = f"its model {model!r} is not registered here"
+    else:
+        try:
+            svc.put_dense(model, pair_id, dense)
+        except Exception as exc:  # noqa: BLE001 - other weights, or a model that fails to load
+            problem = str(exc)
+    return {"pair_id": pair_id, "model": model, "installed": problem is None, "problem": problem}
+
+
 # ------------------------------------------------------------------ models
 @functools.lru_cache(maxsize=64)
 def model_info(name: str) -> dict:

@@ -202,6 +202,39 @@ def upload_pair(mri, pet, mri_name, pet_name, uploads):
             pair_id, pair_options(uploads, pair_id), uploads)
 
 
+@cb(
+    Output("fs-upload-msg", "children", allow_duplicate=True),
+    Output("fs-pair-select", "value", allow_duplicate=True),
+    Output("fs-pair-select", "options", allow_duplicate=True), Output("fs-uploads", "data", allow_duplicate=True),
+    Output("fs-models", "value", allow_duplicate=True), Output("fs-opened", "data"),
+    Input("fs-upload-h5", "contents"),
+    State("fs-upload-h5", "filename"), State("fs-uploads", "data"), State("fs-models", "value"),
+    prevent_initial_call=True,
+)
+def open_result(contents, filename, uploads, models):
+    """Open a dense result (HDF5): its pair becomes the current pair and its model's maps show at
+    once, or, computed with other weights, the pair opens and a message says why the maps do not."""
+    name = filename or "HDF5 file"
+    try:
+        opened = backend.open_hdf5(_decode_upload(contents), name)
+    except (fusion.InvalidInput, ValueError) as exc:  # ValueError: a malformed upload (bad base64)
+        return (dbc.Alert([html.B("File refused. "), str(exc)], color="danger", className="mt-2 small mb-0",
+                          id="fs-upload-error"), *[no_update] * 5)
+    pair_id, model = opened["pair_id"], opened["model"]
+    label = f"file {name}"
+    uploads = [u for u in (uploads or []) if u["id"] != pair_id] + [{"id": pair_id, "label": label}]
+    models = list(models or [])
+    if opened["installed"]:
+        models += [model] if model not in models else []
+        message = dbc.Alert(f"Opened {name}: its pair and the whole-image maps of {model}.", color="success",
+                            className="mt-2 small mb-0", id="fs-upload-ok")
+    else:
+        message = dbc.Alert([html.B(f"Opened the pair of {name}, not its maps: "), f"{opened['problem']}. ",
+                             "“Compute” makes them with the loaded model."], color="warning",
+                            className="mt-2 small mb-0", id="fs-upload-warning")
+    return message, pair_id, pair_options(uploads, pair_id), uploads, models, {"pair": pair_id, "t": time.time()}
+
+
 # ------------------------------------------------------------------ the grid and its panels
 @cb(
     Output("fs-grid", "children"), Output("fs-grid-version", "data"),
@@ -396,10 +429,12 @@ def run_dense(set_progress, request, mode, gamma):
 @cb(
     Output("fs-dense-status", "data"),
     Input("fs-grid-version", "data"), Input("fs-dense-progress", "data"), Input("fs-dense-cancel", "disabled"),
+    Input("fs-opened", "data"), Input("fs-dense-cancelled", "data"),
     State("fs-dense-status", "data"), State("fs-dense-result", "data"),
 )
-def dense_status(version, progress, _idle, previous, result):
-    """Per model: "done" (in the shared cache), "failed" (with the error) or "missing".
+def dense_status(version, progress, _idle, _opened, cancelled, previous, result):
+    """Per model: "done" (in the shared cache, computed or opened from a file), "failed" (with the error),
+    "cancelled" (with how far it got, until the next job reports) or "missing".
 
     Driven by the job's progress (and by the job ending), never by the job's result:
     Dash holds back every callback downstream of a running background callback's
@@ -411,18 +446,36 @@ def dense_status(version, progress, _idle, previous, result):
     for report in (result, progress):
         if report and report.get("pair") == version["pair"]:
             failed.update({m: s for m, s in report.get("models", {}).items() if s.get("state") == "failed"})
+    stopped = {}
+    if cancelled and cancelled["pair"] == version["pair"] and (progress or {}).get("t") == cancelled["t"]:
+        stopped = cancelled["models"]
     status = {}
     for m in version["models"]:
         if backend.dense_maps(m, version["pair"]) is not None:
             status[m] = {"state": "done"}
         elif m in failed:
             status[m] = failed[m]
+        elif m in stopped:
+            status[m] = {"state": "cancelled", "done": stopped[m].get("done", 0), "total": stopped[m].get("total", 1)}
         else:
             status[m] = {"state": "missing"}
     new = {"pair": version["pair"], "models": status}
     if new == previous:
         raise PreventUpdate
     return new
+
+
+@cb(
+    Output("fs-dense-cancelled", "data"),
+    Input("fs-dense-cancel", "n_clicks"), State("fs-dense-progress", "data"),
+    prevent_initial_call=True,
+)
+def remember_cancel(_clicks, progress):
+    """Cancel (Dash stops the job's process): remember that job and how far its unfinished models got."""
+    if not progress:
+        raise PreventUpdate
+    models = {m: s for m, s in progress["models"].items() if s["state"] in ("computing", "queued")}
+    return {"pair": progress["pair"], "t": progress["t"], "models": models}
 
 
 def _live(progress: dict | None, pair_id: str, running: bool) -> dict:
@@ -459,6 +512,11 @@ def model_status(status, progress, idle):
                                  html.Span(s.get("error", ""), className="fs-error-text"),
                                  dbc.Button("retry", id=pid("retry", m), size="sm", color="danger",
                                             outline=True, className="ms-1 py-0")], className="text-danger small"))
+        elif s["state"] == "cancelled":
+            pct = 100.0 * s.get("done", 0) / max(s.get("total", 1), 1)
+            out.append(html.Div([dbc.Badge(f"cancelled at {pct:.0f}%", color="warning", text_color="dark",
+                                           className="fs-cancelled"),
+                                 html.Small(" “Compute” starts again", className="text-muted")]))
         else:
             out.append(html.Small("whole-image maps not computed", className="text-muted"))
     return out
@@ -538,6 +596,8 @@ def _empty_text(status: dict, job: dict) -> str:
         return "queued"
     if status.get("state") == "failed":
         return "job failed (see the column header)"
+    if status.get("state") == "cancelled":
+        return "cancelled: “Compute” on the left starts again"
     return "not computed yet: “Compute” on the left"
 
 

@@ -12,13 +12,13 @@ from . import stats
 from .state import GAMMA_MAX, GAMMA_MIN, ViewState
 
 STORES = ("fs-pair", "fs-pinned", "fs-pixel-rest", "fs-region", "fs-grid-version",
-          "fs-dense-request", "fs-dense-result", "fs-dense-progress", "fs-dense-status",
-          "fs-uploads", "fs-stats-rows", "fs-js-sink")
+          "fs-dense-request", "fs-dense-result", "fs-dense-progress", "fs-dense-status", "fs-dense-cancelled",
+          "fs-uploads", "fs-opened", "fs-stats-rows", "fs-js-sink")
 
 
-def _upload(id_: str, label: str):
+def _upload(id_: str, label: str, accept: str | None = None):
     return dcc.Upload(id=id_, children=html.Div([html.B(label), html.Br(), html.Small("drop or click")]),
-                      className="fs-upload", multiple=False)
+                      className="fs-upload", multiple=False, accept=accept)
 
 
 def _section(title: str, *children, help_text: str | None = None):
@@ -40,11 +40,11 @@ def controls(samples: list[str], models: list[str], default: ViewState):
         _section("Image pair",
                  dcc.Dropdown(id="fs-pair-select", clearable=False, value=default.pair,
                               options=[{"label": f"sample {s}", "value": f"sample:{s}"} for s in samples]),
-                 html.Div([_upload("fs-upload-mri", "MRI"), _upload("fs-upload-pet", "PET")],
-                          className="fs-uploads mt-2"),
+                 html.Div([_upload("fs-upload-mri", "MRI"), _upload("fs-upload-pet", "PET"),
+                           _upload("fs-upload-h5", "HDF5", accept=".h5,.hdf5")], className="fs-uploads mt-2"),
                  html.Div(id="fs-upload-msg", className="fs-upload-msg", role="status"),
                  html.Div(id="fs-pair-msg"),
-                 help_text="a bundled pair, or upload two co-registered images"),
+                 help_text="a bundled pair, two co-registered images, or a dense result (HDF5) with its pair"),
         _section("Models",
                  dbc.Checklist(id="fs-models", options=[{"label": m, "value": m} for m in models],
                                value=list(default.models), className="fs-model-list"),

@@ -95,6 +95,13 @@ def hover(dash_duo, element, fx: float, fy: float):
     actions.perform()
 
 
+def click(dash_duo, selector: str):
+    """Scroll an element to the middle of the window, then click it (the controls column scrolls on its own)."""
+    element = dash_duo.find_element(selector)
+    dash_duo.driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
+    element.click()
+
+
 def srcs(dash_duo, kind: str) -> dict:
     return {e.get_attribute("id"): e.get_attribute("src") for e in dash_duo.find_elements(css(kind))}
 
@@ -204,7 +211,7 @@ def test_background_job_reports_progress_and_finishes(dash_duo, start, tmp_path,
     grid = dashboard.callbacks.grid
     monkeypatch.setattr(dashboard.callbacks, "grid", lambda *args: (time.sleep(2), grid(*args))[1])
     upload_pair(dash_duo, tmp_path, shape=(48, 48))
-    dash_duo.find_element("#fs-dense-run").click()
+    click(dash_duo, "#fs-dense-run")
     seen = set()
 
     def finished():
@@ -229,7 +236,7 @@ def test_background_job_reports_progress_and_finishes(dash_duo, start, tmp_path,
 
 def test_histogram_responds_to_a_region(dash_duo, start):
     start(models=("weighted-average",))
-    dash_duo.find_element("#fs-dense-run").click()
+    click(dash_duo, "#fs-dense-run")
     wait_images(dash_duo, "img-dense", 4, timeout=180)
     dash_duo.wait_for_contains_text("#fs-hist", "brain mask", timeout=60)
     dash_duo.find_element("label[for='_dbcprivate_radioitems_fs-region-mode_input_box']").click()
@@ -263,3 +270,169 @@ def test_empty_state_and_model_card(dash_duo, start):
     before = readout_pixel(dash_duo)
     hover(dash_duo, dash_duo.find_element("#fs-input-mri"), 0.7, 0.4)
     wait(lambda: readout_pixel(dash_duo) != before, 30, "the readout without models")
+
+
+# ------------------------------------------------------------------ opening HDF5, downloads, cancel
+def dense_file(path, model: str, seed: int, checkpoint="default", side: int = 32):
+    """A dense result written as ``python -m fusion saliency`` does, on a small random pair."""
+    from fusion.service import SaliencyService
+
+    svc = SaliencyService(cache_dir=path.parent / f"cache-{path.stem}", checkpoint=checkpoint)
+    rng = np.random.default_rng(seed)
+    pair_id = svc.put_pair(rng.random((side, side)), rng.random((side, side)))
+    svc.dense(model, pair_id).to_hdf5(path)
+    return path
+
+
+def open_file(dash_duo, path):
+    dash_duo.find_element("#fs-upload-h5 input[type=file]").send_keys(str(path))
+
+
+def mri_src(dash_duo) -> str:
+    return dash_duo.find_element("#fs-input-mri").get_attribute("src")
+
+
+def test_open_a_dense_result_from_hdf5(dash_duo, start, tmp_path):
+    import h5py
+
+    from dashboard import backend
+
+    good = dense_file(tmp_path / "funfusean.h5", "funfusean", seed=7)
+    other_weights = dense_file(tmp_path / "fresh.h5", "funfusean", seed=8, checkpoint=None)
+    (tmp_path / "notes.h5").write_text("this is not HDF5")
+    (tmp_path / "cut.h5").write_bytes(good.read_bytes()[:5000])
+    hostile = tmp_path / "hostile.h5"  # a map whose data would be read from a file of the server
+    hostile.write_bytes(good.read_bytes())
+    with h5py.File(hostile, "r+") as f:
+        del f["maps/fused"]
+        f["maps"].create_dataset("fused", (32, 32), np.float32, external=[("/etc/passwd", 0, 4096)])
+    start(models=("weighted-average",))
+    sample = mri_src(dash_duo)
+    for bad, message in ((tmp_path / "notes.h5", "not a readable HDF5 file"),
+                         (tmp_path / "cut.h5", "not a readable HDF5 file"),
+                         (hostile, "outside the file (refused)")):
+        open_file(dash_duo, bad)
+        dash_duo.wait_for_contains_text("#fs-upload-error", bad.name, timeout=30)
+        assert message in dash_duo.find_element("#fs-upload-error").text
+    assert mri_src(dash_duo) == sample  # nothing else changed, and hover still answers
+    before = readout_pixel(dash_duo)
+    hover(dash_duo, dash_duo.find_element(css("img-fused", "weighted-average")), 0.2, 0.3)
+    wait(lambda: readout_pixel(dash_duo) != before, 30, "hover after a refused file")
+
+    # a good file: its pair is shown, its model joins the grid with its maps, and no job runs
+    open_file(dash_duo, good)
+    dash_duo.wait_for_contains_text("#fs-upload-ok", "whole-image maps of funfusean", timeout=60)
+    wait(lambda: Image.open(io.BytesIO(_png(mri_src(dash_duo)))).size == (32, 32), 30, "the file's MRI")
+    wait_images(dash_duo, "img-fused", 2)
+    wait(lambda: "ready" in dash_duo.find_element(css("status", "funfusean")).text, 60, "funfusean's maps")
+    wait(lambda: all(s.startswith("data:image/png") for k, s in srcs(dash_duo, "img-dense").items()
+                     if "funfusean" in k), 60, "funfusean's dense images")
+    dash_duo.wait_for_contains_text("#fs-hist", "funfusean", timeout=60)
+    assert dash_duo.find_element("#fs-dense-cancel").get_attribute("disabled") is not None  # no job
+    assert "not computed" in dash_duo.find_element(css("status", "weighted-average")).text
+    pair_id = re.search(r"pair=(\w+)", dash_duo.driver.current_url).group(1)
+    assert backend.service().cached_dense("funfusean", pair_id) is not None
+    assert "file funfusean.h5" in dash_duo.find_element("#fs-pair-select").text
+
+    # computed with other weights: the pair opens, the maps do not, and the message says why
+    shown = mri_src(dash_duo)
+    open_file(dash_duo, other_weights)
+    dash_duo.wait_for_contains_text("#fs-upload-warning", "other weights of funfusean", timeout=60)
+    wait(lambda: mri_src(dash_duo) != shown, 30, "the pair of the file with other weights")
+    wait(lambda: "not computed" in dash_duo.find_element(css("status", "funfusean")).text, 60,
+         "funfusean without maps on that pair")
+
+
+def downloaded(dash_duo, name: str, timeout: float = 60) -> bytes:
+    """The bytes of a file the browser downloaded (dash_duo's download directory)."""
+    from pathlib import Path
+
+    path = Path(dash_duo.download_path) / name
+    wait(lambda: path.exists() and not list(path.parent.glob("*.crdownload")), timeout, f"the download {name}")
+    return path.read_bytes()
+
+
+def test_downloads_png_csv_and_hdf5(dash_duo, start):
+    import csv
+
+    from dashboard import backend
+    from fusion import data
+    from fusion.saliency import load_hdf5
+
+    start(models=("weighted-average",))
+    click(dash_duo, "#fs-dense-run")
+    wait_images(dash_duo, "img-dense", 4, timeout=180)
+    dash_duo.wait_for_contains_text("#fs-hist", "brain mask", timeout=60)
+
+    click(dash_duo, "#fs-dl-png")
+    png = downloaded(dash_duo, "fusion-saliency.png")
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    sheet = Image.open(io.BytesIO(png))
+    tile, pad, rows = 192, 6, 6  # fused, two Jacobians, G_MRI, G_PET, MRI share (figures.sheet_png)
+    assert sheet.size == (150 + tile + 2 * pad, 52 + rows * (tile + pad) + pad)
+    y_gmri = 52 + 3 * (tile + pad) + tile // 2
+    assert sheet.convert("RGB").getpixel((150 + pad + tile // 2, y_gmri)) != (255, 255, 255)  # a map, not a blank
+
+    click(dash_duo, "#fs-dl-csv")
+    table = list(csv.DictReader(io.StringIO(downloaded(dash_duo, "mri-share-statistics.csv").decode())))
+    assert list(table[0]) == ["model", "region", "pixels", "mean_share", "mri_dominated"]
+    regions = {r["region"]: r for r in table if r["model"] == "weighted-average"}
+    assert set(regions) == {"whole image", "brain mask"} and int(regions["whole image"]["pixels"]) == 256 * 256
+    assert 0 < int(regions["brain mask"]["pixels"]) < 256 * 256
+    assert all(float(r["mean_share"]) == pytest.approx(0.5) for r in regions.values())  # w = 0.5: equal shares
+
+    click(dash_duo, css("h5", "weighted-average"))
+    pair_id = backend.resolve_pair(backend.default_pair_key())["id"]
+    name = f"weighted-average-{pair_id[:8]}.h5"
+    result = load_hdf5(io.BytesIO(downloaded(dash_duo, name)))
+    assert result.meta["model"] == "weighted-average" and result.meta["pair_id"] == pair_id
+    assert result.meta["weights_hash"] == backend.service().weights_hash("weighted-average")
+    np.testing.assert_allclose(result.guidance_a, 0.5)
+    sample = data.load_sample(backend.default_pair_key()[len(backend.SAMPLE_PREFIX):])
+    for got, want in zip(result.inputs, sample, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def job_processes() -> set[int]:
+    """Live background-job processes: those forked by the app's forkserver (``dashboard.jobs``)."""
+    import psutil
+
+    def forkserver(process) -> bool:
+        return "forkserver" in " ".join(process.cmdline())
+
+    jobs = set()
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if forkserver(child) and forkserver(child.parent()) and child.status() != psutil.STATUS_ZOMBIE:
+                jobs.add(child.pid)
+        except psutil.Error:
+            pass
+    return jobs
+
+
+def test_cancel_stops_the_job_and_a_later_compute_works(dash_duo, start, tmp_path):
+    from dashboard import backend
+
+    start(models=("funfusean",))
+    upload_pair(dash_duo, tmp_path, shape=(96, 96))  # about 20 s of dense work on this machine
+    before = job_processes()
+    click(dash_duo, "#fs-dense-run")
+    wait(lambda: dash_duo.find_elements(css("status", "funfusean") + " .progress"), 60, "the job's progress")
+    jobs = job_processes() - before
+    assert jobs, "the dense job runs in a process of its own"
+    click(dash_duo, "#fs-dense-cancel")
+    wait(lambda: not (job_processes() & jobs), 30, "the job's process to stop")
+    dash_duo.wait_for_contains_text(css("status", "funfusean"), "cancelled at", timeout=30)
+    wait(lambda: dash_duo.find_element("#fs-dense-run").get_attribute("disabled") is None, 30, "Compute enabled")
+    assert dash_duo.find_element("#fs-dense-cancel").get_attribute("disabled") is not None
+    assert all("cancelled" in e.text for e in dash_duo.find_elements(css("empty", "funfusean")))
+    assert all(not s for s in srcs(dash_duo, "img-dense").values())  # no stale preview left
+    pair_id = re.search(r"pair=(\w+)", dash_duo.driver.current_url).group(1)
+    time.sleep(2)
+    assert backend.service().cached_dense("funfusean", pair_id) is None  # it never finished
+    assert "cancelled at" in dash_duo.find_element(css("status", "funfusean")).text
+
+    click(dash_duo, "#fs-dense-run")
+    wait(lambda: "ready" in dash_duo.find_element(css("status", "funfusean")).text, 300, "the new job to finish")
+    wait_images(dash_duo, "img-dense", 4)
+    assert backend.service().cached_dense("funfusean", pair_id) is not None

@@ -76,16 +76,18 @@ def save_hdf5(dense: DenseJacobian, path: str | os.PathLike) -> Path:
     return path
 
 
-def load_hdf5(source, max_band_bytes: int | None = None) -> DenseJacobian:
+def load_hdf5(source, max_band_bytes: int | None = None, name: str | None = None) -> DenseJacobian:
     """Read a file written by ``save_hdf5`` (a path, the file's bytes or a binary file object).
 
     ``max_band_bytes``: a banded Jacobian (both inputs) larger than this is not read
-    (``band_a`` is then None; rows are recomputed on demand). Raises ValueError, with
-    the file's name, for anything that is not a complete, consistent file of this format.
+    (``band_a`` is then None; rows are recomputed on demand). Raises ValueError, starting
+    with ``name`` (default: the path), for anything that is not a complete, consistent file
+    of this format.
     """
     import h5py
 
-    name = "uploaded file" if isinstance(source, (bytes, bytearray)) or hasattr(source, "read") else str(source)
+    if name is None:
+        name = "uploaded file" if isinstance(source, (bytes, bytearray)) or hasattr(source, "read") else str(source)
     if isinstance(source, (bytes, bytearray)):
         source = io.BytesIO(bytes(source))
     try:
