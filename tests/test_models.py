@@ -83,16 +83,7 @@ def test_bundled_checkpoint_and_card(name):
     assert card["architecture"]["parameters"] == sum(p.numel() for p in model.parameters())
 
 
-# Known gap (issue 2): after ~50 CPU-minutes each these two are still a little worse than the
-# weighted average on the held-out pairs (see their model cards); they need a longer (GPU) run.
-# strict=True: once retrained to beat the baseline, this marker must go.
-NOT_YET_BETTER_THAN_AVERAGE = {"masknet", "deepfuse"}
-
-
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=pytest.mark.xfail(strict=True, reason="checkpoint under-trained on a CPU budget"))
-    if n in NOT_YET_BETTER_THAN_AVERAGE else n
-    for n in MODELS if default_checkpoint_path(n) is not None])
+@pytest.mark.parametrize("name", [n for n in MODELS if default_checkpoint_path(n) is not None])
 def test_bundled_checkpoint_matches_or_beats_weighted_average_on_held_out_pairs(name):
     """Recomputed here, not read from the card: the paper's loss on the bundled sample pairs."""
     from fusion.checkpoints import read_card
