@@ -420,6 +420,17 @@ def test_cancel_stops_the_job_and_a_later_compute_works(dash_duo, start, tmp_pat
     wait(lambda: dash_duo.find_elements(css("status", "funfusean") + " .progress"), 60, "the job's progress")
     jobs = job_processes() - before
     assert jobs, "the dense job runs in a process of its own"
+    # the page stays responsive while the job runs: a hover still gets its Jacobians from the server
+    jacobians = srcs(dash_duo, "img-jacobian")
+    fused = dash_duo.find_element(css("img-fused", "funfusean"))
+
+    def hover_answered():
+        hover(dash_duo, fused, 0.7, 0.2)
+        row, col = readout_pixel(dash_duo)
+        near = abs(row - 0.2 * 96) <= 4 and abs(col - 0.7 * 96) <= 4
+        return near and all(srcs(dash_duo, "img-jacobian")[k] != v for k, v in jacobians.items())
+    wait(hover_answered, 30, "a hover to be answered while the dense job runs")
+    assert job_processes() & jobs, "the job was still running during that hover"
     click(dash_duo, "#fs-dense-cancel")
     wait(lambda: not (job_processes() & jobs), 30, "the job's process to stop")
     dash_duo.wait_for_contains_text(css("status", "funfusean"), "cancelled at", timeout=30)
