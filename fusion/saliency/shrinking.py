@@ -113,6 +113,7 @@ class ShrinkingWindows(TorchFunctionMode):
     def __init__(self, border: tuple[bool, bool, bool, bool]):
         super().__init__()
         self.border = border
+        self._window = (0, 0)  # (h, w) of the window being run; set by run()
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -133,7 +134,7 @@ class ShrinkingWindows(TorchFunctionMode):
             if _tensors(result):  # metadata queries (dim, size, ...) return no tensors and pass
                 raise Unsupported(f"operation {name!r}")
             return result
-        common = tracked[0]._fusion_extent
+        common = _extent(tracked[0])
         for t in tracked[1:]:
             common = common & _extent(t)
         height, width = common.size
