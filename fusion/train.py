@@ -194,7 +194,6 @@ def pick_device(spec: str) -> torch.device:
     return torch.device(spec)
 
 
-@torch.no_grad()
 def batchnorms(model: torch.nn.Module) -> list[torch.nn.Module]:
     return [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
 
@@ -207,6 +206,7 @@ def training_mode(model: torch.nn.Module, freeze_batchnorm: bool) -> None:
             norm.eval()
 
 
+@torch.no_grad()
 def recalibrate_batchnorm(model: torch.nn.Module, source: PairSource, cfg: TrainConfig, batch: int,
                           device) -> int:
     """Re-estimate BatchNorm running statistics as plain averages over training batches.

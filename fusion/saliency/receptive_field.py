@@ -114,10 +114,7 @@ def _first_tensor(model: nn.Module) -> torch.Tensor | None:
 
 def model_dtype(model: nn.Module, default: torch.dtype | None = torch.float32) -> torch.dtype | None:
     """The floating dtype of the model's parameters (``default`` for parameter-free models)."""
-    first = _first_tensor(model)
-    if first is not None and first.is_floating_point():
-        return first.dtype
-    for t in itertools.chain(model.parameters(), model.buffers()):
+    for t in itertools.chain(model.parameters(), model.buffers()):  # lazy: stops at the first float
         if t.is_floating_point():
             return t.dtype
     return default
