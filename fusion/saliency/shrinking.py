@@ -117,7 +117,8 @@ class ShrinkingWindows(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        tracked = [t for t in _tensors((args, kwargs)) if _extent(t) is not None]
+        tensors = _tensors((args, kwargs))
+        tracked = [t for t in tensors if _extent(t) is not None]
         if not tracked:
             return func(*args, **kwargs)
         name = getattr(func, "__name__", repr(func))
@@ -140,7 +141,7 @@ class ShrinkingWindows(TorchFunctionMode):
         height, width = common.size
         if height <= 0 or width <= 0:
             raise Unsupported("the window shrank to nothing")
-        for t in _tensors((args, kwargs)):
+        for t in tensors:
             if _extent(t) is None and t.dim() >= 2 and tuple(t.shape[-2:]) != (1, 1):
                 raise Unsupported(f"{name!r} mixes an activation with an untracked {tuple(t.shape)} tensor")
         if _base_name(name) != name and any(_extent(t) != common for t in tracked):
