@@ -1,34 +1,38 @@
-"""Shrinking windows (only the activations that reach the pixel): exact where used, refused where not."""
+"""Shrinking windows (only the activations that reach the pixel), and their replay of kept full-image
+activations: exact where used, refused where not."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from saliency_helpers import Dilated, DownUp, brute_jacobian, build, fresh, pair
+from saliency_helpers import Dilated, DownUp, brute_jacobian, brute_rows, build, fresh, pair
 from torch import nn
 
 import fusion
-from fusion.saliency import analyse, pixel_jacobians, verify_shrinking
+from fusion.saliency import analyse, pixel_jacobians, record_forward, verify_replay, verify_shrinking
 from fusion.saliency.pixel import crop_rows
-from fusion.saliency.shrinking import ShrinkingWindows, Unsupported
+from fusion.saliency.shrinking import ReplayWindows, ShrinkingWindows, Unsupported
 
 
-def every_pixel_rows(model, a, b, shrinking: bool):
+def every_pixel_rows(model, a, b, shrinking: bool, replay: bool = False):
+    """Every pixel's rows by the crop path; ``replay``: from kept full-image activations."""
     field = analyse(model)
     pixels = [(r, c) for r in range(a.shape[0]) for c in range(a.shape[1])]
     ta, tb = (torch.tensor(x, dtype=torch.float64) for x in (a, b))
-    rows_a, rows_b, values = crop_rows(model, ta, tb, pixels, field, shrinking=shrinking)
+    record = record_forward(model, ta, tb) if replay else None
+    rows_a, rows_b, values = crop_rows(model, ta, tb, pixels, field, shrinking=shrinking, record=record)
     shape = (*a.shape, *a.shape)
     return rows_a.numpy().reshape(shape), rows_b.numpy().reshape(shape), values.numpy().reshape(a.shape)
 
 
+@pytest.mark.parametrize("replay", [False, True], ids=["computed", "replayed"])
 @pytest.mark.parametrize("name", fusion.list_models())
-def test_every_pixel_of_an_odd_image_matches_autograd(name):
+def test_every_pixel_of_an_odd_image_matches_autograd(name, replay):
     """All pixels (every border and corner case) of a 13 x 17 image, smaller than most fields."""
     model = fresh(name)
     a, b = pair(13, 17, seed=8)
     want_a, want_b, want_out = brute_jacobian(model, a, b)
-    got_a, got_b, got_out = every_pixel_rows(model, a, b, shrinking=True)
+    got_a, got_b, got_out = every_pixel_rows(model, a, b, shrinking=True, replay=replay)
     for got, want in ((got_a, want_a), (got_b, want_b), (got_out, want_out)):
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-12 * max(np.abs(want).max(), 1.0))
 
@@ -37,6 +41,62 @@ def test_every_pixel_of_an_odd_image_matches_autograd(name):
 def test_registered_models_use_shrinking_windows(name):
     assert verify_shrinking(fresh(name), 40, 33)
     assert verify_shrinking(fresh(name, torch.float32), 256, 256)
+    assert verify_replay(fresh(name), 40, 33)
+    assert verify_replay(fresh(name, torch.float32), 256, 256)
+
+
+@pytest.mark.parametrize("name", fusion.list_models())
+def test_replay_at_full_size_matches_autograd_at_borders_and_corners(name):
+    """The bundled weights, float32, 256 x 256: kept activations against one full backward pass each."""
+    model = fusion.create_model(name)
+    a, b = (x.astype(np.float32) for x in pair(256, 256, seed=5))
+    pixels = [(0, 0), (0, 255), (255, 0), (255, 255), (0, 128), (91, 255), (130, 126)]
+    record = record_forward(model, a, b)
+    got = pixel_jacobians(model, a, b, pixels, record=record)
+    want_a, want_b, want_out = brute_rows(model, a, b, pixels)
+    for k, res in enumerate(got):
+        assert res.method == "crop"
+        scale = max(np.abs(want_a[k]).max(), np.abs(want_b[k]).max())
+        np.testing.assert_allclose(res.ja, want_a[k], rtol=0, atol=2e-5 * scale)
+        np.testing.assert_allclose(res.jb, want_b[k], rtol=0, atol=2e-5 * scale)
+        assert res.value == pytest.approx(want_out[res.row, res.col], rel=1e-4, abs=1e-5)
+
+
+def test_a_record_of_another_pair_or_other_weights_is_refused():
+    model = fresh("funfusean")
+    a, b = pair(20, 22, seed=1)
+    record = record_forward(model, a, b)
+    other_a = a.copy()
+    other_a[3, 4] += 0.25
+    with pytest.raises(ValueError, match="another image pair"):
+        pixel_jacobians(model, other_a, b, [(5, 5)], record=record)
+    with torch.no_grad():
+        next(model.parameters())[0].mul_(2.0)
+    with pytest.raises(ValueError, match="other weights"):
+        pixel_jacobians(model, a, b, [(5, 5)], record=record)
+
+
+class TwoConvs(nn.Module):
+    def __init__(self, n: int = 2):
+        super().__init__()
+        self.convs = nn.ModuleList(nn.Conv2d(2 if k == 0 else 3, 3, 3, padding=1) for k in range(n))
+        self.head = nn.Conv2d(3, 1, 1)
+
+    def forward(self, a, b):
+        x = torch.cat([a, b], dim=1)
+        for conv in self.convs:
+            x = torch.relu(conv(x))
+        return self.head(x)
+
+
+def test_replay_refuses_a_record_of_other_convolutions():
+    """The replay follows the record call by call: more, fewer or other convolutions are refused."""
+    a, b = (torch.rand(12, 12, dtype=torch.float64) for _ in "ab")
+    record = record_forward(build(TwoConvs), a, b)
+    window = a[None, None, :7, :7]
+    for model, message in ((build(lambda: TwoConvs(3)), "more|order"), (build(lambda: TwoConvs(1)), "fewer|order")):
+        with pytest.raises(Unsupported, match=message):
+            ReplayWindows((True, False, True, False), record, [(0, 0)]).run(model, window, window.clone())
 
 
 @pytest.mark.parametrize("name", fusion.list_models())
@@ -101,3 +161,11 @@ def test_strict_shrinking_reports_what_it_cannot_follow():
     a, b = (torch.rand(9, 9, dtype=torch.float64) for _ in "ab")
     with pytest.raises(Unsupported, match="pad"):
         crop_rows(model, a, b, [(4, 4)], analyse(model), shrinking=True)
+
+
+@pytest.mark.parametrize("cls", [ReflectPadded, ShiftedSkip, DownUp])
+def test_models_the_windows_cannot_follow_are_not_recorded(cls):
+    model = build(cls)
+    assert not verify_replay(model, 29, 31)
+    with pytest.raises(Unsupported):
+        record_forward(model, *pair(29, 31))

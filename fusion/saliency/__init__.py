@@ -2,6 +2,8 @@
 
     >>> from fusion.saliency import pixel_jacobian, dense_jacobian
     >>> ja, jb = pixel_jacobian(model, a, b, row=128, col=100)     # two H x W arrays
+    >>> record = record_forward(model, a, b)                         # kept activations: hovers run
+    >>> rows = pixel_jacobians(model, a, b, [(128, 100)], record=record)  # only the backward half
     >>> dense = dense_jacobian(model, a, b)                         # guidance, influence, rows
     >>> dense.method, dense.receptive_field
     ('coloured', 23)
@@ -13,8 +15,10 @@ used and the result's ``method`` and ``reason`` say so.
 from .dense import MAP_NAMES, Cancelled, DenseJacobian, colour_order, dense_jacobian, share
 from .hdf5 import load_hdf5, save_hdf5
 from .pixel import PixelJacobian, crop_windows, pixel_jacobian, pixel_jacobians
-from .receptive_field import Field, analyse, plan, receptive_field, verify, verify_shrinking
+from .receptive_field import Field, analyse, plan, receptive_field, verify, verify_replay, verify_shrinking
+from .shrinking import ForwardRecord, record_forward
 
-__all__ = ["MAP_NAMES", "Cancelled", "DenseJacobian", "Field", "PixelJacobian", "analyse", "colour_order",
-           "crop_windows", "dense_jacobian", "load_hdf5", "pixel_jacobian", "pixel_jacobians", "plan",
-           "receptive_field", "save_hdf5", "share", "verify", "verify_shrinking"]
+__all__ = ["MAP_NAMES", "Cancelled", "DenseJacobian", "Field", "ForwardRecord", "PixelJacobian", "analyse",
+           "colour_order", "crop_windows", "dense_jacobian", "load_hdf5", "pixel_jacobian", "pixel_jacobians",
+           "plan", "receptive_field", "record_forward", "save_hdf5", "share", "verify", "verify_replay",
+           "verify_shrinking"]

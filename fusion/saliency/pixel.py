@@ -20,8 +20,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from .receptive_field import Field, analyse, full_rows, model_device, model_dtype, plan, run, verify_shrinking
-from .shrinking import ShrinkingWindows, Unsupported
+from .receptive_field import (
+    Field,
+    analyse,
+    full_rows,
+    model_device,
+    model_dtype,
+    plan,
+    run,
+    verify_replay,
+    verify_shrinking,
+)
+from .shrinking import ForwardRecord, ReplayWindows, ShrinkingWindows, Unsupported
 
 
 @dataclass
@@ -100,16 +110,21 @@ def single_thread(active: bool = True):
 
 
 def crop_rows(model: nn.Module, a: torch.Tensor, b: torch.Tensor, pixels, field: Field,
-              shrinking: bool | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+              shrinking: bool | None = None, record: ForwardRecord | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Jacobian rows by the crop path; a, b (H, W) -> rows_a, rows_b (K, H, W) and values (K,).
 
     Crops of one size form one batch and one backward pass. ``shrinking``: run
     the crops with shrinking windows (``shrinking.py``: only the activations that
     reach the pixel); None uses them where ``verify_shrinking`` found them exact
     for this model and image shape, falling back to whole crops for any batch
-    they cannot follow.
+    they cannot follow. ``record``: ``record_forward(model, a, b)``; the shrinking
+    windows then replay its activations and run only backward (the caller vouches
+    that ``verify_replay`` passed; a record of another model or pair raises ValueError).
     """
     height, width = a.shape
+    if record is not None:
+        record.check(model, a, b)
     strict = shrinking is not None
     if shrinking is None:
         shrinking = field.stride == 1 and verify_shrinking(model, height, width)
@@ -133,7 +148,9 @@ def crop_rows(model: nn.Module, a: torch.Tensor, b: torch.Tensor, pixels, field:
             cc = torch.tensor([pixels[k][1] - windows[k][2] for k in members])
             picked = None
             if border is not None:
-                picked = _shrinking_pick(model, ca, cb, border, rr, cc, strict)
+                windows_mode = ShrinkingWindows(border) if record is None else ReplayWindows(
+                    border, record, [(windows[k][0], windows[k][2]) for k in members])
+                picked = _shrinking_pick(windows_mode, model, ca, cb, rr, cc, strict)
             if picked is None:
                 if border is not None:  # shrinking windows could not follow this batch: whole crops
                     return crop_rows(model, a, b, pixels, field, shrinking=False)
@@ -149,10 +166,10 @@ def crop_rows(model: nn.Module, a: torch.Tensor, b: torch.Tensor, pixels, field:
     return rows_a, rows_b, values
 
 
-def _shrinking_pick(model, ca, cb, border, rr, cc, strict: bool) -> torch.Tensor | None:
+def _shrinking_pick(windows_mode: ShrinkingWindows, model, ca, cb, rr, cc, strict: bool) -> torch.Tensor | None:
     """Output values at window positions (rr, cc), run with shrinking windows; None if unsupported."""
     try:
-        out, extent = ShrinkingWindows(border).run(model, ca, cb)
+        out, extent = windows_mode.run(model, ca, cb)
         rr, cc = rr - extent.top, cc - extent.left
         if bool((rr < 0).any() | (cc < 0).any() | (rr >= out.shape[-2]).any() | (cc >= out.shape[-1]).any()):
             raise Unsupported("the shrunk window lost the pixel")
@@ -184,8 +201,8 @@ def _check_pixels(pixels, height: int, width: int) -> list[tuple[int, int]]:
     return out
 
 
-def pixel_jacobians(model: nn.Module, a: np.ndarray, b: np.ndarray, pixels, method: str = "auto"
-                    ) -> list[PixelJacobian]:
+def pixel_jacobians(model: nn.Module, a: np.ndarray, b: np.ndarray, pixels, method: str = "auto",
+                    record: ForwardRecord | None = None) -> list[PixelJacobian]:
     """Exact Jacobian rows of many fused pixels at once.
 
     Args:
@@ -194,6 +211,9 @@ def pixel_jacobians(model: nn.Module, a: np.ndarray, b: np.ndarray, pixels, meth
         pixels: iterable of (row, col).
         method: "auto" (the crop path where verified exact, else full image),
             "crop" (skip verification: the caller vouches) or "full-image".
+        record: ``record_forward(model, a, b)``, the kept full-image activations:
+            the crop path then runs only the backward half ("auto" uses it where
+            ``verify_replay`` passed for this model and shape).
     Returns:
         one ``PixelJacobian`` per pixel, in order.
     """
@@ -202,7 +222,7 @@ def pixel_jacobians(model: nn.Module, a: np.ndarray, b: np.ndarray, pixels, meth
         raise ValueError(f"a and b differ in shape: {tuple(ta.shape)} vs {tuple(tb.shape)}")
     height, width = ta.shape
     pixels = _check_pixels(pixels, height, width)
-    reason = None
+    reason, vouched = None, method == "crop"
     if method == "auto":
         method, field, reason = plan(model, height, width)
     elif method == "crop":
@@ -213,7 +233,9 @@ def pixel_jacobians(model: nn.Module, a: np.ndarray, b: np.ndarray, pixels, meth
     else:
         raise ValueError(f"unknown method {method!r}; use 'auto', 'crop' or 'full-image'")
     if method == "crop":
-        rows_a, rows_b, values = crop_rows(model, ta, tb, pixels, field)
+        if record is not None and not (vouched or verify_replay(model, height, width)):
+            record = None
+        rows_a, rows_b, values = crop_rows(model, ta, tb, pixels, field, record=record)
     else:
         rows_a, rows_b, values = full_rows(model, ta, tb, pixels)
     rows_a = rows_a.detach().to("cpu", torch.float32).numpy()

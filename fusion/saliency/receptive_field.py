@@ -83,6 +83,7 @@ class _State:
         self.field: Field | None = None
         self.verdicts: dict[tuple[int, int], tuple[bool, str | None]] = {}
         self.shrinking: dict[tuple[int, int], bool] = {}
+        self.replay: dict[tuple[int, int], bool] = {}
         self.double: nn.Module | None = None
 
 
@@ -230,12 +231,14 @@ def remember_field(model: nn.Module, field: Field) -> Field:
 
 
 def remember_verdict(model: nn.Module, height: int, width: int, verdict: tuple[bool, str | None],
-                     shrinking: bool | None = None) -> None:
+                     shrinking: bool | None = None, replay: bool | None = None) -> None:
     """Install verification verdicts derived elsewhere for this model instance and image shape."""
     state = _state(model)
     state.verdicts[(height, width)] = (bool(verdict[0]), verdict[1])
     if shrinking is not None:
         state.shrinking[(height, width)] = bool(shrinking)
+    if replay is not None:
+        state.replay[(height, width)] = bool(replay)
 
 
 def receptive_field(model: nn.Module) -> int:
@@ -350,6 +353,32 @@ def verify_shrinking(model: nn.Module, height: int, width: int) -> bool:
                 ok = False
         state.shrinking[key] = ok
     return state.shrinking[key]
+
+
+def verify_replay(model: nn.Module, height: int, width: int) -> bool:
+    """May hovers replay kept full-image activations (``record_forward``) for this model and shape? (memoised)
+
+    Only where the shrinking windows are verified, the model's full-image forward
+    pass can be recorded, and replaying it equals full-image autograd at the
+    corners and centre.
+    """
+    from .pixel import crop_rows
+    from .shrinking import Unsupported, record_forward
+
+    state = _state(model)
+    key = (height, width)
+    if key not in state.replay:
+        field = analyse(model)
+        ok = verify_shrinking(model, height, width)
+        if ok:
+            def replayed(a, b, pixels):
+                return crop_rows(model, a, b, pixels, field, shrinking=True, record=record_forward(model, a, b))
+            try:
+                ok = _disagreement(model, height, width, replayed) is None
+            except Unsupported:
+                ok = False
+        state.replay[key] = ok
+    return state.replay[key]
 
 
 def plan(model: nn.Module, height: int, width: int) -> tuple[str, Field, str | None]:

@@ -155,6 +155,11 @@ class ShrinkingWindows(TorchFunctionMode):
         return result
 
     def _conv(self, x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+        x, out_extent = self._valid_conv_input(x, weight, bias, stride, padding, dilation)
+        return _tag(F.conv2d(x, weight, bias, 1, 0, dilation, groups), out_extent)
+
+    def _valid_conv_input(self, x, weight, bias, stride, padding, dilation) -> tuple[torch.Tensor, Extent]:
+        """(x zero-padded on its image-border sides only, the extent a valid convolution of it covers)."""
         extent = _extent(x)
         if _extent(weight) is not None or _extent(bias) is not None:
             raise Unsupported("a convolution whose weights depend on the image")
@@ -179,8 +184,9 @@ class ShrinkingWindows(TorchFunctionMode):
                             extent.left + reach[1] - pad_left, extent.right - reach[1] + pad_right)
         if out_extent.size[0] <= 0 or out_extent.size[1] <= 0:
             raise Unsupported("the window shrank to nothing")
-        x = F.pad(x, (pad_left, pad_right, pad_top, pad_bottom))
-        return _tag(F.conv2d(x, weight, bias, 1, 0, dilation, groups), out_extent)
+        if pad_top or pad_bottom or pad_left or pad_right:
+            x = F.pad(x, (pad_left, pad_right, pad_top, pad_bottom))
+        return x, out_extent
 
     def run(self, model: nn.Module, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, Extent]:
         """model(a, b) on (N, 1, h, w) windows -> (output, the extent it covers)."""
@@ -193,3 +199,114 @@ class ShrinkingWindows(TorchFunctionMode):
         if extent is None or not isinstance(out, torch.Tensor) or out.dim() != 4 or out.shape[:2] != a.shape[:2]:
             raise Unsupported("the output is not an activation of the inputs")
         return out, extent
+
+
+# ------------------------------------------------------------------ kept forward activations
+class ForwardRecord:
+    """The outputs of every convolution of one full-image forward pass of ``model`` on (a, b), in call order.
+
+    ``outputs[k]``: (1, C_k, H, W), detached; ``fused``: the model's output (H, W).
+    A hover replays its shrinking windows against them (``ReplayWindows``): each
+    convolution reads its window from here instead of computing it, so a hover
+    pays only the backward half.
+    """
+
+    def __init__(self, model: nn.Module, a: torch.Tensor, b: torch.Tensor, outputs: list[torch.Tensor],
+                 fused: torch.Tensor):
+        from .receptive_field import fingerprint
+
+        self.outputs, self.fused, self.inputs = outputs, fused, (a, b)
+        self._model_fingerprint = fingerprint(model)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (*self.outputs, self.fused, *self.inputs))
+
+    def check(self, model: nn.Module, a: torch.Tensor, b: torch.Tensor) -> None:
+        """Raise ValueError unless this record was made by ``model`` (unchanged since) on exactly (a, b)."""
+        from .receptive_field import fingerprint
+
+        if fingerprint(model) != self._model_fingerprint:
+            raise ValueError("the forward record was made by another model or other weights")
+        if not all(x.shape == y.shape and x.dtype == y.dtype and torch.equal(x, y)
+                   for x, y in zip((a, b), self.inputs, strict=True)):
+            raise ValueError("the forward record was made on another image pair")
+
+
+class _Recorder(ShrinkingWindows):
+    """Runs the model on the whole image (every side on the border) and keeps each convolution's output."""
+
+    def __init__(self):
+        super().__init__((True, True, True, True))
+        self.outputs: list[torch.Tensor] = []
+
+    def _conv(self, *args, **kwargs):
+        out = super()._conv(*args, **kwargs)
+        self.outputs.append(out.detach())
+        return out
+
+
+def record_forward(model: nn.Module, a, b) -> ForwardRecord:
+    """One full-image forward pass on a, b (H x W arrays or tensors), keeping every convolution's output.
+
+    Raises Unsupported where the shrinking windows cannot follow the model.
+    """
+    if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)):
+        from .pixel import as_tensor
+
+        a, b = as_tensor(a, "a", model), as_tensor(b, "b", model)
+    recorder = _Recorder()
+    with torch.no_grad():
+        out, extent = recorder.run(model, a[None, None], b[None, None])
+    if extent != Extent(0, a.shape[0], 0, a.shape[1]):
+        raise Unsupported("the full-image output does not cover the image")
+    return ForwardRecord(model, a, b, recorder.outputs, out[0, 0])
+
+
+class _ReplayedConv(torch.autograd.Function):
+    """A valid convolution whose output is read from a ForwardRecord; backward: the input gradient only."""
+
+    @staticmethod
+    def forward(ctx, x, weight, kept, dilation, groups):
+        ctx.save_for_backward(weight)
+        ctx.x_shape, ctx.dilation, ctx.groups = x.shape, dilation, groups
+        return kept
+
+    @staticmethod
+    def backward(ctx, grad):
+        (weight,) = ctx.saved_tensors
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.nn.grad.conv2d_input(ctx.x_shape, weight, grad, dilation=ctx.dilation, groups=ctx.groups)
+        return grad_x, None, None, None, None
+
+
+class ReplayWindows(ShrinkingWindows):
+    """Shrinking windows whose convolutions read their outputs from a full-image ForwardRecord.
+
+    ``origins``: the image position (top, left) of each window in the batch. Only
+    the cheap pointwise operations run forward (they build the graph the backward
+    pass needs); the convolutions cost only their input gradients.
+    """
+
+    def __init__(self, border, record: ForwardRecord, origins):
+        super().__init__(border)
+        self.record, self.origins, self._calls = record, [(int(top), int(left)) for top, left in origins], 0
+
+    def _conv(self, x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+        x, extent = self._valid_conv_input(x, weight, bias, stride, padding, dilation)
+        if self._calls >= len(self.record.outputs):
+            raise Unsupported("the model ran more convolutions than its recorded forward pass")
+        full = self.record.outputs[self._calls]
+        self._calls += 1
+        if full.shape[1] != weight.shape[0] or full.dtype != x.dtype:
+            raise Unsupported("the convolutions ran in another order than in the recorded forward pass")
+        kept = torch.stack([full[0, :, top + extent.top:top + extent.bottom, left + extent.left:left + extent.right]
+                            for top, left in self.origins])
+        return _tag(_ReplayedConv.apply(x, weight, kept, dilation, groups), extent)
+
+    def run(self, model, a, b):
+        out = super().run(model, a, b)
+        if self._calls != len(self.record.outputs):
+            raise Unsupported("the model ran fewer convolutions than its recorded forward pass")
+        return out
