@@ -14,6 +14,8 @@ Settings (one place):
     cache_dir         $FUSION_CACHE_DIR or ~/.cache/fusion-saliency (not on NFS: SQLite)
     size_limit_bytes  the cache evicts least recently used entries beyond this
     max_band_bytes    dense results keep their banded Jacobian in the cache up to this size
+    hover_memory_bytes  $FUSION_HOVER_MEMORY_MB (default 1024): memory for kept full-image
+                      activations, per process (hovers replay them and run only backward)
 """
 from __future__ import annotations
 
@@ -43,12 +45,15 @@ from .saliency.receptive_field import (
     remember_field,
     remember_verdict,
     run,
+    verify_replay,
     verify_shrinking,
 )
+from .saliency.shrinking import ForwardRecord, Unsupported, record_forward
 
 #: Bump when a change of the algorithms changes stored results: old entries are then ignored.
 METHOD_VERSION = "1"
 CACHE_ENV = "FUSION_CACHE_DIR"
+HOVER_MEMORY_ENV = "FUSION_HOVER_MEMORY_MB"
 #: Threads computing the pixels of several models at once (each crop runs on one intra-op thread).
 HOVER_WORKERS = max(1, min(4, os.cpu_count() or 1))
 _MAGIC = b"FSC1"
@@ -60,6 +65,18 @@ PixelSaliency = PixelJacobian
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "fusion-saliency")
+
+
+def hover_memory_from_env() -> int:
+    """$FUSION_HOVER_MEMORY_MB in bytes (default 1024 MB; 0 turns kept activations off)."""
+    text = os.environ.get(HOVER_MEMORY_ENV, "").strip() or "1024"
+    try:
+        megabytes = float(text)
+    except ValueError:
+        raise ValueError(f"${HOVER_MEMORY_ENV} must be a number of megabytes, got {text!r}") from None
+    if not megabytes >= 0:
+        raise ValueError(f"${HOVER_MEMORY_ENV} must be >= 0, got {text!r}")
+    return int(megabytes * 2**20)
 
 
 # ------------------------------------------------------------------ hashing
@@ -105,10 +122,18 @@ def unpack(blob) -> tuple[dict[str, np.ndarray], dict]:
 
 
 class LRU:
-    """A small thread-safe in-memory LRU (also the dashboard's per-process memo)."""
+    """A small thread-safe in-memory LRU (also the dashboard's per-process memo).
 
-    def __init__(self, size: int):
-        self.size, self.data, self.lock = size, OrderedDict(), threading.Lock()
+    At most ``size`` entries and, with ``max_bytes``, at most that many bytes
+    (as told by each value's ``nbytes``; a value larger than that is not kept).
+    """
+
+    def __init__(self, size: int, max_bytes: int | None = None):
+        self.size, self.max_bytes, self.data, self.lock = size, max_bytes, OrderedDict(), threading.Lock()
+
+    @property
+    def nbytes(self) -> int:
+        return sum(v.nbytes for v in self.data.values())
 
     def get(self, key):
         with self.lock:
@@ -119,9 +144,12 @@ class LRU:
 
     def put(self, key, value):
         with self.lock:
+            if self.max_bytes is not None and value.nbytes > self.max_bytes:
+                self.data.pop(key, None)
+                return value
             self.data[key] = value
             self.data.move_to_end(key)
-            while len(self.data) > self.size:
+            while len(self.data) > self.size or (self.max_bytes is not None and self.nbytes > self.max_bytes):
                 self.data.popitem(last=False)
         return value
 
@@ -140,10 +168,14 @@ class SaliencyService:
         checkpoint: passed to ``fusion.create_model`` ("default": the bundled weights; None: fresh).
         max_band_bytes: largest banded Jacobian (both inputs) stored with a dense result
             (default: a quarter of the size limit); larger ones keep only the maps.
+        hover_memory_bytes: memory for kept full-image forward activations (``record_forward``),
+            per process (default: $FUSION_HOVER_MEMORY_MB or 1024 MB; 0: none). A hover on a pair
+            whose activations are kept runs only the backward half; the least recently used
+            are dropped first, and a model whose record alone is larger is hovered without one.
     """
 
     def __init__(self, cache_dir=None, size_limit_bytes: int = 2**31, device: str = "cpu",
-                 checkpoint="default", max_band_bytes: int | None = None):
+                 checkpoint="default", max_band_bytes: int | None = None, hover_memory_bytes: int | None = None):
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.size_limit_bytes = int(size_limit_bytes)
         self.device = torch.device(device)
@@ -156,9 +188,12 @@ class SaliencyService:
         self._pairs = LRU(8)
         self._pixels = LRU(256)
         self._dense = LRU(4)
+        self._records = LRU(64, hover_memory_from_env() if hover_memory_bytes is None else int(hover_memory_bytes))
+        self._record_bytes: dict[tuple, int] = {}  # (weights hash, H, W) -> size of one record
+        self._record_locks: dict[tuple, threading.Lock] = {}
         self._plans: dict[tuple, tuple] = {}
         #: How many times each kind of result was computed here (not served from a cache).
-        self.computed: dict[str, int] = {"fuse": 0, "pixel": 0, "dense": 0}
+        self.computed: dict[str, int] = {"fuse": 0, "pixel": 0, "dense": 0, "record": 0}
 
     # -------------------------------------------------------------- cache plumbing
     @property
@@ -253,11 +288,14 @@ class SaliencyService:
         key = self._key("verdict", self.weights_hash(name), f"{height}x{width}")
         entry = self._load(key)
         if entry is not None:
-            remember_verdict(model, height, width, (entry[1]["ok"], entry[1]["reason"]), entry[1].get("shrinking"))
+            remember_verdict(model, height, width, (entry[1]["ok"], entry[1]["reason"]), entry[1].get("shrinking"),
+                             entry[1].get("replay"))
         method, field, reason = plan(model, height, width)
         if entry is None:
             shrinking = method == "crop" and verify_shrinking(model, height, width)
-            self._store(key, {}, {"ok": method == "crop", "reason": reason, "shrinking": shrinking})
+            replay = shrinking and verify_replay(model, height, width)
+            self._store(key, {}, {"ok": method == "crop", "reason": reason, "shrinking": shrinking,
+                                  "replay": replay})
         self._plans[(self.weights_hash(name), height, width)] = (method, field, reason)
         return method, field, reason
 
@@ -289,9 +327,13 @@ class SaliencyService:
             return entry[0]["fused"]
         a, b = self.get_pair(pair_id)
         model = self.model(name)
-        with torch.no_grad():
-            ta, tb = (torch.from_numpy(x)[None, None].to(self.device, model_dtype(model)) for x in (a, b))
-            fused = run(model, ta, tb)[0, 0].to("cpu", torch.float32).numpy()
+        record = self._record(name, pair_id) if (self.weights_hash(name), *a.shape) in self._plans else None
+        if record is not None:  # the forward pass the hovers keep gave the fused image
+            fused = record.fused.to("cpu", torch.float32).numpy()
+        else:
+            with torch.no_grad():
+                ta, tb = (torch.from_numpy(x)[None, None].to(self.device, model_dtype(model)) for x in (a, b))
+                fused = run(model, ta, tb)[0, 0].to("cpu", torch.float32).numpy()
         self.computed["fuse"] += 1
         self._store(key, {"fused": fused}, {"model": name, "pair_id": pair_id})
         return fused
@@ -341,8 +383,43 @@ class SaliencyService:
                                  dense.field.box(row, col, *a.shape) if dense.field.local
                                  else (0, a.shape[0], 0, a.shape[1]), "dense-cache", dense.reason)
         method, _, _ = self._plan(name, *a.shape)
+        record = self._record(name, pair_id) if method == "crop" else None
         self.computed["pixel"] += 1
-        return pixel_jacobians(self.model(name), a, b, [(row, col)], method=method)[0]
+        return pixel_jacobians(self.model(name), a, b, [(row, col)], method=method, record=record)[0]
+
+    def _record(self, name: str, pair_id: str) -> ForwardRecord | None:
+        """The kept full-image activations of model ``name`` on the pair (made once, in memory).
+
+        None where hovers cannot replay them (not verified for this model and shape)
+        or one record does not fit ``hover_memory_bytes``.
+        """
+        a, b = self.get_pair(pair_id)
+        weights = self.weights_hash(name)
+        key = (weights, pair_id)
+        hit = self._records.get(key)
+        if hit is not None:
+            return hit
+        self._plan(name, *a.shape)
+        model = self.model(name)
+        size_key = (weights, *a.shape)
+        if not verify_replay(model, *a.shape) or self._record_bytes.get(size_key, 0) > self._records.max_bytes:
+            return None
+        with self._lock:
+            lock = self._record_locks.setdefault(key, threading.Lock())
+        with lock:  # one thread records, the others wait for it
+            hit = self._records.get(key)
+            if hit is not None:
+                return hit
+            try:
+                record = record_forward(model, a, b)
+            except Unsupported:  # verified on a random pair, refused on this one: hover without
+                return None
+            self.computed["record"] += 1
+            self._record_bytes[size_key] = record.nbytes
+            self._records.put(key, record)
+        with self._lock:
+            self._record_locks.pop(key, None)
+        return record if record.nbytes <= self._records.max_bytes else None
 
     def cached_dense(self, name: str, pair_id: str) -> DenseJacobian | None:
         """The dense result if it is in the cache (memory or disk), else None."""

@@ -9,7 +9,7 @@ import pytest
 from saliency_helpers import pair
 
 import fusion
-from fusion.saliency import pixel_jacobian
+from fusion.saliency import pixel_jacobian, pixel_jacobians
 from fusion.service import SaliencyService, pack, unpack
 
 NAMES = ["weighted-average", "adaptive-average"]
@@ -217,3 +217,50 @@ def test_pack_rejects_foreign_values():
 def test_default_cache_dir_from_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("FUSION_CACHE_DIR", str(tmp_path / "env"))
     assert SaliencyService().cache_dir == Path(tmp_path / "env")
+
+
+@pytest.mark.parametrize("name", fusion.list_models())
+def test_hovers_replay_the_kept_forward_pass(tmp_path, name):
+    """The first hover on a pair records the full-image activations once; every hover replays them
+    and equals the crop path that computes them."""
+    svc = SaliencyService(cache_dir=tmp_path / "cache", checkpoint=None)
+    a, b = pair(37, 30, seed=3)
+    pair_id = svc.put_pair(a.astype(np.float32), b.astype(np.float32))
+    a, b = svc.get_pair(pair_id)
+    for row, col in [(0, 0), (36, 29), (18, 3), (5, 27)]:
+        got = svc.pixel([name], pair_id, row, col)[name]
+        want = pixel_jacobians(svc.model(name), a, b, [(row, col)])[0]
+        scale = max(np.abs(want.ja).max(), np.abs(want.jb).max(), 1e-30)
+        np.testing.assert_allclose(got.ja, want.ja, rtol=0, atol=1e-5 * scale)
+        np.testing.assert_allclose(got.jb, want.jb, rtol=0, atol=1e-5 * scale)
+        assert got.value == pytest.approx(want.value, rel=1e-5, abs=1e-6)
+    assert svc.computed["record"] == 1 and svc.computed["pixel"] == 4
+    fused = svc.fuse(name, pair_id)  # the kept forward pass gives the fused image too
+    assert svc.computed["record"] == 1
+    np.testing.assert_allclose(fused[5, 27], got.value, rtol=1e-5, atol=1e-6)
+
+
+def test_hover_memory_budget_bounds_the_kept_activations(tmp_path, monkeypatch):
+    a, b = (x.astype(np.float32) for x in pair(40, 40, seed=2))
+    monkeypatch.setenv("FUSION_HOVER_MEMORY_MB", "0")
+    off = SaliencyService(cache_dir=tmp_path / "off", checkpoint=None)
+    pair_id = off.put_pair(a, b)
+    off.pixel(["funfusean"], pair_id, 3, 4)
+    off.pixel(["funfusean"], pair_id, 5, 4)
+    assert off.computed["record"] == 1 and len(off._records.data) == 0  # measured once, then not kept
+    want = pixel_jacobians(off.model("funfusean"), *off.get_pair(pair_id), [(7, 7)])[0].ja
+    np.testing.assert_allclose(off.pixel(["funfusean"], pair_id, 7, 7)["funfusean"].ja, want,
+                               rtol=0, atol=1e-5 * np.abs(want).max())
+    assert off.computed["record"] == 1
+
+    size = off._record_bytes[(off.weights_hash("funfusean"), 40, 40)]
+    one = SaliencyService(cache_dir=tmp_path / "one", checkpoint=None, hover_memory_bytes=size + 1)
+    pairs = [one.put_pair(a, b), one.put_pair(b, a)]
+    for pair_id in [*pairs, pairs[1], pairs[0]]:  # room for one record: the older is dropped
+        one.pixel(["funfusean"], pair_id, 3, 4 + len(one._pixels.data))
+    assert one.computed["record"] == 3 and list(one._records.data) == [(one.weights_hash("funfusean"), pairs[0])]
+    assert one._records.nbytes <= one._records.max_bytes
+
+    monkeypatch.setenv("FUSION_HOVER_MEMORY_MB", "lots")
+    with pytest.raises(ValueError, match="FUSION_HOVER_MEMORY_MB"):
+        SaliencyService(cache_dir=tmp_path / "bad")
