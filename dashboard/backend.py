@@ -180,6 +180,11 @@ def fused(name: str, pair_id: str) -> np.ndarray:
     return cached if cached is not None else _memory.put(key, service().fuse(name, pair_id))
 
 
+def prepare_hover(names: list[str], pair_id: str) -> None:
+    """Let the service keep the models' forward passes on this pair in the background (fast first hover)."""
+    service().prepare_hover(names, pair_id)
+
+
 def pixels(names: list[str], pair_id: str, row: int, col: int) -> dict:
     """Per-pixel saliency of ``names`` at (row, col) (the service remembers recent pixels,
     so re-colouring is free)."""

@@ -265,6 +265,7 @@ def show_fused(version, shared, pair):
     """Fused images on a grey scale over their actual value range (tanh outputs may be negative)."""
     models = [i["model"] for i in output_ids(0)]
     images = {m: backend.fused(m, pair["id"]) for m in models}
+    backend.prepare_hover(models, pair["id"])
     ranges = colour.limits(images, "linear", bool(shared))
     specs = {m: colour.ColourSpec(colour.GREY, "linear", *ranges[m]) for m in models}
     return ([colour.map_uri(images[m], specs[m]) for m in models],

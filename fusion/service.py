@@ -367,13 +367,23 @@ class SaliencyService:
             out[name] = self._pixels.put((self.weights_hash(name), pair_id, row, col), result)
         return {name: out[name] for name in names}
 
-    def _workers(self):
+    def prepare_hover(self, names, pair_id: str):
+        """Start making the kept forward activations of ``names`` on the pair in a background thread,
+        so that the first hover need not wait for them. Returns a ``concurrent.futures.Future``."""
+        names = [names] if isinstance(names, str) else list(names)
+        self.get_pair(pair_id)  # an unknown pair fails here, not in the background
+        return self._workers("_prepare_pool", 1).submit(lambda: [self._record(n, pair_id) for n in names])
+
+    def _workers(self, attribute: str = "_pool", size: int = HOVER_WORKERS):
+        """A thread pool of this process (a forked child gets its own)."""
         from concurrent.futures import ThreadPoolExecutor
 
         with self._lock:
-            if getattr(self, "_pool", None) is None or self._pool_pid != os.getpid():
-                self._pool, self._pool_pid = ThreadPoolExecutor(max_workers=HOVER_WORKERS), os.getpid()
-            return self._pool
+            pool, pid = getattr(self, attribute, None) or (None, None)
+            if pool is None or pid != os.getpid():
+                pool = ThreadPoolExecutor(max_workers=size)
+                setattr(self, attribute, (pool, os.getpid()))
+            return pool
 
     def _pixel(self, name, pair_id, a, b, row, col) -> PixelSaliency:
         dense = self._dense.get((self.weights_hash(name), pair_id))
@@ -402,7 +412,8 @@ class SaliencyService:
         self._plan(name, *a.shape)
         model = self.model(name)
         size_key = (weights, *a.shape)
-        if not verify_replay(model, *a.shape) or self._record_bytes.get(size_key, 0) > self._records.max_bytes:
+        budget = self._records.max_bytes
+        if budget <= 0 or self._record_bytes.get(size_key, 0) > budget or not verify_replay(model, *a.shape):
             return None
         with self._lock:
             lock = self._record_locks.setdefault(key, threading.Lock())

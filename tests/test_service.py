@@ -9,7 +9,7 @@ import pytest
 from saliency_helpers import pair
 
 import fusion
-from fusion.saliency import pixel_jacobian, pixel_jacobians
+from fusion.saliency import pixel_jacobian, pixel_jacobians, record_forward
 from fusion.service import SaliencyService, pack, unpack
 
 NAMES = ["weighted-average", "adaptive-average"]
@@ -247,13 +247,12 @@ def test_hover_memory_budget_bounds_the_kept_activations(tmp_path, monkeypatch):
     pair_id = off.put_pair(a, b)
     off.pixel(["funfusean"], pair_id, 3, 4)
     off.pixel(["funfusean"], pair_id, 5, 4)
-    assert off.computed["record"] == 1 and len(off._records.data) == 0  # measured once, then not kept
     want = pixel_jacobians(off.model("funfusean"), *off.get_pair(pair_id), [(7, 7)])[0].ja
     np.testing.assert_allclose(off.pixel(["funfusean"], pair_id, 7, 7)["funfusean"].ja, want,
                                rtol=0, atol=1e-5 * np.abs(want).max())
-    assert off.computed["record"] == 1
+    assert off.computed["record"] == 0 and len(off._records.data) == 0
 
-    size = off._record_bytes[(off.weights_hash("funfusean"), 40, 40)]
+    size = record_forward(off.model("funfusean"), *off.get_pair(pair_id)).nbytes
     one = SaliencyService(cache_dir=tmp_path / "one", checkpoint=None, hover_memory_bytes=size + 1)
     pairs = [one.put_pair(a, b), one.put_pair(b, a)]
     for pair_id in [*pairs, pairs[1], pairs[0]]:  # room for one record: the older is dropped
@@ -264,3 +263,13 @@ def test_hover_memory_budget_bounds_the_kept_activations(tmp_path, monkeypatch):
     monkeypatch.setenv("FUSION_HOVER_MEMORY_MB", "lots")
     with pytest.raises(ValueError, match="FUSION_HOVER_MEMORY_MB"):
         SaliencyService(cache_dir=tmp_path / "bad")
+
+
+def test_prepare_hover_keeps_the_forward_passes_in_the_background(service, images):
+    pair_id = service.put_pair(*images)
+    service.prepare_hover(["funfusean", "deepfuse"], pair_id).result(timeout=120)
+    assert service.computed["record"] == 2
+    service.pixel(["funfusean", "deepfuse"], pair_id, 4, 4)
+    assert service.computed["record"] == 2 and service.computed["pixel"] == 2
+    with pytest.raises(fusion.InvalidInput):
+        service.prepare_hover(["funfusean"], "0" * 32)

@@ -99,8 +99,17 @@ def _map(obj, fn):
 
 
 def _tensors(obj) -> list[torch.Tensor]:
+    """Every tensor in nested lists, tuples and dicts (runs on every operation: no recursion)."""
     found: list[torch.Tensor] = []
-    _map(obj, found.append)
+    pending = [obj]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, torch.Tensor):
+            found.append(item)
+        elif isinstance(item, (list, tuple)):
+            pending.extend(reversed(item))
+        elif isinstance(item, dict):
+            pending.extend(reversed(item.values()))
     return found
 
 
@@ -144,9 +153,10 @@ class ShrinkingWindows(TorchFunctionMode):
         for t in tensors:
             if _extent(t) is None and t.dim() >= 2 and tuple(t.shape[-2:]) != (1, 1):
                 raise Unsupported(f"{name!r} mixes an activation with an untracked {tuple(t.shape)} tensor")
-        if _base_name(name) != name and any(_extent(t) != common for t in tracked):
-            raise Unsupported(f"in-place {name!r} on activations of different extents")
-        args, kwargs = _map((args, kwargs), lambda t: _to(t, common) if _extent(t) is not None else t)
+        if any(_extent(t) != common for t in tracked):
+            if _base_name(name) != name:
+                raise Unsupported(f"in-place {name!r} on activations of different extents")
+            args, kwargs = _map((args, kwargs), lambda t: _to(t, common) if _extent(t) is not None else t)
         result = func(*args, **kwargs)
         for out in _tensors(result):
             if tuple(out.shape[-2:]) != (height, width):
