@@ -44,6 +44,7 @@ from .saliency.receptive_field import (
     plan,
     remember_field,
     remember_verdict,
+    replay_pays,
     run,
     verify_replay,
     verify_shrinking,
@@ -288,14 +289,15 @@ class SaliencyService:
         key = self._key("verdict", self.weights_hash(name), f"{height}x{width}")
         entry = self._load(key)
         if entry is not None:
-            remember_verdict(model, height, width, (entry[1]["ok"], entry[1]["reason"]), entry[1].get("shrinking"),
-                             entry[1].get("replay"))
+            header = entry[1]
+            remember_verdict(model, height, width, (header["ok"], header["reason"]), header.get("shrinking"),
+                             header.get("replay"), header.get("replay_faster"))
         method, field, reason = plan(model, height, width)
         if entry is None:
             shrinking = method == "crop" and verify_shrinking(model, height, width)
             replay = shrinking and verify_replay(model, height, width)
             self._store(key, {}, {"ok": method == "crop", "reason": reason, "shrinking": shrinking,
-                                  "replay": replay})
+                                  "replay": replay, "replay_faster": replay and replay_pays(model, height, width)})
         self._plans[(self.weights_hash(name), height, width)] = (method, field, reason)
         return method, field, reason
 
@@ -395,13 +397,16 @@ class SaliencyService:
         method, _, _ = self._plan(name, *a.shape)
         record = self._record(name, pair_id) if method == "crop" else None
         self.computed["pixel"] += 1
+        if record is not None:
+            a, b = record.inputs  # the tensors the record was made on: no conversion, no comparison
         return pixel_jacobians(self.model(name), a, b, [(row, col)], method=method, record=record)[0]
 
     def _record(self, name: str, pair_id: str) -> ForwardRecord | None:
         """The kept full-image activations of model ``name`` on the pair (made once, in memory).
 
-        None where hovers cannot replay them (not verified for this model and shape)
-        or one record does not fit ``hover_memory_bytes``.
+        None where hovers do not replay them: not verified for this model and shape,
+        not faster than computing the shrinking windows here (``replay_pays``), or one
+        record does not fit ``hover_memory_bytes``.
         """
         a, b = self.get_pair(pair_id)
         weights = self.weights_hash(name)
@@ -413,7 +418,7 @@ class SaliencyService:
         model = self.model(name)
         size_key = (weights, *a.shape)
         budget = self._records.max_bytes
-        if budget <= 0 or self._record_bytes.get(size_key, 0) > budget or not verify_replay(model, *a.shape):
+        if budget <= 0 or self._record_bytes.get(size_key, 0) > budget or not replay_pays(model, *a.shape):
             return None
         with self._lock:
             lock = self._record_locks.setdefault(key, threading.Lock())

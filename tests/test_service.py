@@ -9,6 +9,7 @@ import pytest
 from saliency_helpers import pair
 
 import fusion
+import fusion.service
 from fusion.saliency import pixel_jacobian, pixel_jacobians, record_forward
 from fusion.service import SaliencyService, pack, unpack
 
@@ -219,8 +220,14 @@ def test_default_cache_dir_from_environment(monkeypatch, tmp_path):
     assert SaliencyService().cache_dir == Path(tmp_path / "env")
 
 
+@pytest.fixture
+def always_replay(monkeypatch):
+    """Replay kept activations wherever verified, whether or not it is faster on this machine."""
+    monkeypatch.setattr(fusion.service, "replay_pays", fusion.saliency.verify_replay)
+
+
 @pytest.mark.parametrize("name", fusion.list_models())
-def test_hovers_replay_the_kept_forward_pass(tmp_path, name):
+def test_hovers_replay_the_kept_forward_pass(tmp_path, name, always_replay):
     """The first hover on a pair records the full-image activations once; every hover replays them
     and equals the crop path that computes them."""
     svc = SaliencyService(cache_dir=tmp_path / "cache", checkpoint=None)
@@ -240,7 +247,7 @@ def test_hovers_replay_the_kept_forward_pass(tmp_path, name):
     np.testing.assert_allclose(fused[5, 27], got.value, rtol=1e-5, atol=1e-6)
 
 
-def test_hover_memory_budget_bounds_the_kept_activations(tmp_path, monkeypatch):
+def test_hover_memory_budget_bounds_the_kept_activations(tmp_path, monkeypatch, always_replay):
     a, b = (x.astype(np.float32) for x in pair(40, 40, seed=2))
     monkeypatch.setenv("FUSION_HOVER_MEMORY_MB", "0")
     off = SaliencyService(cache_dir=tmp_path / "off", checkpoint=None)
@@ -265,7 +272,7 @@ def test_hover_memory_budget_bounds_the_kept_activations(tmp_path, monkeypatch):
         SaliencyService(cache_dir=tmp_path / "bad")
 
 
-def test_prepare_hover_keeps_the_forward_passes_in_the_background(service, images):
+def test_prepare_hover_keeps_the_forward_passes_in_the_background(service, images, always_replay):
     pair_id = service.put_pair(*images)
     service.prepare_hover(["funfusean", "deepfuse"], pair_id).result(timeout=120)
     assert service.computed["record"] == 2
@@ -273,3 +280,15 @@ def test_prepare_hover_keeps_the_forward_passes_in_the_background(service, image
     assert service.computed["record"] == 2 and service.computed["pixel"] == 2
     with pytest.raises(fusion.InvalidInput):
         service.prepare_hover(["funfusean"], "0" * 32)
+
+
+def test_the_replay_choice_is_timed_once_and_shared_through_the_cache(tmp_path):
+    svc = SaliencyService(cache_dir=tmp_path / "cache", checkpoint=None)
+    pair_id = svc.put_pair(*(x.astype(np.float32) for x in pair(36, 36, seed=4)))
+    svc.pixel(["deeppedestrian"], pair_id, 10, 10)
+    faster = fusion.saliency.replay_pays(svc.model("deeppedestrian"), 36, 36)
+    assert svc.computed["record"] == int(faster)
+    other = SaliencyService(cache_dir=tmp_path / "cache", checkpoint=None)  # another process: reads the verdict
+    other._plan("deeppedestrian", 36, 36)
+    key = other._key("verdict", other.weights_hash("deeppedestrian"), "36x36")
+    assert other._load(key)[1]["replay_faster"] is faster

@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from saliency_helpers import Dilated, DownUp, brute_jacobian, brute_rows, build, fresh, pair
+from saliency_helpers import Dilated, DownUp, brute_jacobian, build, fresh, pair
 from torch import nn
 
 import fusion
 from fusion.saliency import analyse, pixel_jacobians, record_forward, verify_replay, verify_shrinking
 from fusion.saliency.pixel import crop_rows
+from fusion.saliency.receptive_field import full_rows
 from fusion.saliency.shrinking import ReplayWindows, ShrinkingWindows, Unsupported
 
 
@@ -46,20 +47,20 @@ def test_registered_models_use_shrinking_windows(name):
 
 
 @pytest.mark.parametrize("name", fusion.list_models())
-def test_replay_at_full_size_matches_autograd_at_borders_and_corners(name):
-    """The bundled weights, float32, 256 x 256: kept activations against one full backward pass each."""
+def test_replay_with_trained_weights_matches_autograd_at_borders_and_corners(name):
+    """The bundled weights in float32: kept activations against one full-image backward pass per pixel."""
     model = fusion.create_model(name)
-    a, b = (x.astype(np.float32) for x in pair(256, 256, seed=5))
-    pixels = [(0, 0), (0, 255), (255, 0), (255, 255), (0, 128), (91, 255), (130, 126)]
-    record = record_forward(model, a, b)
-    got = pixel_jacobians(model, a, b, pixels, record=record)
-    want_a, want_b, want_out = brute_rows(model, a, b, pixels)
+    size = 128
+    a, b = (torch.tensor(x, dtype=torch.float32) for x in pair(size, size, seed=5))
+    pixels = [(0, 0), (0, size - 1), (size - 1, 0), (size - 1, size - 1), (0, 61), (90, size - 1), (66, 63)]
+    got = pixel_jacobians(model, a, b, pixels, record=record_forward(model, a, b))
+    want_a, want_b, want_out = full_rows(model, a, b, pixels)
     for k, res in enumerate(got):
         assert res.method == "crop"
-        scale = max(np.abs(want_a[k]).max(), np.abs(want_b[k]).max())
-        np.testing.assert_allclose(res.ja, want_a[k], rtol=0, atol=2e-5 * scale)
-        np.testing.assert_allclose(res.jb, want_b[k], rtol=0, atol=2e-5 * scale)
-        assert res.value == pytest.approx(want_out[res.row, res.col], rel=1e-4, abs=1e-5)
+        scale = float(max(want_a[k].abs().max(), want_b[k].abs().max()))
+        np.testing.assert_allclose(res.ja, want_a[k].numpy(), rtol=0, atol=1e-5 * scale)
+        np.testing.assert_allclose(res.jb, want_b[k].numpy(), rtol=0, atol=1e-5 * scale)
+        assert res.value == pytest.approx(float(want_out[k]), rel=1e-5, abs=1e-6)
 
 
 def test_a_record_of_another_pair_or_other_weights_is_refused():

@@ -15,10 +15,19 @@ used and the result's ``method`` and ``reason`` say so.
 from .dense import MAP_NAMES, Cancelled, DenseJacobian, colour_order, dense_jacobian, share
 from .hdf5 import load_hdf5, save_hdf5
 from .pixel import PixelJacobian, crop_windows, pixel_jacobian, pixel_jacobians
-from .receptive_field import Field, analyse, plan, receptive_field, verify, verify_replay, verify_shrinking
+from .receptive_field import (
+    Field,
+    analyse,
+    plan,
+    receptive_field,
+    replay_pays,
+    verify,
+    verify_replay,
+    verify_shrinking,
+)
 from .shrinking import ForwardRecord, record_forward
 
 __all__ = ["MAP_NAMES", "Cancelled", "DenseJacobian", "Field", "ForwardRecord", "PixelJacobian", "analyse",
            "colour_order", "crop_windows", "dense_jacobian", "load_hdf5", "pixel_jacobian", "pixel_jacobians",
-           "plan", "receptive_field", "record_forward", "save_hdf5", "share", "verify", "verify_replay",
+           "plan", "receptive_field", "record_forward", "replay_pays", "save_hdf5", "share", "verify", "verify_replay",
            "verify_shrinking"]

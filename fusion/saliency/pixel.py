@@ -180,15 +180,20 @@ def _shrinking_pick(windows_mode: ShrinkingWindows, model, ca, cb, rr, cc, stric
     return out[torch.arange(len(rr)), 0, rr, cc]
 
 
-def as_tensor(x: np.ndarray, name: str, model: nn.Module) -> torch.Tensor:
-    """An H x W array as an (H, W) tensor in the model's dtype and device."""
-    x = np.asarray(x)
+def as_tensor(x, name: str, model: nn.Module) -> torch.Tensor:
+    """An H x W array or tensor as an (H, W) tensor in the model's dtype and device (as is if it already is one)."""
+    dtype, device = model_dtype(model, default=None), model_device(model)
+    if isinstance(x, torch.Tensor) and x.dim() == 2 and x.is_floating_point() and x.device == device \
+            and x.dtype == (dtype or x.dtype):
+        return x
+    x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
     if x.ndim != 2:
         raise ValueError(f"{name} must be an H x W array, got shape {x.shape}")
-    dtype = model_dtype(model, default=None)
     if dtype is None:  # no parameters: keep float64 inputs in float64, everything else in float32
         dtype = torch.float64 if x.dtype == np.float64 else torch.float32
-    return torch.as_tensor(np.ascontiguousarray(x, dtype=np.float64)).to(model_device(model), dtype)
+    if x.dtype == np.float32 and dtype == torch.float32:  # the usual case: no round trip through float64
+        return torch.from_numpy(np.ascontiguousarray(x)).to(device)
+    return torch.as_tensor(np.ascontiguousarray(x, dtype=np.float64)).to(device, dtype)
 
 
 def _check_pixels(pixels, height: int, width: int) -> list[tuple[int, int]]:
@@ -207,7 +212,7 @@ def pixel_jacobians(model: nn.Module, a: np.ndarray, b: np.ndarray, pixels, meth
 
     Args:
         model: a fusion model, ``forward(a, b)`` on (N, 1, H, W) tensors.
-        a, b: H x W arrays (MRI, PET) in [0, 1].
+        a, b: H x W arrays or tensors (MRI, PET) in [0, 1].
         pixels: iterable of (row, col).
         method: "auto" (the crop path where verified exact, else full image),
             "crop" (skip verification: the caller vouches) or "full-image".

@@ -84,6 +84,7 @@ class _State:
         self.verdicts: dict[tuple[int, int], tuple[bool, str | None]] = {}
         self.shrinking: dict[tuple[int, int], bool] = {}
         self.replay: dict[tuple[int, int], bool] = {}
+        self.replay_pays: dict[tuple[int, int], bool] = {}
         self.double: nn.Module | None = None
 
 
@@ -95,9 +96,19 @@ def fingerprint(model: nn.Module) -> tuple:
 
     Cheap (no repr of the whole module tree): it runs on every hover.
     """
-    tensors = [*model.parameters(), *model.buffers()]
     return (type(model).__qualname__, model.extra_repr(),
-            tuple((t.data_ptr(), t._version, tuple(t.shape)) for t in tensors))
+            tuple((t.data_ptr(), t._version, tuple(t.shape)) for t in _own_tensors(model)))
+
+
+def _own_tensors(model: nn.Module) -> list[torch.Tensor]:
+    """Every parameter and buffer of the module tree (``parameters()`` is several times slower)."""
+    found, pending = [], [model]
+    while pending:
+        module = pending.pop()
+        found.extend(t for t in module._parameters.values() if t is not None)
+        found.extend(t for t in module._buffers.values() if t is not None)
+        pending.extend(m for m in module._modules.values() if m is not None)
+    return found
 
 
 def _state(model: nn.Module) -> _State:
@@ -231,14 +242,18 @@ def remember_field(model: nn.Module, field: Field) -> Field:
 
 
 def remember_verdict(model: nn.Module, height: int, width: int, verdict: tuple[bool, str | None],
-                     shrinking: bool | None = None, replay: bool | None = None) -> None:
-    """Install verification verdicts derived elsewhere for this model instance and image shape."""
+                     shrinking: bool | None = None, replay: bool | None = None,
+                     replay_faster: bool | None = None) -> None:
+    """Install verification verdicts (and the timing of ``replay_pays``) derived elsewhere for this
+    model instance and image shape."""
     state = _state(model)
     state.verdicts[(height, width)] = (bool(verdict[0]), verdict[1])
     if shrinking is not None:
         state.shrinking[(height, width)] = bool(shrinking)
     if replay is not None:
         state.replay[(height, width)] = bool(replay)
+    if replay_faster is not None:
+        state.replay_pays[(height, width)] = bool(replay_faster)
 
 
 def receptive_field(model: nn.Module) -> int:
@@ -379,6 +394,40 @@ def verify_replay(model: nn.Module, height: int, width: int) -> bool:
                 ok = False
         state.replay[key] = ok
     return state.replay[key]
+
+
+def replay_pays(model: nn.Module, height: int, width: int, repeats: int = 3) -> bool:
+    """Is a hover faster replaying kept activations than computing its shrinking windows? (timed once, memoised)
+
+    Both are exact (``verify_replay``); which is faster depends on the model and the
+    machine: replaying skips the forward convolutions but adds a Python step to each
+    one's backward, which only pays for heavier convolutions. Times single-pixel
+    hovers at the centre of the verification pair, the two ways alternately, best of
+    ``repeats``.
+    """
+    import time
+
+    from .pixel import crop_rows, single_thread
+    from .shrinking import record_forward
+
+    state = _state(model)
+    key = (height, width)
+    if key not in state.replay_pays:
+        pays = verify_replay(model, height, width)
+        if pays:
+            a, b, _, _ = _test_case(model, height, width)
+            record, field = record_forward(model, a, b), analyse(model)
+            pixels = [(height // 2 + dr, width // 2 + dc) for dr, dc in ((0, 0), (1, -2), (-3, 1))]
+            best = {False: math.inf, True: math.inf}
+            with single_thread():
+                for _, replay in itertools.product(range(repeats + 1), (False, True)):  # one more round: warm-up
+                    start = time.perf_counter()
+                    for pixel in pixels:
+                        crop_rows(model, a, b, [pixel], field, shrinking=True, record=record if replay else None)
+                    best[replay] = min(best[replay], time.perf_counter() - start)
+            pays = best[True] < best[False]
+        state.replay_pays[key] = pays
+    return state.replay_pays[key]
 
 
 def plan(model: nn.Module, height: int, width: int) -> tuple[str, Field, str | None]:
