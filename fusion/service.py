@@ -173,10 +173,16 @@ class SaliencyService:
             per process (default: $FUSION_HOVER_MEMORY_MB or 1024 MB; 0: none). A hover on a pair
             whose activations are kept runs only the backward half; the least recently used
             are dropped first, and a model whose record alone is larger is hovered without one.
+        replay: when hovers replay kept activations: "auto" (where verified and timed faster,
+            ``replay_pays``), "always" (wherever verified) or "never".
     """
 
     def __init__(self, cache_dir=None, size_limit_bytes: int = 2**31, device: str = "cpu",
-                 checkpoint="default", max_band_bytes: int | None = None, hover_memory_bytes: int | None = None):
+                 checkpoint="default", max_band_bytes: int | None = None, hover_memory_bytes: int | None = None,
+                 replay: str = "auto"):
+        if replay not in ("auto", "always", "never"):
+            raise ValueError(f"replay must be 'auto', 'always' or 'never', got {replay!r}")
+        self.replay = replay
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.size_limit_bytes = int(size_limit_bytes)
         self.device = torch.device(device)
@@ -418,7 +424,9 @@ class SaliencyService:
         model = self.model(name)
         size_key = (weights, *a.shape)
         budget = self._records.max_bytes
-        if budget <= 0 or self._record_bytes.get(size_key, 0) > budget or not replay_pays(model, *a.shape):
+        if self.replay == "never" or budget <= 0 or self._record_bytes.get(size_key, 0) > budget:
+            return None
+        if not (verify_replay if self.replay == "always" else replay_pays)(model, *a.shape):
             return None
         with self._lock:
             lock = self._record_locks.setdefault(key, threading.Lock())

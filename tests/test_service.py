@@ -9,7 +9,6 @@ import pytest
 from saliency_helpers import pair
 
 import fusion
-import fusion.service
 from fusion.saliency import pixel_jacobian, pixel_jacobians, record_forward
 from fusion.saliency.receptive_field import _state
 from fusion.service import SaliencyService, pack, unpack
@@ -221,17 +220,11 @@ def test_default_cache_dir_from_environment(monkeypatch, tmp_path):
     assert SaliencyService().cache_dir == Path(tmp_path / "env")
 
 
-@pytest.fixture
-def always_replay(monkeypatch):
-    """Replay kept activations wherever verified, whether or not it is faster on this machine."""
-    monkeypatch.setattr(fusion.service, "replay_pays", fusion.saliency.verify_replay)
-
-
 @pytest.mark.parametrize("name", fusion.list_models())
-def test_hovers_replay_the_kept_forward_pass(tmp_path, name, always_replay):
+def test_hovers_replay_the_kept_forward_pass(tmp_path, name):
     """The first hover on a pair records the full-image activations once; every hover replays them
     and equals the crop path that computes them."""
-    svc = SaliencyService(cache_dir=tmp_path / "cache", checkpoint=None)
+    svc = SaliencyService(cache_dir=tmp_path / "cache", checkpoint=None, replay="always")
     a, b = pair(37, 30, seed=3)
     pair_id = svc.put_pair(a.astype(np.float32), b.astype(np.float32))
     a, b = svc.get_pair(pair_id)
@@ -248,10 +241,10 @@ def test_hovers_replay_the_kept_forward_pass(tmp_path, name, always_replay):
     np.testing.assert_allclose(fused[5, 27], got.value, rtol=1e-5, atol=1e-6)
 
 
-def test_hover_memory_budget_bounds_the_kept_activations(tmp_path, monkeypatch, always_replay):
+def test_hover_memory_budget_bounds_the_kept_activations(tmp_path, monkeypatch):
     a, b = (x.astype(np.float32) for x in pair(40, 40, seed=2))
     monkeypatch.setenv("FUSION_HOVER_MEMORY_MB", "0")
-    off = SaliencyService(cache_dir=tmp_path / "off", checkpoint=None)
+    off = SaliencyService(cache_dir=tmp_path / "off", checkpoint=None, replay="always")
     pair_id = off.put_pair(a, b)
     off.pixel(["funfusean"], pair_id, 3, 4)
     off.pixel(["funfusean"], pair_id, 5, 4)
@@ -261,7 +254,7 @@ def test_hover_memory_budget_bounds_the_kept_activations(tmp_path, monkeypatch, 
     assert off.computed["record"] == 0 and len(off._records.data) == 0
 
     size = record_forward(off.model("funfusean"), *off.get_pair(pair_id)).nbytes
-    one = SaliencyService(cache_dir=tmp_path / "one", checkpoint=None, hover_memory_bytes=size + 1)
+    one = SaliencyService(cache_dir=tmp_path / "one", checkpoint=None, hover_memory_bytes=size + 1, replay="always")
     pairs = [one.put_pair(a, b), one.put_pair(b, a)]
     for pair_id in [*pairs, pairs[1], pairs[0]]:  # room for one record: the older is dropped
         one.pixel(["funfusean"], pair_id, 3, 4 + len(one._pixels.data))
@@ -271,9 +264,16 @@ def test_hover_memory_budget_bounds_the_kept_activations(tmp_path, monkeypatch, 
     monkeypatch.setenv("FUSION_HOVER_MEMORY_MB", "lots")
     with pytest.raises(ValueError, match="FUSION_HOVER_MEMORY_MB"):
         SaliencyService(cache_dir=tmp_path / "bad")
+    monkeypatch.delenv("FUSION_HOVER_MEMORY_MB")
+    never = SaliencyService(cache_dir=tmp_path / "never", checkpoint=None, replay="never")
+    never.pixel(["funfusean"], never.put_pair(a, b), 3, 4)
+    assert never.computed["record"] == 0
+    with pytest.raises(ValueError, match="replay"):
+        SaliencyService(cache_dir=tmp_path / "bad", replay="sometimes")
 
 
-def test_prepare_hover_keeps_the_forward_passes_in_the_background(service, images, always_replay):
+def test_prepare_hover_keeps_the_forward_passes_in_the_background(service, images):
+    service.replay = "always"
     pair_id = service.put_pair(*images)
     service.prepare_hover(["funfusean", "deepfuse"], pair_id).result(timeout=120)
     assert service.computed["record"] == 2

@@ -15,6 +15,11 @@ refuses (``Unsupported``) anything it does not understand: strides, pooling,
 resampling, spatial indexing, reductions, padding modes. A model is only run
 this way after ``verify_shrinking`` has compared it with full-image autograd at
 the four corners and the centre; otherwise the plain crop path is used.
+
+Replay (``record_forward``, ``ReplayWindows``): the same windows, run against
+the kept outputs of every convolution of one full-image forward pass, so that
+a hover computes only the input gradients of its convolutions. It is used where
+``verify_replay`` passed and ``replay_pays`` timed it faster.
 """
 from __future__ import annotations
 
