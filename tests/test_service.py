@@ -293,3 +293,21 @@ def test_the_replay_choice_is_timed_once_and_shared_through_the_cache(tmp_path):
     assert other.weights_hash("deeppedestrian") == svc.weights_hash("deeppedestrian")
     other._plan("deeppedestrian", 36, 36)
     assert _state(other.model("deeppedestrian")).replay_pays == {(36, 36): faster}
+
+
+def test_hovers_start_with_the_slowest_model(service, images, monkeypatch):
+    """Longest first: by field area until every model has a measured time, then by the times."""
+    pair_id = service.put_pair(*images)
+    names = ["weighted-average", "funfusean", "deepfuse"]
+    started = []
+    real_pixel = service._pixel
+    monkeypatch.setattr(service, "_pixel", lambda name, *args: started.append(name) or real_pixel(name, *args))
+    service._workers("_pool", 1)  # one worker: the models run in the order they were submitted
+    service.pixel(names, pair_id, 3, 3)
+    assert started == ["deepfuse", "funfusean", "weighted-average"]  # fields 25, 23, 1
+    assert set(service._hover_seconds) == {(name, *images[0].shape) for name in names}
+    service._hover_seconds.update({("weighted-average", 24, 21): 3.0, ("funfusean", 24, 21): 1.0,
+                                   ("deepfuse", 24, 21): 2.0})
+    started.clear()
+    service.pixel(names, pair_id, 4, 4)
+    assert started == ["weighted-average", "deepfuse", "funfusean"]
