@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 import threading
 import time
@@ -198,7 +199,7 @@ class SaliencyService:
         self._dense = LRU(4)
         self._records = LRU(64, hover_memory_from_env() if hover_memory_bytes is None else int(hover_memory_bytes))
         self._record_bytes: dict[tuple, int] = {}  # (weights hash, H, W) -> size of one record
-        self._record_locks: dict[tuple, threading.Lock] = {}
+        self._work_locks: dict[tuple, threading.Lock] = {}
         self._plans: dict[tuple, tuple] = {}
         self._hover_seconds: dict[tuple, float] = {}  # (model, H, W) -> moving average of a hover's time
         #: How many times each kind of result was computed here (not served from a cache).
@@ -289,9 +290,21 @@ class SaliencyService:
 
     def _plan(self, name: str, height: int, width: int) -> tuple[str, Field, str | None]:
         """("crop" or "full-image", field, reason), the verdict shared through the cache."""
-        memo = self._plans.get((self.weights_hash(name), height, width))
+        memo_key = (self.weights_hash(name), height, width)
+        memo = self._plans.get(memo_key)
         if memo is not None:
             return memo
+        with self._work_lock(("plan", *memo_key)):  # a second caller waits for the first one's verdict
+            if memo_key not in self._plans:
+                self._plans[memo_key] = self._verdict(name, height, width)
+        return self._plans[memo_key]
+
+    def _work_lock(self, key) -> threading.Lock:
+        """One lock per piece of work, so that concurrent callers wait for it instead of repeating it."""
+        with self._lock:
+            return self._work_locks.setdefault(key, threading.Lock())
+
+    def _verdict(self, name: str, height: int, width: int) -> tuple[str, Field, str | None]:
         model = self.model(name)
         field = self._field(name)
         key = self._key("verdict", self.weights_hash(name), f"{height}x{width}")
@@ -306,7 +319,6 @@ class SaliencyService:
             replay = shrinking and verify_replay(model, height, width)
             self._store(key, {}, {"ok": method == "crop", "reason": reason, "shrinking": shrinking,
                                   "replay": replay, "replay_faster": replay and replay_pays(model, height, width)})
-        self._plans[(self.weights_hash(name), height, width)] = (method, field, reason)
         return method, field, reason
 
     def model_info(self, name: str) -> dict:
@@ -444,21 +456,20 @@ class SaliencyService:
             return None
         if not (verify_replay if self.replay == "always" else replay_pays)(model, *a.shape):
             return None
-        with self._lock:
-            lock = self._record_locks.setdefault(key, threading.Lock())
-        with lock:  # one thread records, the others wait for it
+        with self._work_lock(("record", *key)):  # one thread records, the others wait for it
             hit = self._records.get(key)
             if hit is not None:
                 return hit
             try:
                 record = record_forward(model, a, b)
-            except Unsupported:  # verified on a random pair, refused on this one: hover without
+            except Unsupported:  # verified on a random pair, refused on this one: not again at this shape
+                self._record_bytes[size_key] = math.inf
                 return None
             self.computed["record"] += 1
             self._record_bytes[size_key] = record.nbytes
             self._records.put(key, record)
         with self._lock:
-            self._record_locks.pop(key, None)
+            self._work_locks.pop(("record", *key), None)  # one per pair: do not let them pile up
         return record if record.nbytes <= self._records.max_bytes else None
 
     def cached_dense(self, name: str, pair_id: str) -> DenseJacobian | None:

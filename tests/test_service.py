@@ -311,3 +311,27 @@ def test_hovers_start_with_the_slowest_model(service, images, monkeypatch):
     started.clear()
     service.pixel(names, pair_id, 4, 4)
     assert started == ["weighted-average", "deepfuse", "funfusean"]
+
+
+def test_concurrent_first_hovers_verify_once(service, images, monkeypatch):
+    """The dashboard's background preparation and a hover arriving meanwhile share one verification."""
+    import threading
+    import time
+
+    import fusion.service as service_module
+
+    calls = []
+    real = service_module.verify_shrinking
+
+    def slow_verify(*args):
+        calls.append(args[1:])
+        time.sleep(0.3)
+        return real(*args)
+
+    monkeypatch.setattr(service_module, "verify_shrinking", slow_verify)
+    threads = [threading.Thread(target=service._plan, args=("funfusean", 30, 31)) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert calls == [(30, 31)]
