@@ -36,6 +36,7 @@ from torch import nn
 from . import create_model
 from .checkpoints import read_card
 from .errors import InvalidInput
+from .hover_pool import HoverProcesses
 from .io import check_pair
 from .saliency.dense import DenseJacobian, dense_jacobian
 from .saliency.pixel import PixelJacobian, pixel_jacobians
@@ -57,6 +58,7 @@ from .saliency.shrinking import ForwardRecord, Unsupported, record_forward
 METHOD_VERSION = "1"
 CACHE_ENV = "FUSION_CACHE_DIR"
 HOVER_MEMORY_ENV = "FUSION_HOVER_MEMORY_MB"
+HOVER_PROCESSES_ENV = "FUSION_HOVER_PROCESSES"
 #: Threads computing the pixels of several models at once (each crop runs on one intra-op thread).
 HOVER_WORKERS = max(1, min(4, os.cpu_count() or 1))
 _MAGIC = b"FSC1"
@@ -68,6 +70,14 @@ PixelSaliency = PixelJacobian
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "fusion-saliency")
+
+
+def hover_processes_from_env() -> int:
+    """$FUSION_HOVER_PROCESSES: worker processes for hovers of several models (default 0: threads)."""
+    text = os.environ.get(HOVER_PROCESSES_ENV, "").strip() or "0"
+    if not text.isdigit():
+        raise ValueError(f"${HOVER_PROCESSES_ENV} must be a whole number of processes, got {text!r}")
+    return int(text)
 
 
 def hover_memory_from_env() -> int:
@@ -177,11 +187,13 @@ class SaliencyService:
             are dropped first, and a model whose record alone is larger is hovered without one.
         replay: when hovers replay kept activations: "auto" (where verified and timed faster,
             ``replay_pays``), "always" (wherever verified) or "never".
+        hover_processes: worker processes that compute the hovers of several models at once
+            (``fusion.hover_pool``; CPU only), default $FUSION_HOVER_PROCESSES or 0: threads.
     """
 
     def __init__(self, cache_dir=None, size_limit_bytes: int = 2**31, device: str = "cpu",
                  checkpoint="default", max_band_bytes: int | None = None, hover_memory_bytes: int | None = None,
-                 replay: str = "auto"):
+                 replay: str = "auto", hover_processes: int | None = None):
         if replay not in ("auto", "always", "never"):
             raise ValueError(f"replay must be 'auto', 'always' or 'never', got {replay!r}")
         self.replay = replay
@@ -202,6 +214,15 @@ class SaliencyService:
         self._work_locks: dict[tuple, threading.Lock] = {}
         self._plans: dict[tuple, tuple] = {}
         self._hover_seconds: dict[tuple, float] = {}  # (model, H, W) -> moving average of a hover's time
+        processes = hover_processes_from_env() if hover_processes is None else int(hover_processes)
+        self._hover_pool = None
+        if processes > 0 and self.device.type == "cpu":
+            self._hover_pool = HoverProcesses(processes, {
+                "cache_dir": str(self.cache_dir), "size_limit_bytes": self.size_limit_bytes,
+                "checkpoint": None if checkpoint is None else str(checkpoint),
+                "max_band_bytes": self.max_band_bytes, "hover_memory_bytes": self._records.max_bytes,
+                "replay": replay})
+        self._local_only: set[str] = set()  # models whose weights the workers do not have
         #: How many times each kind of result was computed here (not served from a cache).
         self.computed: dict[str, int] = {"fuse": 0, "pixel": 0, "dense": 0, "record": 0}
 
@@ -236,6 +257,8 @@ class SaliencyService:
         return "/".join(["fusion-saliency", f"v{METHOD_VERSION}", kind, *map(str, parts)])
 
     def close(self) -> None:
+        if self._hover_pool is not None:
+            self._hover_pool.close()
         if self._cache is not None:
             self._cache.close()
             self._cache = None
@@ -386,7 +409,9 @@ class SaliencyService:
         if None in costs.values():
             costs = {name: fields[name].rows * fields[name].cols for name in missing}
         missing.sort(key=lambda n: -costs[n])
-        if len(missing) > 1:  # small crops run single-threaded: two models at a time use both cores
+        if len(missing) > 1 and self._hover_pool is not None:
+            results = self._pixels_in_processes(missing, costs, pair_id, a, b, row, col)
+        elif len(missing) > 1:  # small crops run single-threaded: two models at a time use both cores
             results = list(self._workers().map(lambda n: self._timed_pixel(n, pair_id, a, b, row, col), missing))
         else:
             results = [self._timed_pixel(n, pair_id, a, b, row, col) for n in missing]
@@ -399,6 +424,8 @@ class SaliencyService:
         so that the first hover need not wait for them. Returns a ``concurrent.futures.Future``."""
         names = [names] if isinstance(names, str) else list(names)
         self.get_pair(pair_id)  # an unknown pair fails here, not in the background
+        if self._hover_pool is not None:
+            self._hover_pool.warm(names)
         return self._workers("_prepare_pool", 1).submit(lambda: [self._record(n, pair_id) for n in names])
 
     def _workers(self, attribute: str = "_pool", size: int = HOVER_WORKERS):
@@ -412,18 +439,47 @@ class SaliencyService:
                 setattr(self, attribute, (pool, os.getpid()))
             return pool
 
+    def _pixels_in_processes(self, names, costs, pair_id, a, b, row, col) -> list[PixelSaliency]:
+        """The hovers of ``names`` in the worker processes, dealt out by ``costs``; whatever they cannot
+        answer (other weights, a pair gone from the disk cache, a broken pool) is computed here."""
+        remote = [n for n in names if n not in self._local_only and not self._has_dense_rows(n, pair_id)]
+        tasks = [(n, pair_id, row, col, self.weights_hash(n)) for n in remote]
+        try:
+            answers = self._hover_pool.hover(tasks, [costs[n] for n in remote], a.shape)
+        except Exception:  # computed here below, where a real error shows again
+            answers = [False] * len(remote)
+        done = {}
+        for name, answer in zip(remote, answers, strict=True):
+            if answer is None:  # the workers built other weights (a model given to this service directly)
+                self._local_only.add(name)
+            elif answer:
+                self._note_hover_time(name, a.shape, answer[0])
+                self.computed["pixel"] += 1
+                done[name] = answer[1]
+        rest = [n for n in names if n not in done]
+        done.update(zip(rest, self._workers().map(lambda n: self._timed_pixel(n, pair_id, a, b, row, col), rest),
+                        strict=True))
+        return [done[n] for n in names]
+
     def _timed_pixel(self, name, pair_id, a, b, row, col) -> PixelSaliency:
         """``_pixel``, keeping a moving average of its time per model and image shape (for the hover order)."""
         start = time.perf_counter()
         result = self._pixel(name, pair_id, a, b, row, col)
-        seconds, key = time.perf_counter() - start, (name, *a.shape)
+        self._note_hover_time(name, a.shape, time.perf_counter() - start)
+        return result
+
+    def _note_hover_time(self, name: str, shape, seconds: float) -> None:
+        key = (name, *shape)
         previous = self._hover_seconds.get(key)
         self._hover_seconds[key] = seconds if previous is None else 0.8 * previous + 0.2 * seconds
-        return result
+
+    def _has_dense_rows(self, name: str, pair_id: str) -> bool:
+        dense = self._dense.get((self.weights_hash(name), pair_id))
+        return dense is not None and dense.band_a is not None
 
     def _pixel(self, name, pair_id, a, b, row, col) -> PixelSaliency:
         dense = self._dense.get((self.weights_hash(name), pair_id))
-        if dense is not None and dense.band_a is not None:
+        if dense is not None and dense.band_a is not None:  # see _has_dense_rows
             ja, jb = dense.row(row, col)
             return PixelSaliency(row, col, ja, jb, float(dense.fused[row, col]),
                                  dense.field.box(row, col, *a.shape) if dense.field.local

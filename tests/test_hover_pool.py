@@ -1,0 +1,69 @@
+"""Hovers in worker processes (``FUSION_HOVER_PROCESSES``): the same answers as in-process, and
+whatever the workers cannot answer is computed in the calling process."""
+from __future__ import annotations
+
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+from saliency_helpers import pair
+
+import fusion
+from fusion.service import SaliencyService
+
+
+@pytest.fixture
+def services(tmp_path):
+    """A service hovering in two worker processes and one using threads, on one disk cache."""
+    pooled = SaliencyService(cache_dir=tmp_path / "cache", hover_processes=2)
+    local = SaliencyService(cache_dir=tmp_path / "cache", hover_processes=0)
+    yield pooled, local
+    pooled.close()
+    local.close()
+
+
+def test_workers_answer_like_the_calling_process(services):
+    pooled, local = services
+    names = fusion.list_models()
+    a, b = (x.astype(np.float32) for x in pair(48, 40, seed=6))
+    pair_id = pooled.put_pair(a, b)
+    for row, col in [(0, 0), (47, 39), (20, 3), (31, 22)]:
+        got, want = pooled.pixel(names, pair_id, row, col), local.pixel(names, pair_id, row, col)
+        for name in names:
+            np.testing.assert_array_equal(got[name].ja, want[name].ja)
+            np.testing.assert_array_equal(got[name].jb, want[name].jb)
+            assert (got[name].value, got[name].window, got[name].method) == (
+                want[name].value, want[name].window, want[name].method)
+    assert pooled.computed["pixel"] == 4 * len(names) and not pooled._local_only
+    assert set(pooled._hover_seconds) == {(name, 48, 40) for name in names}  # worker-measured times
+
+
+def test_a_model_the_workers_do_not_have_and_a_broken_pool_are_computed_here(services):
+    pooled, local = services
+    a, b = (x.astype(np.float32) for x in pair(30, 30, seed=7))
+    pair_id = pooled.put_pair(a, b)
+    torch.manual_seed(3)
+    pooled._models["funfusean"] = fusion.create_model("funfusean", checkpoint=None)  # not what workers build
+    pooled._hashes["funfusean"] = "given-directly"
+    got = pooled.pixel(["funfusean", "deepfuse"], pair_id, 10, 12)
+    assert pooled._local_only == {"funfusean"}
+    want = fusion.saliency.pixel_jacobians(pooled._models["funfusean"], *pooled.get_pair(pair_id), [(10, 12)])[0]
+    np.testing.assert_allclose(got["funfusean"].ja, want.ja, rtol=0, atol=1e-6 * np.abs(want.ja).max())
+
+    for pid in list(pooled._hover_pool._pool._processes):  # the workers die: the hover is still answered
+        os.kill(pid, signal.SIGKILL)
+    got = pooled.pixel(["deepfuse", "masknet"], pair_id, 5, 5)
+    want = local.pixel(["deepfuse", "masknet"], pair_id, 5, 5)
+    np.testing.assert_array_equal(got["masknet"].ja, want["masknet"].ja)
+    again = pooled.pixel(["deepfuse", "masknet"], pair_id, 6, 5)  # and a new pool serves the next
+    assert again["deepfuse"].method == "crop" and pooled._hover_pool._pool is not None
+
+
+def test_hover_processes_setting(monkeypatch, tmp_path):
+    monkeypatch.setenv("FUSION_HOVER_PROCESSES", "2")
+    assert SaliencyService(cache_dir=tmp_path)._hover_pool.workers == 2
+    monkeypatch.setenv("FUSION_HOVER_PROCESSES", "two")
+    with pytest.raises(ValueError, match="FUSION_HOVER_PROCESSES"):
+        SaliencyService(cache_dir=tmp_path)
