@@ -131,5 +131,5 @@ class HoverProcesses:
 
     def close(self) -> None:
         if self._pool is not None and self._pid == os.getpid():
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool.shutdown(wait=True, cancel_futures=True)
         self._pool, self._pid = None, None

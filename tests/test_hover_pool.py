@@ -31,11 +31,13 @@ def test_workers_answer_like_the_calling_process(services):
     pair_id = pooled.put_pair(a, b)
     for row, col in [(0, 0), (47, 39), (20, 3), (31, 22)]:
         got, want = pooled.pixel(names, pair_id, row, col), local.pixel(names, pair_id, row, col)
-        for name in names:
-            np.testing.assert_array_equal(got[name].ja, want[name].ja)
-            np.testing.assert_array_equal(got[name].jb, want[name].jb)
-            assert (got[name].value, got[name].window, got[name].method) == (
-                want[name].value, want[name].window, want[name].method)
+        for name in names:  # equal up to float32 rounding (intra-op threads may split sums differently)
+            scale = max(np.abs(want[name].ja).max(), np.abs(want[name].jb).max())
+            np.testing.assert_allclose(got[name].ja, want[name].ja, rtol=0, atol=1e-5 * scale)
+            np.testing.assert_allclose(got[name].jb, want[name].jb, rtol=0, atol=1e-5 * scale)
+            assert got[name].value == pytest.approx(want[name].value, rel=1e-5, abs=1e-6)
+            assert (got[name].window, got[name].method) == (want[name].window, want[name].method)
+            assert np.count_nonzero(got[name].ja) == np.count_nonzero(want[name].ja)
     assert pooled.computed["pixel"] == 4 * len(names) and not pooled._local_only
     assert set(pooled._hover_seconds) == {(name, 48, 40) for name in names}  # worker-measured times
 
@@ -56,7 +58,8 @@ def test_a_model_the_workers_do_not_have_and_a_broken_pool_are_computed_here(ser
         os.kill(pid, signal.SIGKILL)
     got = pooled.pixel(["deepfuse", "masknet"], pair_id, 5, 5)
     want = local.pixel(["deepfuse", "masknet"], pair_id, 5, 5)
-    np.testing.assert_array_equal(got["masknet"].ja, want["masknet"].ja)
+    np.testing.assert_allclose(got["masknet"].ja, want["masknet"].ja, rtol=0,
+                               atol=1e-5 * np.abs(want["masknet"].ja).max())
     again = pooled.pixel(["deepfuse", "masknet"], pair_id, 6, 5)  # and a new pool serves the next
     assert again["deepfuse"].method == "crop" and pooled._hover_pool._pool is not None
 
