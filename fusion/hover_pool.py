@@ -84,6 +84,9 @@ class HoverProcesses:
     ``settings``: the keyword arguments of the workers' ``SaliencyService``.
     """
 
+    #: A hover that takes longer than this counts as a hung worker (the pool is replaced).
+    timeout_s = 120.0
+
     def __init__(self, workers: int, settings: dict):
         self.workers, self.settings = workers, settings
         self._pool, self._pid = None, None
@@ -122,14 +125,19 @@ class HoverProcesses:
         pool = self._executor()
         try:
             futures = [(share, pool.submit(_hover_many, [tasks[k] for k in share])) for share in shares if share]
-            answers = {k: answer for share, future in futures for k, answer in zip(share, future.result(), strict=True)}
+            answers = {k: answer for share, future in futures
+                       for k, answer in zip(share, future.result(timeout=self.timeout_s), strict=True)}
         except Exception:
-            self.close()
+            self.close(kill=True)
             raise
         return [answers[k] if answers[k] in (None, False) else
                 (answers[k][0], _rebuild(answers[k][1], answers[k][2], shape)) for k in range(len(tasks))]
 
-    def close(self) -> None:
+    def close(self, kill: bool = False) -> None:
+        """Stop the workers (``kill``: at once, for a pool that failed or hangs)."""
         if self._pool is not None and self._pid == os.getpid():
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            if kill:
+                for process in list(self._pool._processes.values()):
+                    process.kill()
+            self._pool.shutdown(wait=not kill, cancel_futures=True)
         self._pool, self._pid = None, None

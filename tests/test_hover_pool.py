@@ -70,3 +70,17 @@ def test_hover_processes_setting(monkeypatch, tmp_path):
     monkeypatch.setenv("FUSION_HOVER_PROCESSES", "two")
     with pytest.raises(ValueError, match="FUSION_HOVER_PROCESSES"):
         SaliencyService(cache_dir=tmp_path)
+
+
+def test_a_hung_worker_is_replaced_and_the_hover_answered_here(services, monkeypatch):
+    pooled, local = services
+    pair_id = pooled.put_pair(*(x.astype(np.float32) for x in pair(30, 30, seed=8)))
+    pooled.pixel(["deepfuse", "masknet"], pair_id, 1, 1)  # the workers are up
+    for pid in list(pooled._hover_pool._pool._processes):
+        os.kill(pid, signal.SIGSTOP)  # hung, not dead
+    monkeypatch.setattr(pooled._hover_pool, "timeout_s", 1.0)
+    got = pooled.pixel(["deepfuse", "masknet"], pair_id, 7, 9)
+    want = local.pixel(["deepfuse", "masknet"], pair_id, 7, 9)
+    np.testing.assert_allclose(got["deepfuse"].jb, want["deepfuse"].jb, rtol=0,
+                               atol=1e-5 * np.abs(want["deepfuse"].jb).max())
+    assert pooled._hover_pool._pool is None  # replaced at the next hover
