@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 from PIL import Image
+from selenium.common.exceptions import ElementClickInterceptedException
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.actions.action_builder import ActionBuilder
 from selenium.webdriver.common.keys import Keys
@@ -95,11 +96,22 @@ def hover(dash_duo, element, fx: float, fy: float):
     actions.perform()
 
 
-def click(dash_duo, selector: str):
-    """Scroll an element to the middle of the window, then click it (the controls column scrolls on its own)."""
-    element = dash_duo.find_element(selector)
-    dash_duo.driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
-    element.click()
+def click(dash_duo, selector: str, attempts: int = 3):
+    """Scroll an element to the middle of the window, then click it (the controls column scrolls on its own).
+
+    A panel that re-renders between the scroll and the click can move the element out of view
+    (seen once in CI: "not clickable at point (615, -29)"); then scroll and click again.
+    """
+    for attempt in range(attempts):
+        element = dash_duo.find_element(selector)
+        dash_duo.driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
+        try:
+            element.click()
+            return
+        except ElementClickInterceptedException:
+            if attempt + 1 == attempts:
+                raise
+            time.sleep(0.5)
 
 
 def srcs(dash_duo, kind: str) -> dict:
