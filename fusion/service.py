@@ -442,7 +442,7 @@ class SaliencyService:
     def _pixels_in_processes(self, names, costs, pair_id, a, b, row, col) -> list[PixelSaliency]:
         """The hovers of ``names`` in the worker processes, dealt out by ``costs``; whatever they cannot
         answer (other weights, a pair gone from the disk cache, a broken pool) is computed here."""
-        remote = [n for n in names if n not in self._local_only and not self._has_dense_rows(n, pair_id)]
+        remote = [n for n in names if n not in self._local_only and self._dense_rows(n, pair_id) is None]
         tasks = [(n, pair_id, row, col, self.weights_hash(n)) for n in remote]
         try:
             answers = self._hover_pool.hover(tasks, [costs[n] for n in remote], a.shape)
@@ -473,13 +473,14 @@ class SaliencyService:
         previous = self._hover_seconds.get(key)
         self._hover_seconds[key] = seconds if previous is None else 0.8 * previous + 0.2 * seconds
 
-    def _has_dense_rows(self, name: str, pair_id: str) -> bool:
+    def _dense_rows(self, name: str, pair_id: str) -> DenseJacobian | None:
+        """The dense result in memory whose banded Jacobian serves hover rows, if there is one."""
         dense = self._dense.get((self.weights_hash(name), pair_id))
-        return dense is not None and dense.band_a is not None
+        return dense if dense is not None and dense.band_a is not None else None
 
     def _pixel(self, name, pair_id, a, b, row, col) -> PixelSaliency:
-        dense = self._dense.get((self.weights_hash(name), pair_id))
-        if dense is not None and dense.band_a is not None:  # see _has_dense_rows
+        dense = self._dense_rows(name, pair_id)
+        if dense is not None:
             ja, jb = dense.row(row, col)
             return PixelSaliency(row, col, ja, jb, float(dense.fused[row, col]),
                                  dense.field.box(row, col, *a.shape) if dense.field.local
