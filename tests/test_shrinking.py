@@ -9,7 +9,7 @@ from saliency_helpers import Dilated, DownUp, brute_jacobian, build, fresh, pair
 from torch import nn
 
 import fusion
-from fusion.saliency import analyse, pixel_jacobians, record_forward, verify_replay, verify_shrinking
+from fusion.saliency import analyse, pixel_jacobians, record_forward, replay_pays, verify_replay, verify_shrinking
 from fusion.saliency.pixel import crop_rows
 from fusion.saliency.receptive_field import full_rows
 from fusion.saliency.shrinking import ReplayWindows, ShrinkingWindows, Unsupported
@@ -170,3 +170,11 @@ def test_models_the_windows_cannot_follow_are_not_recorded(cls):
     assert not verify_replay(model, 29, 31)
     with pytest.raises(Unsupported):
         record_forward(model, *pair(29, 31))
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 2), (40, 33)])
+def test_replay_timing_runs_on_any_image_shape(shape):
+    """``replay_pays`` times hovers near the centre: also on images smaller than its offsets."""
+    model = fresh("deepfuse", torch.float32)
+    assert verify_replay(model, *shape)
+    assert isinstance(replay_pays(model, *shape), bool)

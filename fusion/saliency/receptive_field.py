@@ -418,7 +418,8 @@ def replay_pays(model: nn.Module, height: int, width: int, repeats: int = 3) -> 
         if pays:
             a, b, _, _ = _test_case(model, height, width)
             record, field = record_forward(model, a, b), analyse(model)
-            pixels = [(height // 2 + dr, width // 2 + dc) for dr, dc in ((0, 0), (1, -2), (-3, 1))]
+            pixels = [(min(max(height // 2 + dr, 0), height - 1), min(max(width // 2 + dc, 0), width - 1))
+                      for dr, dc in ((0, 0), (1, -2), (-3, 1))]
 
             def hovers(replay: bool) -> None:
                 for pixel in pixels:
