@@ -353,21 +353,24 @@ def verify_shrinking(model: nn.Module, height: int, width: int) -> bool:
     equals full-image autograd at the corners and centre.
     """
     from .pixel import crop_rows
-    from .shrinking import Unsupported
 
     state = _state(model)
     key = (height, width)
     if key not in state.shrinking:
         field = analyse(model)
-        ok = field.local and field.stride == 1 and verify(model, height, width)[0]
-        if ok:
-            try:
-                ok = _disagreement(model, height, width,
-                                   lambda a, b, pixels: crop_rows(model, a, b, pixels, field, shrinking=True)) is None
-            except Unsupported:
-                ok = False
-        state.shrinking[key] = ok
+        state.shrinking[key] = field.local and field.stride == 1 and verify(model, height, width)[0] and _agrees(
+            model, height, width, lambda a, b, pixels: crop_rows(model, a, b, pixels, field, shrinking=True))
     return state.shrinking[key]
+
+
+def _agrees(model: nn.Module, height: int, width: int, rows) -> bool:
+    """Does a shrinking-window path ``rows`` (see ``_disagreement``) follow the model and equal full-image autograd?"""
+    from .shrinking import Unsupported
+
+    try:
+        return _disagreement(model, height, width, rows) is None
+    except Unsupported:
+        return False
 
 
 def verify_replay(model: nn.Module, height: int, width: int) -> bool:
@@ -378,21 +381,17 @@ def verify_replay(model: nn.Module, height: int, width: int) -> bool:
     corners and centre.
     """
     from .pixel import crop_rows
-    from .shrinking import Unsupported, record_forward
+    from .shrinking import record_forward
 
     state = _state(model)
     key = (height, width)
     if key not in state.replay:
         field = analyse(model)
-        ok = verify_shrinking(model, height, width)
-        if ok:
-            def replayed(a, b, pixels):
-                return crop_rows(model, a, b, pixels, field, shrinking=True, record=record_forward(model, a, b))
-            try:
-                ok = _disagreement(model, height, width, replayed) is None
-            except Unsupported:
-                ok = False
-        state.replay[key] = ok
+
+        def replayed(a, b, pixels):
+            return crop_rows(model, a, b, pixels, field, shrinking=True, record=record_forward(model, a, b))
+
+        state.replay[key] = verify_shrinking(model, height, width) and _agrees(model, height, width, replayed)
     return state.replay[key]
 
 
