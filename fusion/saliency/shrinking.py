@@ -284,10 +284,9 @@ def record_forward(model: nn.Module, a, b) -> ForwardRecord:
 
     Raises Unsupported where the shrinking windows cannot follow the model.
     """
-    if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)):
-        from .pixel import as_tensor
+    from .pixel import as_tensor  # tensors in the model's dtype and device pass as they are
 
-        a, b = as_tensor(a, "a", model), as_tensor(b, "b", model)
+    a, b = as_tensor(a, "a", model), as_tensor(b, "b", model)
     recorder = _Recorder()
     with torch.no_grad():
         out, extent = recorder.run(model, a[None, None], b[None, None])
