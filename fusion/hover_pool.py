@@ -17,7 +17,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import replace
 
 import numpy as np
@@ -35,9 +35,12 @@ def _start_worker(settings: dict) -> None:
     _SERVICE = SaliencyService(**settings, hover_processes=0)
 
 
-def _load_models(names: list[str]) -> None:
+def _prepare(names: list[str], shape: tuple[int, int]) -> set[tuple]:
+    """In a worker: build the models and record their window programs for images of ``shape``.
+    Returns every (weights hash, H, W) prepared in this worker so far."""
     for name in names:
-        _SERVICE.weights_hash(name)
+        _SERVICE._prepare_windows(name, shape)
+    return set(_SERVICE._windows_ready)
 
 
 def _hover(name: str, pair_id: str, row: int, col: int, weights_hash: str):
@@ -102,11 +105,14 @@ class HoverProcesses:
             self._pid = os.getpid()
         return self._pool
 
-    def warm(self, names: list[str]) -> None:
-        """Start the workers and build the models in each (does not wait)."""
+    def warm(self, names: list[str], shape: tuple[int, int]) -> list[Future]:
+        """Start the workers, and prepare hovers of ``names`` on images of ``shape`` in each (does not wait).
+
+        One task per worker: each takes long enough that the idle workers take one each; a worker
+        that takes none records its window programs at first use.
+        """
         pool = self._executor()
-        for _ in range(self.workers):
-            pool.submit(_load_models, list(names))
+        return [pool.submit(_prepare, list(names), tuple(shape)) for _ in range(self.workers)]
 
     def hover(self, tasks: list[tuple[str, str, int, int, str]], costs: list[float], shape: tuple[int, int]) -> list:
         """(name, pair_id, row, col, weights_hash) per model -> per task (seconds, PixelJacobian),

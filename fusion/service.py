@@ -39,7 +39,7 @@ from .errors import InvalidInput
 from .hover_pool import HoverProcesses
 from .io import check_pair
 from .saliency.dense import DenseJacobian, dense_jacobian
-from .saliency.pixel import PixelJacobian, pixel_jacobians
+from .saliency.pixel import PixelJacobian, pixel_jacobians, record_windows
 from .saliency.receptive_field import (
     Field,
     analyse,
@@ -214,6 +214,7 @@ class SaliencyService:
         self._work_locks: dict[tuple, threading.Lock] = {}
         self._plans: dict[tuple, tuple] = {}
         self._hover_seconds: dict[tuple, float] = {}  # (model, H, W) -> moving average of a hover's time
+        self._windows_ready: set[tuple] = set()  # (weights hash, H, W) whose window programs are recorded
         processes = hover_processes_from_env() if hover_processes is None else int(hover_processes)
         self._hover_pool = None
         if processes > 0 and self.device.type == "cpu":
@@ -420,13 +421,34 @@ class SaliencyService:
         return {name: out[name] for name in names}
 
     def prepare_hover(self, names, pair_id: str):
-        """Start making the kept forward activations of ``names`` on the pair in a background thread,
-        so that the first hover need not wait for them. Returns a ``concurrent.futures.Future``."""
+        """Start preparing hovers of ``names`` on the pair in a background thread, so that the first hovers
+        need not wait: the verdicts, the window programs of the interior and the edges
+        (``fusion.saliency.pixel.record_windows``) and the kept forward activations. Also in the
+        worker processes, if any. Returns a ``concurrent.futures.Future``."""
         names = [names] if isinstance(names, str) else list(names)
-        self.get_pair(pair_id)  # an unknown pair fails here, not in the background
-        if self._hover_pool is not None:
-            self._hover_pool.warm(names)
-        return self._workers("_prepare_pool", 1).submit(lambda: [self._record(n, pair_id) for n in names])
+        a, _ = self.get_pair(pair_id)  # an unknown pair fails here, not in the background
+
+        def prepare():
+            for name in names:
+                self._plan(name, *a.shape)
+            in_workers = []
+            if self._hover_pool is not None:  # after the plans: the workers read their verdicts from the cache
+                in_workers = self._hover_pool.warm(names, a.shape)
+            for name in names:
+                self._prepare_windows(name, a.shape)
+                self._record(name, pair_id)
+            for future in in_workers:
+                future.result()
+        return self._workers("_prepare_pool", 1).submit(prepare)
+
+    def _prepare_windows(self, name: str, shape: tuple[int, int]) -> None:
+        """The plan and the window programs of model ``name`` for images of ``shape`` (once per process)."""
+        key = (self.weights_hash(name), *shape)
+        if key in self._windows_ready:
+            return
+        if self._plan(name, *shape)[0] == "crop":
+            record_windows(self.model(name), *shape)
+        self._windows_ready.add(key)
 
     def _workers(self, attribute: str = "_pool", size: int = HOVER_WORKERS):
         """A thread pool of this process (a forked child gets its own)."""

@@ -42,6 +42,18 @@ def test_workers_answer_like_the_calling_process(services):
     assert set(pooled._hover_seconds) == {(name, 48, 40) for name in names}  # worker-measured times
 
 
+def test_workers_prepare_their_window_programs(services):
+    pooled, _ = services
+    names = ["funfusean", "deeppedestrian"]
+    prepared = [future.result(timeout=300) for future in pooled._hover_pool.warm(names, (40, 36))]
+    want = {(pooled.weights_hash(name), 40, 36) for name in names}
+    assert len(prepared) == 2 and all(want <= ready for ready in prepared)
+    pair_id = pooled.put_pair(*(x.astype(np.float32) for x in pair(40, 36, seed=2)))
+    pooled.prepare_hover(names, pair_id).result(timeout=300)  # waits for the workers too
+    pooled.pixel(names, pair_id, 20, 18)
+    assert pooled.computed["pixel"] == 2 and not pooled._local_only
+
+
 def test_a_model_the_workers_do_not_have_and_a_broken_pool_are_computed_here(services):
     pooled, local = services
     a, b = (x.astype(np.float32) for x in pair(30, 30, seed=7))

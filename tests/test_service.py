@@ -277,6 +277,7 @@ def test_prepare_hover_keeps_the_forward_passes_in_the_background(service, image
     pair_id = service.put_pair(*images)
     service.prepare_hover(["funfusean", "deepfuse"], pair_id).result(timeout=120)
     assert service.computed["record"] == 2
+    assert all(_state(service.model(name)).programs for name in ("funfusean", "deepfuse"))  # window programs
     service.pixel(["funfusean", "deepfuse"], pair_id, 4, 4)
     assert service.computed["record"] == 2 and service.computed["pixel"] == 2
     with pytest.raises(fusion.InvalidInput):

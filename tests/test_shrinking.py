@@ -10,9 +10,9 @@ from torch import nn
 
 import fusion
 from fusion.saliency import analyse, pixel_jacobians, record_forward, replay_pays, verify_replay, verify_shrinking
-from fusion.saliency.pixel import crop_rows
-from fusion.saliency.receptive_field import full_rows
-from fusion.saliency.shrinking import ReplayWindows, ShrinkingWindows, Unsupported
+from fusion.saliency.pixel import crop_rows, record_windows, run_windows
+from fusion.saliency.receptive_field import _state, fingerprint, full_rows
+from fusion.saliency.shrinking import NotRecordable, ReplayWindows, ShrinkingWindows, Unsupported, WindowRecorder
 
 
 def every_pixel_rows(model, a, b, shrinking: bool, replay: bool = False):
@@ -178,3 +178,93 @@ def test_replay_timing_runs_on_any_image_shape(shape):
     model = fresh("deepfuse", torch.float32)
     assert verify_replay(model, *shape)
     assert isinstance(replay_pays(model, *shape), bool)
+
+
+# ------------------------------------------------------------------ recorded window programs
+def assert_every_pixel_exact(model, a, b):
+    want_a, want_b, want_out = brute_jacobian(model, a, b)
+    got_a, got_b, got_out = every_pixel_rows(model, a, b, shrinking=True)
+    for got, want in ((got_a, want_a), (got_b, want_b), (got_out, want_out)):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-12 * max(np.abs(want).max(), 1.0))
+
+
+@pytest.mark.parametrize("name", fusion.list_models())
+def test_recorded_window_programs_replay_exactly(name):
+    """Every pixel twice: the first pass records a program per window geometry, the second replays them."""
+    model = fresh(name)
+    a, b = pair(13, 17, seed=9)
+    assert_every_pixel_exact(model, a, b)
+    programs = dict(_state(model).programs)
+    assert programs and all(program is not None for program in programs.values())
+    assert_every_pixel_exact(model, a, b)
+    assert _state(model).programs.keys() == programs.keys()  # nothing recorded again
+
+
+@pytest.mark.parametrize("name", fusion.list_models())
+def test_window_programs_follow_changed_weights(name):
+    model = fresh(name)
+    a, b = pair(16, 16, seed=3)
+    every_pixel_rows(model, a, b, shrinking=True)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(1.5)
+    assert_every_pixel_exact(model, a, b)
+
+
+@pytest.mark.parametrize("name", fusion.list_models())
+def test_edge_programs_are_prepared_ahead(name):
+    """After ``record_windows``, no hover along the edges records a program (only the corner regions,
+    where the window touches two sides, are left to their first use)."""
+    model = fresh(name, torch.float32)
+    height, width = 64, 48
+    field = analyse(model)
+    assert record_windows(model, height, width) > 0
+    ready = set(_state(model).programs)
+    a, b = (torch.tensor(x, dtype=torch.float32) for x in pair(height, width, seed=2))
+    for r in range(height):
+        for c in range(width):
+            if field.up < r < height - 1 - field.down or field.left < c < width - 1 - field.right:
+                crop_rows(model, a, b, [(r, c)], field, shrinking=True)
+    assert set(_state(model).programs) == ready
+
+
+class ReadsItsActivations(nn.Module):
+    """Local and exact under the windows, but it reads a value of an activation (here only to look)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 1, 3, padding=1)
+
+    def forward(self, a, b):
+        x = self.conv(torch.cat([a, b], dim=1))
+        self.seen = x.tolist()
+        return torch.tanh(x)
+
+
+def test_a_model_that_reads_its_activations_is_not_recorded():
+    model = build(ReadsItsActivations)
+    window = torch.rand(1, 1, 5, 5, dtype=torch.float64)
+    with pytest.raises(NotRecordable, match="tolist"):
+        WindowRecorder((False,) * 4).run(model, window, window.clone())
+    a, b = pair(9, 11, seed=6)
+    assert_every_pixel_exact(model, a, b)
+    assert _state(model).programs and all(p is None for p in _state(model).programs.values())
+
+
+def test_a_program_replays_the_same_kernels_bit_for_bit():
+    model = fresh("funfusean", torch.float32)
+    window = torch.rand(2, 1, 30, 31)
+    border = (True, False, False, True)
+    want, want_extent = ShrinkingWindows(border).run(model, window, window.flip(-1))
+    run_windows(model, border, window, window.flip(-1))  # records
+    got, extent = run_windows(model, border, window, window.flip(-1))  # replays
+    assert extent == want_extent and torch.equal(got, want)
+
+
+def test_switching_training_mode_changes_the_fingerprint():
+    model = fresh("deepfuse")
+    before = fingerprint(model)
+    model.train()
+    assert fingerprint(model) != before
+    model.eval()
+    assert fingerprint(model) == before

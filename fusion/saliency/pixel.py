@@ -11,6 +11,7 @@ backward pass (the seeds of different crops never interact).
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import threading
@@ -22,16 +23,27 @@ from torch import nn
 
 from .receptive_field import (
     Field,
+    _state,
     analyse,
     full_rows,
     model_device,
     model_dtype,
+    pinned,
+    pinning,
     plan,
     run,
     verify_replay,
     verify_shrinking,
 )
-from .shrinking import ForwardRecord, ReplayWindows, ShrinkingWindows, Unsupported
+from .shrinking import (
+    Extent,
+    ForwardRecord,
+    NotRecordable,
+    ReplayWindows,
+    ShrinkingWindows,
+    Unsupported,
+    WindowRecorder,
+)
 
 
 @dataclass
@@ -109,6 +121,7 @@ def single_thread(active: bool = True):
                 torch.set_num_threads(single_thread.saved)
 
 
+@pinning
 def crop_rows(model: nn.Module, a: torch.Tensor, b: torch.Tensor, pixels, field: Field,
               shrinking: bool | None = None, record: ForwardRecord | None = None
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -148,9 +161,12 @@ def crop_rows(model: nn.Module, a: torch.Tensor, b: torch.Tensor, pixels, field:
             cc = torch.tensor([pixels[k][1] - windows[k][2] for k in members])
             picked = None
             if border is not None:
-                windows_mode = ShrinkingWindows(border) if record is None else ReplayWindows(
-                    border, record, [(windows[k][0], windows[k][2]) for k in members])
-                picked = _shrinking_pick(windows_mode, model, ca, cb, rr, cc, strict)
+                if record is None:
+                    windows_run = functools.partial(run_windows, model, border)
+                else:
+                    origins = [(windows[k][0], windows[k][2]) for k in members]
+                    windows_run = functools.partial(ReplayWindows(border, record, origins).run, model)
+                picked = _shrinking_pick(windows_run, ca, cb, rr, cc, strict)
             if picked is None:
                 if border is not None:  # shrinking windows could not follow this batch: whole crops
                     return crop_rows(model, a, b, pixels, field, shrinking=False)
@@ -166,10 +182,86 @@ def crop_rows(model: nn.Module, a: torch.Tensor, b: torch.Tensor, pixels, field:
     return rows_a, rows_b, values
 
 
-def _shrinking_pick(windows_mode: ShrinkingWindows, model, ca, cb, rr, cc, strict: bool) -> torch.Tensor | None:
-    """Output values at window positions (rr, cc), run with shrinking windows; None if unsupported."""
+#: Recorded window programs kept per model (one per window shape and border; LRU).
+MAX_PROGRAMS = 512
+
+
+def run_windows(model: nn.Module, border: tuple[bool, bool, bool, bool], a: torch.Tensor, b: torch.Tensor
+                ) -> tuple[torch.Tensor, Extent]:
+    """``ShrinkingWindows(border).run(model, a, b)`` for windows a, b (N, 1, h, w), without its per-operation cost.
+
+    The first run of a window geometry (shape, border, dtype, device) is recorded
+    (``WindowRecorder``); its program is replayed once on the same windows and kept
+    only if that gives a bit-identical output. Later runs of that geometry replay
+    it. Models that read values of their activations always run under the mode.
+    """
+    state = _state(model)
+    key = (tuple(a.shape), border, a.dtype, a.device)
+    with state.lock:
+        program = state.programs.get(key, False)
+        if program is not False:
+            state.programs.move_to_end(key)
+    if program is None:
+        return ShrinkingWindows(border).run(model, a, b)
+    if program is not False:
+        return program.run(a, b)
+    recorder = WindowRecorder(border)
     try:
-        out, extent = windows_mode.run(model, ca, cb)
+        out, extent = recorder.run(model, a, b)
+        program = recorder.program(out, extent)
+    except NotRecordable:
+        out, extent = ShrinkingWindows(border).run(model, a, b)
+        program = None
+    else:
+        with torch.no_grad():
+            again, _ = program.run(a.detach().clone(), b.detach().clone())
+        if not torch.equal(again, out.detach()):
+            program = None
+    with state.lock:
+        state.programs[key] = program
+        while len(state.programs) > MAX_PROGRAMS:
+            state.programs.popitem(last=False)
+    return out, extent
+
+
+def _axis_geometries(reach_before: int, reach_after: int, n: int) -> dict[tuple[int, bool, bool], int]:
+    """{(window length, starts on the border, ends on the border): a position with that window} along one axis."""
+    out = {}
+    for pos in range(n):
+        start, end = max(pos - reach_before, 0), min(pos + reach_after + 1, n)
+        out.setdefault((end - start, start == 0, end == n), pos)
+    return out
+
+
+def record_windows(model: nn.Module, height: int, width: int, limit: int = 256) -> int:
+    """Record ahead of use the window programs (``run_windows``) of single-pixel hovers on an image of
+    ``height`` x ``width``: the interior's and every one along the four edges (corner windows are
+    recorded at first use). A no-op unless the shrinking windows are verified for this shape.
+    Returns how many window geometries it ran (recorded now or before).
+    """
+    if not verify_shrinking(model, height, width):
+        return 0
+    field = analyse(model)
+    rows = _axis_geometries(field.up, field.down, height)
+    cols = _axis_geometries(field.left, field.right, width)
+    middle_row = max(rows.values(), key=lambda pos: min(pos, height - 1 - pos))  # the most interior position
+    middle_col = max(cols.values(), key=lambda pos: min(pos, width - 1 - pos))
+    pixels = [(r, middle_col) for r in rows.values()] + [(middle_row, c) for c in cols.values()]
+    dtype, device = model_dtype(model), model_device(model)
+    pixels = list(dict.fromkeys(pixels))[:limit]
+    with pinned(model), torch.no_grad():
+        for r, c in pixels:
+            top, bottom, left, right = field.box(r, c, height, width)
+            window = torch.zeros(1, 1, bottom - top, right - left, dtype=dtype, device=device)
+            run_windows(model, (top == 0, bottom == height, left == 0, right == width), window, window.clone())
+    return len(pixels)
+
+
+def _shrinking_pick(windows_run, ca, cb, rr, cc, strict: bool) -> torch.Tensor | None:
+    """Output values at window positions (rr, cc) of ``windows_run(ca, cb) -> (out, extent)``, a run with
+    shrinking windows; None if unsupported."""
+    try:
+        out, extent = windows_run(ca, cb)
         rr, cc = rr - extent.top, cc - extent.left
         if bool((rr < 0).any() | (cc < 0).any() | (rr >= out.shape[-2]).any() | (cc >= out.shape[-1]).any()):
             raise Unsupported("the shrunk window lost the pixel")
@@ -206,6 +298,7 @@ def _check_pixels(pixels, height: int, width: int) -> list[tuple[int, int]]:
     return out
 
 
+@pinning
 def pixel_jacobians(model: nn.Module, a: np.ndarray, b: np.ndarray, pixels, method: str = "auto",
                     record: ForwardRecord | None = None) -> list[PixelJacobian]:
     """Exact Jacobian rows of many fused pixels at once.

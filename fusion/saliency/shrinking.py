@@ -84,14 +84,6 @@ def _tag(x: torch.Tensor, extent: Extent) -> torch.Tensor:
     return x
 
 
-def _to(x: torch.Tensor, extent: Extent) -> torch.Tensor:
-    """x (..., h, w) covering its own extent, cut down to ``extent`` (contained in it)."""
-    own = _extent(x)
-    if own == extent:
-        return x
-    return x[..., extent.top - own.top:extent.bottom - own.top, extent.left - own.left:extent.right - own.left]
-
-
 def _map(obj, fn):
     """Apply fn to every tensor in nested lists, tuples and dicts."""
     if isinstance(obj, torch.Tensor):
@@ -144,6 +136,22 @@ class ShrinkingWindows(TorchFunctionMode):
         self.border = border
         self._window = (0, 0)  # (h, w) of the window being run; set by run()
 
+    def _call(self, func, *args, **kwargs):
+        """Every computation on activations runs through here (``WindowRecorder`` keeps them)."""
+        return func(*args, **kwargs)
+
+    def _query(self, name: str, result):
+        """An operation on activations that returned no tensor (dim, size, ...)."""
+        return result
+
+    def _cut(self, x: torch.Tensor, extent: Extent) -> torch.Tensor:
+        """x (..., h, w) covering its own extent, cut down to ``extent`` (contained in it)."""
+        own = _extent(x)
+        if own == extent:
+            return x
+        return self._call(torch.Tensor.__getitem__, x, (Ellipsis, slice(extent.top - own.top, extent.bottom - own.top),
+                                                        slice(extent.left - own.left, extent.right - own.left)))
+
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         tensors = _tensors((args, kwargs))
@@ -163,7 +171,7 @@ class ShrinkingWindows(TorchFunctionMode):
             result = func(*args, **kwargs)
             if _tensors(result):  # metadata queries (dim, size, ...) return no tensors and pass
                 raise Unsupported(f"operation {name!r}")
-            return result
+            return self._query(name, result)
         common = _extent(tracked[0])
         for t in tracked[1:]:
             common = common & _extent(t)
@@ -176,8 +184,8 @@ class ShrinkingWindows(TorchFunctionMode):
         if any(_extent(t) != common for t in tracked):
             if _base_name(name) != name:
                 raise Unsupported(f"in-place {name!r} on activations of different extents")
-            args, kwargs = _map((args, kwargs), lambda t: _to(t, common) if _extent(t) is not None else t)
-        result = func(*args, **kwargs)
+            args, kwargs = _map((args, kwargs), lambda t: self._cut(t, common) if _extent(t) is not None else t)
+        result = self._call(func, *args, **kwargs)
         for out in _tensors(result):
             if tuple(out.shape[-2:]) != (height, width):
                 raise Unsupported(f"{name!r} changed the spatial size")
@@ -187,8 +195,8 @@ class ShrinkingWindows(TorchFunctionMode):
     def _conv(self, x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         x, out_extent = self._valid_conv_input(x, weight, bias, stride, padding, dilation)
         if _plain_kernel(x, weight, out_extent, dilation, groups):
-            return _tag(torch._C._nn.thnn_conv2d(x, weight, weight.shape[-2:], bias), out_extent)
-        return _tag(F.conv2d(x, weight, bias, 1, 0, dilation, groups), out_extent)
+            return _tag(self._call(torch._C._nn.thnn_conv2d, x, weight, weight.shape[-2:], bias), out_extent)
+        return _tag(self._call(F.conv2d, x, weight, bias, 1, 0, dilation, groups), out_extent)
 
     def _valid_conv_input(self, x, weight, bias, stride, padding, dilation) -> tuple[torch.Tensor, Extent]:
         """(x zero-padded on its image-border sides only, the extent a valid convolution of it covers)."""
@@ -217,20 +225,145 @@ class ShrinkingWindows(TorchFunctionMode):
         if out_extent.size[0] <= 0 or out_extent.size[1] <= 0:
             raise Unsupported("the window shrank to nothing")
         if pad_top or pad_bottom or pad_left or pad_right:
-            x = F.pad(x, (pad_left, pad_right, pad_top, pad_bottom))
+            x = self._call(F.pad, x, (pad_left, pad_right, pad_top, pad_bottom))
         return x, out_extent
+
+    def _begin(self, a: torch.Tensor, b: torch.Tensor) -> None:
+        """Called with the two input activations before the model runs."""
 
     def run(self, model: nn.Module, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, Extent]:
         """model(a, b) on (N, 1, h, w) windows -> (output, the extent it covers)."""
         self._window = tuple(a.shape[-2:])
         whole = Extent(0, a.shape[-2], 0, a.shape[-1])
         a, b = _tag(a.view_as(a), whole), _tag(b.view_as(b), whole)
+        self._begin(a, b)
         with self:
             out = model(a, b)
         extent = _extent(out)
         if extent is None or not isinstance(out, torch.Tensor) or out.dim() != 4 or out.shape[:2] != a.shape[:2]:
             raise Unsupported("the output is not an activation of the inputs")
         return out, extent
+
+
+# ------------------------------------------------------------------ recorded window programs
+#: Operations on activations that may return a Python value to the model: shape facts, the same for
+#: every window of one shape. Any other value read from an activation could steer the model's
+#: control flow by the pixels, so a run that reads one is not recorded.
+SHAPE_QUERIES = frozenset({"__get__", "dim", "size", "ndimension", "numel", "nelement", "__len__",
+                           "is_floating_point", "is_complex", "is_contiguous", "stride", "get_device"})
+
+
+class NotRecordable(Unsupported):
+    """The model read a value of an activation: its run cannot be replayed as a fixed program."""
+
+
+@dataclass(frozen=True)
+class _Slot:
+    """In a recorded step: the value computed by an earlier step (or input 0 or 1)."""
+
+    index: int
+
+
+def _bind(obj, slots: dict[int, int]):
+    """obj with every tensor computed during the recording replaced by its ``_Slot``."""
+    if isinstance(obj, torch.Tensor):
+        return _Slot(slots[id(obj)]) if id(obj) in slots else obj
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_bind(o, slots) for o in obj)
+    if isinstance(obj, dict):
+        return {k: _bind(v, slots) for k, v in obj.items()}
+    return obj
+
+
+def _resolve(obj, values: list):
+    """Inverse of ``_bind``, given the values computed so far."""
+    if type(obj) is _Slot:
+        return values[obj.index]
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_resolve(o, values) for o in obj)
+    if isinstance(obj, dict):
+        return {k: _resolve(v, values) for k, v in obj.items()}
+    return obj
+
+
+def _has_slot(obj) -> bool:
+    if type(obj) is _Slot:
+        return True
+    if isinstance(obj, (list, tuple)):
+        return any(_has_slot(o) for o in obj)
+    if isinstance(obj, dict):
+        return any(_has_slot(v) for v in obj.values())
+    return False
+
+
+class WindowProgram:
+    """The PyTorch calls of one shrinking-window run, replayed without the mode.
+
+    Tracking the windows costs Python work on every operation; for one window
+    shape and border the calls are the same for every pixel and pair (the model
+    is recorded only if it reads no value of an activation), so they are
+    recorded once (``WindowRecorder``) and replayed: the same kernels on the same
+    operands, giving bit-identical results. Weights are held by reference: a
+    program belongs to one state of the model (see ``receptive_field._state``).
+    """
+
+    def __init__(self, steps: list[tuple], output: int, extent: Extent):
+        # Per step: (func, args, kwargs, top-level (position, slot) pairs of args, whether anything else
+        # refers to slots). Most steps take slots only as plain arguments: those are filled in directly.
+        self.steps = []
+        for func, args, kwargs in steps:
+            direct = [(k, arg.index) for k, arg in enumerate(args) if type(arg) is _Slot]
+            nested = _has_slot(kwargs) or any(_has_slot(arg) for arg in args if type(arg) is not _Slot)
+            self.steps.append((func, list(args), kwargs, direct, nested))
+        self.output, self.extent = output, extent
+
+    def run(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, Extent]:
+        """The recorded run on windows a, b (N, 1, h, w) of the recorded shape -> (output, extent)."""
+        values = [a, b]
+        for func, args, kwargs, direct, nested in self.steps:
+            if nested:
+                args, kwargs = _resolve(args, values), _resolve(kwargs, values)
+            elif direct:
+                args = args.copy()
+                for position, index in direct:
+                    args[position] = values[index]
+            values.append(func(*args, **kwargs))
+        return values[self.output], self.extent
+
+
+class WindowRecorder(ShrinkingWindows):
+    """Shrinking windows that keep every call they make, for a ``WindowProgram``."""
+
+    def __init__(self, border: tuple[bool, bool, bool, bool]):
+        super().__init__(border)
+        self._steps: list[tuple] = []
+        self._values: list[torch.Tensor] = []  # kept alive while recording: their ids stay unique
+        self._slots: dict[int, int] = {}
+
+    def _begin(self, a, b):
+        for x in (a, b):
+            self._slots[id(x)] = len(self._values)
+            self._values.append(x)
+
+    def _call(self, func, *args, **kwargs):
+        result = func(*args, **kwargs)
+        if not isinstance(result, torch.Tensor):
+            raise NotRecordable(f"{getattr(func, '__name__', func)!r} returned {type(result).__name__}")
+        self._steps.append((func, _bind(args, self._slots), _bind(kwargs, self._slots)))
+        self._slots[id(result)] = len(self._values)
+        self._values.append(result)
+        return result
+
+    def _query(self, name, result):
+        if name not in SHAPE_QUERIES:
+            raise NotRecordable(f"the model reads a value of an activation ({name!r})")
+        return result
+
+    def program(self, out: torch.Tensor, extent: Extent) -> WindowProgram:
+        """The program of the run that returned ``out``."""
+        if id(out) not in self._slots:
+            raise NotRecordable("the output was not computed by a recorded call")
+        return WindowProgram(self._steps, self._slots[id(out)], extent)
 
 
 # ------------------------------------------------------------------ kept forward activations
@@ -245,11 +378,11 @@ class ForwardRecord:
 
     def __init__(self, model: nn.Module, a: torch.Tensor, b: torch.Tensor, outputs: list[torch.Tensor],
                  fused: torch.Tensor):
-        from .receptive_field import fingerprint
+        from .receptive_field import _state
 
         self.outputs, self.fused = outputs, fused
         self.inputs = (a.detach().clone(), b.detach().clone())  # pass these to hovers: no comparison needed
-        self._model_fingerprint = fingerprint(model)
+        self._model_fingerprint = _state(model).fingerprint
 
     @property
     def nbytes(self) -> int:
@@ -257,9 +390,9 @@ class ForwardRecord:
 
     def check(self, model: nn.Module, a: torch.Tensor, b: torch.Tensor) -> None:
         """Raise ValueError unless this record was made by ``model`` (unchanged since) on exactly (a, b)."""
-        from .receptive_field import fingerprint
+        from .receptive_field import _state
 
-        if fingerprint(model) != self._model_fingerprint:
+        if _state(model).fingerprint != self._model_fingerprint:
             raise ValueError("the forward record was made by another model or other weights")
         if not all(x is y or (x.shape == y.shape and x.dtype == y.dtype and torch.equal(x, y))
                    for x, y in zip((a, b), self.inputs, strict=True)):
