@@ -33,13 +33,13 @@ def _start_worker(settings: dict) -> None:
     global _SERVICE
     torch.set_num_threads(1)
     _SERVICE = SaliencyService(**settings, hover_processes=0)
+    _SERVICE._concurrent_hovers = 1  # a worker hovers one model at a time
 
 
-def _prepare(names: list[str], shape: tuple[int, int]) -> set[tuple]:
-    """In a worker: build the models and record their window programs for images of ``shape``.
-    Returns every (weights hash, H, W) prepared in this worker so far."""
-    for name in names:
-        _SERVICE._prepare_windows(name, shape)
+def _prepare(names: list[str], pair_id: str) -> set[tuple]:
+    """In a worker: build the models, keep their forward activations on the pair where hovers replay them,
+    and record their window programs. Returns every (weights hash, H, W, replay) prepared here so far."""
+    _SERVICE._prepare(names, pair_id)
     return set(_SERVICE._windows_ready)
 
 
@@ -105,14 +105,14 @@ class HoverProcesses:
             self._pid = os.getpid()
         return self._pool
 
-    def warm(self, names: list[str], shape: tuple[int, int]) -> list[Future]:
-        """Start the workers, and prepare hovers of ``names`` on images of ``shape`` in each (does not wait).
+    def warm(self, names: list[str], pair_id: str) -> list[Future]:
+        """Start the workers, and prepare hovers of ``names`` on the pair in each (does not wait).
 
         One task per worker: each takes long enough that the idle workers take one each; a worker
         that takes none records its window programs at first use.
         """
         pool = self._executor()
-        return [pool.submit(_prepare, list(names), tuple(shape)) for _ in range(self.workers)]
+        return [pool.submit(_prepare, list(names), pair_id) for _ in range(self.workers)]
 
     def hover(self, tasks: list[tuple[str, str, int, int, str]], costs: list[float], shape: tuple[int, int]) -> list:
         """(name, pair_id, row, col, weights_hash) per model -> per task (seconds, PixelJacobian),

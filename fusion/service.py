@@ -224,6 +224,8 @@ class SaliencyService:
                 "max_band_bytes": self.max_band_bytes, "hover_memory_bytes": self._records.max_bytes,
                 "replay": replay})
         self._local_only: set[str] = set()  # models whose weights the workers do not have
+        #: Hovers running at once in this process (a hover worker process sets 1), as ``replay_pays`` times them.
+        self._concurrent_hovers = 2
         #: How many times each kind of result was computed here (not served from a cache).
         self.computed: dict[str, int] = {"fuse": 0, "pixel": 0, "dense": 0, "record": 0}
 
@@ -335,14 +337,18 @@ class SaliencyService:
         entry = self._load(key)
         if entry is not None:
             header = entry[1]
+            faster = header.get("replay_faster")
+            if isinstance(faster, bool):  # written before the timing per number of hovers at once
+                faster = {2: faster}
             remember_verdict(model, height, width, (header["ok"], header["reason"]), header.get("shrinking"),
-                             header.get("replay"), header.get("replay_faster"))
+                             header.get("replay"), faster)
         method, field, reason = plan(model, height, width)
         if entry is None:
             shrinking = method == "crop" and verify_shrinking(model, height, width)
             replay = shrinking and verify_replay(model, height, width)
+            faster = {concurrent: replay and replay_pays(model, height, width, concurrent) for concurrent in (1, 2)}
             self._store(key, {}, {"ok": method == "crop", "reason": reason, "shrinking": shrinking,
-                                  "replay": replay, "replay_faster": replay and replay_pays(model, height, width)})
+                                  "replay": replay, "replay_faster": faster})
         return method, field, reason
 
     def model_info(self, name: str) -> dict:
@@ -422,33 +428,34 @@ class SaliencyService:
 
     def prepare_hover(self, names, pair_id: str):
         """Start preparing hovers of ``names`` on the pair in a background thread, so that the first hovers
-        need not wait: the verdicts, the window programs of the interior and the edges
-        (``fusion.saliency.pixel.record_windows``) and the kept forward activations. Also in the
-        worker processes, if any. Returns a ``concurrent.futures.Future``."""
+        need not wait: the verdicts, then (``_prepare``) in the worker processes if there are any, else
+        here: the kept forward activations and the window programs. Returns a
+        ``concurrent.futures.Future`` (done when the workers are prepared too)."""
         names = [names] if isinstance(names, str) else list(names)
         a, _ = self.get_pair(pair_id)  # an unknown pair fails here, not in the background
 
         def prepare():
             for name in names:
                 self._plan(name, *a.shape)
-            in_workers = []
-            if self._hover_pool is not None:  # after the plans: the workers read their verdicts from the cache
-                in_workers = self._hover_pool.warm(names, a.shape)
-            for name in names:
-                self._prepare_windows(name, a.shape)
-                self._record(name, pair_id)
-            for future in in_workers:
+            if self._hover_pool is None:
+                self._prepare(names, pair_id)
+                return
+            for future in self._hover_pool.warm(names, pair_id):  # after the plans: workers read the verdicts
                 future.result()
         return self._workers("_prepare_pool", 1).submit(prepare)
 
-    def _prepare_windows(self, name: str, shape: tuple[int, int]) -> None:
-        """The plan and the window programs of model ``name`` for images of ``shape`` (once per process)."""
-        key = (self.weights_hash(name), *shape)
-        if key in self._windows_ready:
-            return
-        if self._plan(name, *shape)[0] == "crop":
-            record_windows(self.model(name), *shape)
-        self._windows_ready.add(key)
+    def _prepare(self, names: list[str], pair_id: str) -> None:
+        """For each model: the kept forward activations on the pair where hovers replay them, and the window
+        programs of the interior and the edges (``fusion.saliency.pixel.record_windows``; once per
+        process, image shape, and replay or not)."""
+        a, _ = self.get_pair(pair_id)
+        for name in names:
+            record = self._record(name, pair_id)
+            key = (self.weights_hash(name), *a.shape, record is not None)
+            if key not in self._windows_ready:
+                if self._plan(name, *a.shape)[0] == "crop":
+                    record_windows(self.model(name), *a.shape, record=record)
+                self._windows_ready.add(key)
 
     def _workers(self, attribute: str = "_pool", size: int = HOVER_WORKERS):
         """A thread pool of this process (a forked child gets its own)."""
@@ -518,7 +525,7 @@ class SaliencyService:
         """The kept full-image activations of model ``name`` on the pair (made once, in memory).
 
         None where hovers do not replay them: not verified for this model and shape,
-        not faster than computing the shrinking windows here (``replay_pays``), or one
+        not faster than computing the shrinking windows in this process (``replay_pays``), or one
         record does not fit ``hover_memory_bytes``.
         """
         a, b = self.get_pair(pair_id)
@@ -533,7 +540,8 @@ class SaliencyService:
         budget = self._records.max_bytes
         if self.replay == "never" or budget <= 0 or self._record_bytes.get(size_key, 0) > budget:
             return None
-        if not (verify_replay if self.replay == "always" else replay_pays)(model, *a.shape):
+        if not (verify_replay(model, *a.shape) if self.replay == "always"
+                else replay_pays(model, *a.shape, self._concurrent_hovers)):
             return None
         with self._work_lock(("record", *key)):  # one thread records, the others wait for it
             hit = self._records.get(key)

@@ -104,7 +104,7 @@ def click(dash_duo, selector: str, attempts: int = 3):
     while a whole-image result was drawn); then scroll and click again, and in the end dispatch
     the click from JavaScript, which does not depend on where the element is drawn.
     """
-    for attempt in range(attempts):
+    for _ in range(attempts):
         element = dash_duo.find_element(selector)
         dash_duo.driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
         try:

@@ -45,10 +45,13 @@ def test_workers_answer_like_the_calling_process(services):
 def test_workers_prepare_their_window_programs(services):
     pooled, _ = services
     names = ["funfusean", "deeppedestrian"]
-    prepared = [future.result(timeout=300) for future in pooled._hover_pool.warm(names, (40, 36))]
-    want = {(pooled.weights_hash(name), 40, 36) for name in names}
-    assert len(prepared) == 2 and all(want <= ready for ready in prepared)
     pair_id = pooled.put_pair(*(x.astype(np.float32) for x in pair(40, 36, seed=2)))
+    for name in names:
+        pooled._plan(name, 40, 36)
+    prepared = [future.result(timeout=300) for future in pooled._hover_pool.warm(names, pair_id)]
+    assert len(prepared) == 2
+    for ready in prepared:
+        assert {key[:3] for key in ready} == {(pooled.weights_hash(name), 40, 36) for name in names}
     pooled.prepare_hover(names, pair_id).result(timeout=300)  # waits for the workers too
     pooled.pixel(names, pair_id, 20, 18)
     assert pooled.computed["pixel"] == 2 and not pooled._local_only

@@ -285,15 +285,18 @@ def test_prepare_hover_keeps_the_forward_passes_in_the_background(service, image
 
 
 def test_the_replay_choice_is_timed_once_and_shared_through_the_cache(tmp_path):
+    """Timed for hovers in threads (2 at once) and in worker processes (1 at a time), stored with the verdict."""
     svc = SaliencyService(cache_dir=tmp_path / "cache")  # the bundled weights: the same in both services
     pair_id = svc.put_pair(*(x.astype(np.float32) for x in pair(36, 36, seed=4)))
     svc.pixel(["deeppedestrian"], pair_id, 10, 10)
-    faster = fusion.saliency.replay_pays(svc.model("deeppedestrian"), 36, 36)
-    assert svc.computed["record"] == int(faster)
+    faster = {n: fusion.saliency.replay_pays(svc.model("deeppedestrian"), 36, 36, n) for n in (1, 2)}
+    assert svc.computed["record"] == int(faster[2])
     other = SaliencyService(cache_dir=tmp_path / "cache")  # another process: reads the verdict, times nothing
     assert other.weights_hash("deeppedestrian") == svc.weights_hash("deeppedestrian")
     other._plan("deeppedestrian", 36, 36)
-    assert _state(other.model("deeppedestrian")).replay_pays == {(36, 36): faster}
+    assert _state(other.model("deeppedestrian")).replay_pays == {(36, 36, n): faster[n] for n in (1, 2)}
+    other._concurrent_hovers = 1  # as in a hover worker process
+    assert (other._record("deeppedestrian", other.put_pair(*svc.get_pair(pair_id))) is not None) == faster[1]
 
 
 def test_hovers_start_with_the_slowest_model(service, images, monkeypatch):

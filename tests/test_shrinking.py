@@ -12,7 +12,7 @@ import fusion
 from fusion.saliency import analyse, pixel_jacobians, record_forward, replay_pays, verify_replay, verify_shrinking
 from fusion.saliency.pixel import crop_rows, record_windows, run_windows
 from fusion.saliency.receptive_field import _state, fingerprint, full_rows
-from fusion.saliency.shrinking import NotRecordable, ReplayWindows, ShrinkingWindows, Unsupported, WindowRecorder
+from fusion.saliency.shrinking import NotRecordable, ReplayWindows, ShrinkingWindows, Unsupported
 
 
 def every_pixel_rows(model, a, b, shrinking: bool, replay: bool = False):
@@ -181,22 +181,24 @@ def test_replay_timing_runs_on_any_image_shape(shape):
 
 
 # ------------------------------------------------------------------ recorded window programs
-def assert_every_pixel_exact(model, a, b):
+def assert_every_pixel_exact(model, a, b, replay: bool = False):
     want_a, want_b, want_out = brute_jacobian(model, a, b)
-    got_a, got_b, got_out = every_pixel_rows(model, a, b, shrinking=True)
+    got_a, got_b, got_out = every_pixel_rows(model, a, b, shrinking=True, replay=replay)
     for got, want in ((got_a, want_a), (got_b, want_b), (got_out, want_out)):
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-12 * max(np.abs(want).max(), 1.0))
 
 
+@pytest.mark.parametrize("replay", [False, True], ids=["computed", "replayed"])
 @pytest.mark.parametrize("name", fusion.list_models())
-def test_recorded_window_programs_replay_exactly(name):
-    """Every pixel twice: the first pass records a program per window geometry, the second replays them."""
+def test_recorded_window_programs_replay_exactly(name, replay):
+    """Every pixel twice: the first pass records a program per window geometry, the second replays them
+    (with ``replay``: programs that read kept activations, on a record of another pair the second time)."""
     model = fresh(name)
     a, b = pair(13, 17, seed=9)
-    assert_every_pixel_exact(model, a, b)
+    assert_every_pixel_exact(model, a, b, replay)
     programs = dict(_state(model).programs)
     assert programs and all(program is not None for program in programs.values())
-    assert_every_pixel_exact(model, a, b)
+    assert_every_pixel_exact(model, *pair(13, 17, seed=10), replay)
     assert _state(model).programs.keys() == programs.keys()  # nothing recorded again
 
 
@@ -245,7 +247,7 @@ def test_a_model_that_reads_its_activations_is_not_recorded():
     model = build(ReadsItsActivations)
     window = torch.rand(1, 1, 5, 5, dtype=torch.float64)
     with pytest.raises(NotRecordable, match="tolist"):
-        WindowRecorder((False,) * 4).run(model, window, window.clone())
+        ShrinkingWindows((False,) * 4, recording=True).run(model, window, window.clone())
     a, b = pair(9, 11, seed=6)
     assert_every_pixel_exact(model, a, b)
     assert _state(model).programs and all(p is None for p in _state(model).programs.values())

@@ -39,10 +39,10 @@ from .shrinking import (
     Extent,
     ForwardRecord,
     NotRecordable,
+    ReplaySource,
     ReplayWindows,
     ShrinkingWindows,
     Unsupported,
-    WindowRecorder,
 )
 
 
@@ -161,11 +161,8 @@ def crop_rows(model: nn.Module, a: torch.Tensor, b: torch.Tensor, pixels, field:
             cc = torch.tensor([pixels[k][1] - windows[k][2] for k in members])
             picked = None
             if border is not None:
-                if record is None:
-                    windows_run = functools.partial(run_windows, model, border)
-                else:
-                    origins = [(windows[k][0], windows[k][2]) for k in members]
-                    windows_run = functools.partial(ReplayWindows(border, record, origins).run, model)
+                origins = [(windows[k][0], windows[k][2]) for k in members]
+                windows_run = functools.partial(run_windows, model, border, record=record, origins=origins)
                 picked = _shrinking_pick(windows_run, ca, cb, rr, cc, strict)
             if picked is None:
                 if border is not None:  # shrinking windows could not follow this batch: whole crops
@@ -186,35 +183,41 @@ def crop_rows(model: nn.Module, a: torch.Tensor, b: torch.Tensor, pixels, field:
 MAX_PROGRAMS = 512
 
 
-def run_windows(model: nn.Module, border: tuple[bool, bool, bool, bool], a: torch.Tensor, b: torch.Tensor
-                ) -> tuple[torch.Tensor, Extent]:
-    """``ShrinkingWindows(border).run(model, a, b)`` for windows a, b (N, 1, h, w), without its per-operation cost.
+def run_windows(model: nn.Module, border: tuple[bool, bool, bool, bool], a: torch.Tensor, b: torch.Tensor,
+                record: ForwardRecord | None = None, origins=None) -> tuple[torch.Tensor, Extent]:
+    """``ShrinkingWindows(border).run(model, a, b)`` for windows a, b (N, 1, h, w), without its per-operation
+    cost; with ``record`` (and ``origins``, each window's (top, left) in the image), ``ReplayWindows``'s.
 
-    The first run of a window geometry (shape, border, dtype, device) is recorded
-    (``WindowRecorder``); its program is replayed once on the same windows and kept
-    only if that gives a bit-identical output. Later runs of that geometry replay
-    it. Models that read values of their activations always run under the mode.
+    The first run of a window geometry (shape, border, dtype, device; replay or not) is
+    recorded (``ShrinkingWindows(..., recording=True)``); its program is replayed once on
+    the same windows and kept only if that gives a bit-identical output. Later runs of that
+    geometry replay it. Models that read values of their activations always run under the mode.
     """
+    def windows(recording: bool = False) -> ShrinkingWindows:
+        if record is None:
+            return ShrinkingWindows(border, recording)
+        return ReplayWindows(border, record, origins, recording)
+
     state = _state(model)
-    key = (tuple(a.shape), border, a.dtype, a.device)
+    key = (tuple(a.shape), border, a.dtype, a.device, None if record is None else tuple(record.fused.shape))
     with state.lock:
         program = state.programs.get(key, False)
         if program is not False:
             state.programs.move_to_end(key)
     if program is None:
-        return ShrinkingWindows(border).run(model, a, b)
+        return windows().run(model, a, b)
     if program is not False:
-        return program.run(a, b)
-    recorder = WindowRecorder(border)
+        return program.run(a, b, None if record is None else ReplaySource(record, origins))
+    recorder = windows(recording=True)
     try:
         out, extent = recorder.run(model, a, b)
         program = recorder.program(out, extent)
     except NotRecordable:
-        out, extent = ShrinkingWindows(border).run(model, a, b)
+        out, extent = windows().run(model, a, b)
         program = None
     else:
         with torch.no_grad():
-            again, _ = program.run(a.detach().clone(), b.detach().clone())
+            again, _ = program.run(a.detach().clone(), b.detach().clone(), recorder.source)
         if not torch.equal(again, out.detach()):
             program = None
     with state.lock:
@@ -233,11 +236,13 @@ def _axis_geometries(reach_before: int, reach_after: int, n: int) -> dict[tuple[
     return out
 
 
-def record_windows(model: nn.Module, height: int, width: int, limit: int = 256) -> int:
+def record_windows(model: nn.Module, height: int, width: int, limit: int = 256,
+                   record: ForwardRecord | None = None) -> int:
     """Record ahead of use the window programs (``run_windows``) of single-pixel hovers on an image of
     ``height`` x ``width``: the interior's and every one along the four edges (corner windows are
-    recorded at first use). A no-op unless the shrinking windows are verified for this shape.
-    Returns how many window geometries it ran (recorded now or before).
+    recorded at first use); with ``record`` (of this shape), those of hovers replaying it. A no-op
+    unless the shrinking windows are verified for this shape. Returns how many window geometries
+    it ran (recorded now or before).
     """
     if not verify_shrinking(model, height, width):
         return 0
@@ -253,7 +258,8 @@ def record_windows(model: nn.Module, height: int, width: int, limit: int = 256) 
         for r, c in pixels:
             top, bottom, left, right = field.box(r, c, height, width)
             window = torch.zeros(1, 1, bottom - top, right - left, dtype=dtype, device=device)
-            run_windows(model, (top == 0, bottom == height, left == 0, right == width), window, window.clone())
+            run_windows(model, (top == 0, bottom == height, left == 0, right == width), window, window.clone(),
+                        record=record, origins=[(top, left)])
     return len(pixels)
 
 

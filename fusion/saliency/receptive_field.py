@@ -88,7 +88,7 @@ class _State:
         self.verdicts: dict[tuple[int, int], tuple[bool, str | None]] = {}
         self.shrinking: dict[tuple[int, int], bool] = {}
         self.replay: dict[tuple[int, int], bool] = {}
-        self.replay_pays: dict[tuple[int, int], bool] = {}
+        self.replay_pays: dict[tuple[int, int, int], bool] = {}  # (H, W, hovers at once) -> faster
         self.double: nn.Module | None = None
         #: Recorded shrinking-window runs by window geometry (``pixel.run_windows``); None: not recordable.
         self.programs: OrderedDict = OrderedDict()
@@ -294,17 +294,17 @@ def remember_field(model: nn.Module, field: Field) -> Field:
 
 def remember_verdict(model: nn.Module, height: int, width: int, verdict: tuple[bool, str | None],
                      shrinking: bool | None = None, replay: bool | None = None,
-                     replay_faster: bool | None = None) -> None:
-    """Install verification verdicts (and the timing of ``replay_pays``) derived elsewhere for this
-    model instance and image shape."""
+                     replay_faster: dict[int, bool] | None = None) -> None:
+    """Install verification verdicts (and the timings of ``replay_pays``, by hovers at once) derived
+    elsewhere for this model instance and image shape."""
     state = _state(model)
     state.verdicts[(height, width)] = (bool(verdict[0]), verdict[1])
     if shrinking is not None:
         state.shrinking[(height, width)] = bool(shrinking)
     if replay is not None:
         state.replay[(height, width)] = bool(replay)
-    if replay_faster is not None:
-        state.replay_pays[(height, width)] = bool(replay_faster)
+    for concurrent, faster in (replay_faster or {}).items():
+        state.replay_pays[(height, width, int(concurrent))] = bool(faster)
 
 
 def receptive_field(model: nn.Module) -> int:
@@ -446,14 +446,15 @@ def verify_replay(model: nn.Module, height: int, width: int) -> bool:
     return state.replay[key]
 
 
-def replay_pays(model: nn.Module, height: int, width: int, repeats: int = 3) -> bool:
+def replay_pays(model: nn.Module, height: int, width: int, concurrent: int = 2, repeats: int = 3) -> bool:
     """Is a hover faster replaying kept activations than computing its shrinking windows? (timed once, memoised)
 
     Both are exact (``verify_replay``); which is faster depends on the model and the
     machine: replaying skips the forward convolutions but adds a Python step (which
     holds the GIL) to each one's backward. Timed as the service hovers: single-pixel
-    hovers near the centre of the verification pair on two threads at once, the two
-    ways alternately, best of ``repeats``.
+    hovers near the centre of the verification pair, ``concurrent`` threads at once (2:
+    the models of one hover share a process; 1: a worker process hovers one model at a
+    time), the two ways alternately, best of ``repeats``.
     """
     import time
     from concurrent.futures import ThreadPoolExecutor
@@ -462,7 +463,7 @@ def replay_pays(model: nn.Module, height: int, width: int, repeats: int = 3) -> 
     from .shrinking import record_forward
 
     state = _state(model)
-    key = (height, width)
+    key = (height, width, concurrent)
     if key not in state.replay_pays:
         pays = verify_replay(model, height, width)
         if pays:
@@ -476,10 +477,10 @@ def replay_pays(model: nn.Module, height: int, width: int, repeats: int = 3) -> 
                     crop_rows(model, a, b, [pixel], field, shrinking=True, record=record if replay else None)
 
             best = {False: math.inf, True: math.inf}
-            with single_thread(), ThreadPoolExecutor(2) as pool:
+            with single_thread(), ThreadPoolExecutor(concurrent) as pool:
                 for _, replay in itertools.product(range(repeats + 1), (False, True)):  # one more round: warm-up
                     start = time.perf_counter()
-                    list(pool.map(hovers, [replay, replay]))
+                    list(pool.map(hovers, [replay] * concurrent))
                     best[replay] = min(best[replay], time.perf_counter() - start)
             pays = best[True] < best[False]
         state.replay_pays[key] = pays

@@ -129,20 +129,56 @@ class ShrinkingWindows(TorchFunctionMode):
     """Runs a model on a window with valid convolutions (see the module docstring).
 
     ``border`` says which window sides lie on the image border: (top, bottom, left, right).
+    ``recording``: keep every call made on activations, for ``program()`` (see ``WindowProgram``).
     """
 
-    def __init__(self, border: tuple[bool, bool, bool, bool]):
+    def __init__(self, border: tuple[bool, bool, bool, bool], recording: bool = False):
         super().__init__()
         self.border = border
         self._window = (0, 0)  # (h, w) of the window being run; set by run()
+        self._recording = recording
+        self._steps: list[tuple] = []
+        self._values: list = []  # what the slots hold, kept alive while recording: their ids stay unique
+        self._slots: dict[int, int] = {}  # id(value) -> slot
 
     def _call(self, func, *args, **kwargs):
-        """Every computation on activations runs through here (``WindowRecorder`` keeps them)."""
-        return func(*args, **kwargs)
+        """Every computation on activations runs through here."""
+        result = func(*args, **kwargs)
+        if self._recording:
+            if not isinstance(result, torch.Tensor):
+                raise NotRecordable(f"{getattr(func, '__name__', func)!r} returned {type(result).__name__}")
+            self._steps.append((func, _bind(args, self._slots), _bind(kwargs, self._slots)))
+            self._hold(result)
+        return result
+
+    def _hold(self, value) -> None:
+        """Give ``value`` the next slot (recording)."""
+        self._slots[id(value)] = len(self._values)
+        self._values.append(value)
 
     def _query(self, name: str, result):
         """An operation on activations that returned no tensor (dim, size, ...)."""
+        if self._recording and name not in SHAPE_QUERIES:
+            raise NotRecordable(f"the model reads a value of an activation ({name!r})")
         return result
+
+    def _begin(self, a: torch.Tensor, b: torch.Tensor) -> None:
+        """Called with the two input activations before the model runs: slots 0, 1 and 2 (``source``)."""
+        if self._recording:
+            self._hold(a)
+            self._hold(b)
+            self._values.append(self.source)
+            if self.source is not None:
+                self._slots[id(self.source)] = 2
+
+    #: What a program's slot 2 holds: run-time data other than the windows (``ReplayWindows``: the record).
+    source = None
+
+    def program(self, out: torch.Tensor, extent: Extent) -> WindowProgram:
+        """The program of the recorded run that returned ``out``."""
+        if not self._recording or id(out) not in self._slots:
+            raise NotRecordable("the output was not computed by a recorded call")
+        return WindowProgram(self._steps, self._slots[id(out)], extent)
 
     def _cut(self, x: torch.Tensor, extent: Extent) -> torch.Tensor:
         """x (..., h, w) covering its own extent, cut down to ``extent`` (contained in it)."""
@@ -228,9 +264,6 @@ class ShrinkingWindows(TorchFunctionMode):
             x = self._call(F.pad, x, (pad_left, pad_right, pad_top, pad_bottom))
         return x, out_extent
 
-    def _begin(self, a: torch.Tensor, b: torch.Tensor) -> None:
-        """Called with the two input activations before the model runs."""
-
     def run(self, model: nn.Module, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, Extent]:
         """model(a, b) on (N, 1, h, w) windows -> (output, the extent it covers)."""
         self._window = tuple(a.shape[-2:])
@@ -259,15 +292,15 @@ class NotRecordable(Unsupported):
 
 @dataclass(frozen=True)
 class _Slot:
-    """In a recorded step: the value computed by an earlier step (or input 0 or 1)."""
+    """In a recorded step: the value computed by an earlier step (or input 0, 1 or the source, 2)."""
 
     index: int
 
 
 def _bind(obj, slots: dict[int, int]):
-    """obj with every tensor computed during the recording replaced by its ``_Slot``."""
-    if isinstance(obj, torch.Tensor):
-        return _Slot(slots[id(obj)]) if id(obj) in slots else obj
+    """obj with every value held in a slot during the recording replaced by its ``_Slot``."""
+    if id(obj) in slots:
+        return _Slot(slots[id(obj)])
     if isinstance(obj, (list, tuple)):
         return type(obj)(_bind(o, slots) for o in obj)
     if isinstance(obj, dict):
@@ -302,9 +335,11 @@ class WindowProgram:
     Tracking the windows costs Python work on every operation; for one window
     shape and border the calls are the same for every pixel and pair (the model
     is recorded only if it reads no value of an activation), so they are
-    recorded once (``WindowRecorder``) and replayed: the same kernels on the same
-    operands, giving bit-identical results. Weights are held by reference: a
-    program belongs to one state of the model (see ``receptive_field._state``).
+    recorded once (``ShrinkingWindows(border, recording=True)``) and replayed: the
+    same kernels on the same operands, giving bit-identical results. Weights are
+    held by reference: a program belongs to one state of the model (see
+    ``receptive_field._state``). A replay's program reads the kept activations
+    from its ``source`` (``ReplaySource``: the record and the windows' origins).
     """
 
     def __init__(self, steps: list[tuple], output: int, extent: Extent):
@@ -317,9 +352,9 @@ class WindowProgram:
             self.steps.append((func, list(args), kwargs, direct, nested))
         self.output, self.extent = output, extent
 
-    def run(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, Extent]:
+    def run(self, a: torch.Tensor, b: torch.Tensor, source=None) -> tuple[torch.Tensor, Extent]:
         """The recorded run on windows a, b (N, 1, h, w) of the recorded shape -> (output, extent)."""
-        values = [a, b]
+        values = [a, b, source]
         for func, args, kwargs, direct, nested in self.steps:
             if nested:
                 args, kwargs = _resolve(args, values), _resolve(kwargs, values)
@@ -329,41 +364,6 @@ class WindowProgram:
                     args[position] = values[index]
             values.append(func(*args, **kwargs))
         return values[self.output], self.extent
-
-
-class WindowRecorder(ShrinkingWindows):
-    """Shrinking windows that keep every call they make, for a ``WindowProgram``."""
-
-    def __init__(self, border: tuple[bool, bool, bool, bool]):
-        super().__init__(border)
-        self._steps: list[tuple] = []
-        self._values: list[torch.Tensor] = []  # kept alive while recording: their ids stay unique
-        self._slots: dict[int, int] = {}
-
-    def _begin(self, a, b):
-        for x in (a, b):
-            self._slots[id(x)] = len(self._values)
-            self._values.append(x)
-
-    def _call(self, func, *args, **kwargs):
-        result = func(*args, **kwargs)
-        if not isinstance(result, torch.Tensor):
-            raise NotRecordable(f"{getattr(func, '__name__', func)!r} returned {type(result).__name__}")
-        self._steps.append((func, _bind(args, self._slots), _bind(kwargs, self._slots)))
-        self._slots[id(result)] = len(self._values)
-        self._values.append(result)
-        return result
-
-    def _query(self, name, result):
-        if name not in SHAPE_QUERIES:
-            raise NotRecordable(f"the model reads a value of an activation ({name!r})")
-        return result
-
-    def program(self, out: torch.Tensor, extent: Extent) -> WindowProgram:
-        """The program of the run that returned ``out``."""
-        if id(out) not in self._slots:
-            raise NotRecordable("the output was not computed by a recorded call")
-        return WindowProgram(self._steps, self._slots[id(out)], extent)
 
 
 # ------------------------------------------------------------------ kept forward activations
@@ -449,6 +449,23 @@ class _ReplayedConv(torch.autograd.Function):
         return grad_x, None, None, None, None, None
 
 
+class ReplaySource:
+    """Where a replay reads its convolutions' outputs: the record, and each window's image position (top, left)."""
+
+    __slots__ = ("record", "origins")
+
+    def __init__(self, record: ForwardRecord, origins):
+        self.record, self.origins = record, [(int(top), int(left)) for top, left in origins]
+
+
+def _kept_windows(source: ReplaySource, k: int, extent: Extent) -> torch.Tensor:
+    """The windows ``extent`` (relative to each origin) of the k-th kept convolution output, (N, C, h, w)."""
+    full = source.record.outputs[k]
+    # A copy, not a view: later operations run faster on it (measured), and in-place ones cannot reach the record.
+    return torch.cat([full[:, :, top + extent.top:top + extent.bottom, left + extent.left:left + extent.right]
+                      for top, left in source.origins])
+
+
 class ReplayWindows(ShrinkingWindows):
     """Shrinking windows whose convolutions read their outputs from a full-image ForwardRecord.
 
@@ -457,25 +474,25 @@ class ReplayWindows(ShrinkingWindows):
     pass needs); the convolutions cost only their input gradients.
     """
 
-    def __init__(self, border, record: ForwardRecord, origins):
-        super().__init__(border)
-        self.record, self.origins, self._calls = record, [(int(top), int(left)) for top, left in origins], 0
+    def __init__(self, border, record: ForwardRecord, origins, recording: bool = False):
+        super().__init__(border, recording)
+        self.source, self._calls = ReplaySource(record, origins), 0
+
+    @property
+    def record(self) -> ForwardRecord:
+        return self.source.record
 
     def _conv(self, x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         x, extent = self._valid_conv_input(x, weight, bias, stride, padding, dilation)
         if self._calls >= len(self.record.outputs):
             raise Unsupported("the model ran more convolutions than its recorded forward pass")
         full = self.record.outputs[self._calls]
-        self._calls += 1
         if full.shape[1] != weight.shape[0] or full.dtype != x.dtype:
             raise Unsupported("the convolutions ran in another order than in the recorded forward pass")
-        windows = [full[:, :, top + extent.top:top + extent.bottom, left + extent.left:left + extent.right]
-                   for top, left in self.origins]
-        # A copy, not a view: later operations run faster on it (measured), and in-place ones cannot
-        # reach the record.
-        kept = torch.cat(windows)
+        kept = self._call(_kept_windows, self.source, self._calls, extent)
+        self._calls += 1
         plain = _plain_kernel(x, weight, extent, dilation, groups)
-        return _tag(_ReplayedConv.apply(x, weight, kept, plain, dilation, groups), extent)
+        return _tag(self._call(_ReplayedConv.apply, x, weight, kept, plain, dilation, groups), extent)
 
     def run(self, model, a, b):
         out = super().run(model, a, b)
