@@ -30,6 +30,8 @@ def configure(config: Config) -> None:
     global _config, _service
     set_threads(config.web_threads)
     with _lock:
+        if _service is not None and _pid == os.getpid():
+            _service.close()  # its hover worker processes, if any
         _config, _service = config, None
         _memory.clear()
         _dense_maps.clear()
@@ -56,7 +58,8 @@ def service():
             from fusion.service import SaliencyService
 
             cfg = config()
-            _service = SaliencyService(cache_dir=cfg.cache_dir, device=cfg.device)
+            _service = SaliencyService(cache_dir=cfg.cache_dir, device=cfg.device,
+                                       hover_processes=cfg.hover_processes)
             _pid = os.getpid()
             _memory.clear()
             _dense_maps.clear()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import replace
@@ -93,17 +94,23 @@ class HoverProcesses:
     def __init__(self, workers: int, settings: dict):
         self.workers, self.settings = workers, settings
         self._pool, self._pid = None, None
+        self._warming: list[Future] = []
+        self._closed = False
+        self._lock = threading.Lock()  # a hover and a background preparation may start the pool at once
 
     def _executor(self) -> ProcessPoolExecutor:
-        if self._pool is None or self._pid != os.getpid():
-            methods = multiprocessing.get_all_start_methods()
-            context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-            if "forkserver" in methods:
-                context.set_forkserver_preload(["fusion.service"])
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_start_worker,
-                                             initargs=(self.settings,))
-            self._pid = os.getpid()
-        return self._pool
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the hover worker processes were closed for good")
+            if self._pool is None or self._pid != os.getpid():
+                methods = multiprocessing.get_all_start_methods()
+                context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+                if "forkserver" in methods:
+                    context.set_forkserver_preload(["fusion.service"])
+                self._pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_start_worker,
+                                                 initargs=(self.settings,))
+                self._pid = os.getpid()
+            return self._pool
 
     def warm(self, names: list[str], pair_id: str) -> list[Future]:
         """Start the workers, and prepare hovers of ``names`` on the pair in each (does not wait).
@@ -112,7 +119,13 @@ class HoverProcesses:
         that takes none records its window programs at first use.
         """
         pool = self._executor()
-        return [pool.submit(_prepare, list(names), pair_id) for _ in range(self.workers)]
+        self._warming = [pool.submit(_prepare, list(names), pair_id) for _ in range(self.workers)]
+        return self._warming
+
+    def warming(self) -> bool:
+        """Are the workers starting, or preparing a pair (``warm``)? Hovers meanwhile run in the calling
+        process, instead of waiting seconds for PyTorch to load in the workers."""
+        return self._pid == os.getpid() and any(not future.done() for future in self._warming)
 
     def hover(self, tasks: list[tuple[str, str, int, int, str]], costs: list[float], shape: tuple[int, int]) -> list:
         """(name, pair_id, row, col, weights_hash) per model -> per task (seconds, PixelJacobian),
@@ -139,11 +152,18 @@ class HoverProcesses:
         return [answers[k] if answers[k] in (None, False) else
                 (answers[k][0], _rebuild(answers[k][1], answers[k][2], shape)) for k in range(len(tasks))]
 
-    def close(self, kill: bool = False) -> None:
-        """Stop the workers (``kill``: at once, for a pool that failed or hangs)."""
-        if self._pool is not None and self._pid == os.getpid():
+    def close(self, kill: bool = False, final: bool = False) -> None:
+        """Stop the workers (``kill``: at once, for a pool that failed or hangs; the next call starts new ones).
+
+        ``final``: for good (the owner is discarded): a later call raises RuntimeError instead of starting
+        workers nobody would stop, for example from a preparation still running in the background.
+        """
+        with self._lock:
+            pool, pid = self._pool, self._pid
+            self._pool, self._pid, self._warming = None, None, []
+            self._closed = self._closed or final
+        if pool is not None and pid == os.getpid():
             if kill:
-                for process in list(self._pool._processes.values()):
+                for process in list(pool._processes.values()):
                     process.kill()
-            self._pool.shutdown(wait=not kill, cancel_futures=True)
-        self._pool, self._pid = None, None
+            pool.shutdown(wait=not kill, cancel_futures=True)

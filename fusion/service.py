@@ -260,8 +260,11 @@ class SaliencyService:
         return "/".join(["fusion-saliency", f"v{METHOD_VERSION}", kind, *map(str, parts)])
 
     def close(self) -> None:
-        if self._hover_pool is not None:
-            self._hover_pool.close()
+        """Release the disk cache (reopened at the next use) and stop the hover worker processes for good
+        (later hovers run in threads)."""
+        pool, self._hover_pool = self._hover_pool, None
+        if pool is not None:
+            pool.close(final=True)
         if self._cache is not None:
             self._cache.close()
             self._cache = None
@@ -416,7 +419,7 @@ class SaliencyService:
         if None in costs.values():
             costs = {name: fields[name].rows * fields[name].cols for name in missing}
         missing.sort(key=lambda n: -costs[n])
-        if len(missing) > 1 and self._hover_pool is not None:
+        if len(missing) > 1 and self._hover_pool is not None and not self._hover_pool.warming():
             results = self._pixels_in_processes(missing, costs, pair_id, a, b, row, col)
         elif len(missing) > 1:  # small crops run single-threaded: two models at a time use both cores
             results = list(self._workers().map(lambda n: self._timed_pixel(n, pair_id, a, b, row, col), missing))
@@ -437,10 +440,11 @@ class SaliencyService:
         def prepare():
             for name in names:
                 self._plan(name, *a.shape)
-            if self._hover_pool is None:
+            pool = self._hover_pool
+            if pool is None:
                 self._prepare(names, pair_id)
                 return
-            for future in self._hover_pool.warm(names, pair_id):  # after the plans: workers read the verdicts
+            for future in pool.warm(names, pair_id):  # after the plans: the workers read the verdicts
                 future.result()
         return self._workers("_prepare_pool", 1).submit(prepare)
 

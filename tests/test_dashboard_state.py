@@ -45,3 +45,10 @@ def test_config_from_environment():
     assert config.from_env({}).default_models == config.DEFAULT_MODELS
     with pytest.raises(ValueError, match="FUSION_DASH_PORT"):
         config.from_env({"FUSION_DASH_PORT": "eighty"})
+
+
+def test_hover_processes_come_from_the_environment():
+    assert config.from_env({}).hover_processes == config.Config().hover_processes == 0
+    assert config.from_env({"FUSION_HOVER_PROCESSES": "2"}).hover_processes == 2
+    with pytest.raises(ValueError, match="FUSION_HOVER_PROCESSES"):
+        config.from_env({"FUSION_HOVER_PROCESSES": "two"})

@@ -57,6 +57,21 @@ def test_workers_prepare_their_window_programs(services):
     assert pooled.computed["pixel"] == 2 and not pooled._local_only
 
 
+def test_hovers_do_not_wait_for_workers_that_are_still_warming(services):
+    from concurrent.futures import Future
+
+    pooled, local = services
+    pair_id = pooled.put_pair(*(x.astype(np.float32) for x in pair(30, 28, seed=5)))
+    pooled._hover_pool._pid, pooled._hover_pool._warming = os.getpid(), [Future()]  # a warm-up still running
+    assert pooled._hover_pool.warming()
+    got = pooled.pixel(["funfusean", "deepfuse"], pair_id, 7, 9)
+    assert pooled._hover_pool._pool is None  # computed here: no worker was started or waited for
+    want = local.pixel(["funfusean", "deepfuse"], pair_id, 7, 9)
+    for name in want:
+        np.testing.assert_array_equal(got[name].ja, want[name].ja)
+    pooled._hover_pool._warming = []
+
+
 def test_a_model_the_workers_do_not_have_and_a_broken_pool_are_computed_here(services):
     pooled, local = services
     a, b = (x.astype(np.float32) for x in pair(30, 30, seed=7))
