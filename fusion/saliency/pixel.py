@@ -254,11 +254,12 @@ def record_windows(model: nn.Module, height: int, width: int, limit: int = 256,
     pixels = [(r, middle_col) for r in rows.values()] + [(middle_row, c) for c in cols.values()]
     dtype, device = model_dtype(model), model_device(model)
     pixels = list(dict.fromkeys(pixels))[:limit]
-    with pinned(model), torch.no_grad():
+    with pinned(model), torch.enable_grad():  # as a hover runs them: a model may look at requires_grad
         for r, c in pixels:
             top, bottom, left, right = field.box(r, c, height, width)
-            window = torch.zeros(1, 1, bottom - top, right - left, dtype=dtype, device=device)
-            run_windows(model, (top == 0, bottom == height, left == 0, right == width), window, window.clone(),
+            a, b = (torch.zeros(1, 1, bottom - top, right - left, dtype=dtype, device=device, requires_grad=True)
+                    for _ in "ab")
+            run_windows(model, (top == 0, bottom == height, left == 0, right == width), a, b,
                         record=record, origins=[(top, left)])
     return len(pixels)
 
