@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from saliency_helpers import pair
 
 import fusion
@@ -223,7 +224,11 @@ def test_default_cache_dir_from_environment(monkeypatch, tmp_path):
 @pytest.mark.parametrize("name", fusion.list_models())
 def test_hovers_replay_the_kept_forward_pass(tmp_path, name):
     """The first hover on a pair records the full-image activations once; every hover replays them
-    and equals the crop path that computes them."""
+    and equals the crop path that computes them. Fresh weights, seeded: the two sum in different orders
+    in float32, and for some weights they differ by more than the tolerance (seen: 7e-4 of the largest
+    entry at the corner for FunFuseAn with seed 2, in 1 of 100 model-and-seed cases; the float64 tests
+    of both paths against autograd are exact to 1e-12)."""
+    torch.manual_seed(11)
     svc = SaliencyService(cache_dir=tmp_path / "cache", checkpoint=None, replay="always")
     a, b = pair(37, 30, seed=3)
     pair_id = svc.put_pair(a.astype(np.float32), b.astype(np.float32))
