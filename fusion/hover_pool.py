@@ -163,7 +163,14 @@ class HoverProcesses:
             self._pool, self._pid, self._warming = None, None, []
             self._closed = self._closed or final
         if pool is not None and pid == os.getpid():
+            processes = list(pool._processes.values())
             if kill:
-                for process in list(pool._processes.values()):
+                for process in processes:
                     process.kill()
             pool.shutdown(wait=not kill, cancel_futures=True)
+            # The pool's manager thread stops its workers; where it died (dash.testing stops its server
+            # thread with an asynchronous SystemExit, which can land in a thread that reused its id),
+            # the workers would wait for work for ever and keep the interpreter from exiting.
+            for process in processes:
+                if process.is_alive():
+                    process.kill()
