@@ -34,23 +34,35 @@ def sample_pair(size: int) -> tuple[np.ndarray, np.ndarray]:
     return fusion.io.check_pair(a, b)
 
 
-def timed(fn, *args, **kwargs):
+def synchronize(device) -> None:
+    """Wait for queued GPU work, so that a timer measures the work and not its launch."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, *args, device="cpu", **kwargs):
+    """(seconds, fn(*args, **kwargs)), the device's queued work included."""
+    synchronize(device)
     start = time.perf_counter()
     out = fn(*args, **kwargs)
+    synchronize(device)
     return time.perf_counter() - start, out
 
 
 def naive_backward_seconds(model, a, b, pixels) -> float:
     """The reference's method: one full-image forward kept, then one full-image backward per pixel.
 
-    Returns seconds per pixel (median over ``pixels``; the forward is not counted).
+    Runs on the model's device. Returns seconds per pixel (median over ``pixels``; the forward is
+    not counted).
     """
-    ta = torch.from_numpy(a)[None, None].requires_grad_(True)
-    tb = torch.from_numpy(b)[None, None].requires_grad_(True)
+    device = next(model.parameters(), torch.zeros(())).device
+    ta = torch.from_numpy(a)[None, None].to(device).requires_grad_(True)
+    tb = torch.from_numpy(b)[None, None].to(device).requires_grad_(True)
     out = model(ta, tb)
     times = []
     for r, c in pixels:
-        start = time.perf_counter()
-        torch.autograd.grad(out[0, 0, r, c], (ta, tb), retain_graph=True, allow_unused=True)
-        times.append(time.perf_counter() - start)
+        seconds, _ = timed(torch.autograd.grad, out[0, 0, r, c], (ta, tb), retain_graph=True, allow_unused=True,
+                           device=device)
+        times.append(seconds)
     return float(np.median(times))

@@ -1,6 +1,6 @@
 """Per-hover cost: exact Jacobian rows of one fused pixel for all five main models together.
 
-    python benchmarks/bench_hover.py [--size 256] [--hovers 30] [--quick]
+    python benchmarks/bench_hover.py [--size 256] [--hovers 30] [--quick] [--device cuda]
 
 Prints, measured in this run on this machine: the naive method (the reference's: one
 full-image forward kept in memory, one full-image backward pass per pixel), ours
@@ -50,19 +50,23 @@ def main() -> None:
     parser.add_argument("--naive-pixels", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="10 hovers, 2 naive pixels")
     parser.add_argument("--processes", type=int, default=2, help="worker processes of the last line")
+    parser.add_argument("--device", default="cpu", help="torch device of the services and the naive method "
+                        "(worker processes run on the CPU only)")
     args = parser.parse_args()
     if args.quick:
         args.hovers, args.naive_pixels = 10, 2
     rng = np.random.default_rng(0)
     a, b = sample_pair(args.size)
-    print(f"hover benchmark, {args.size} x {args.size}, torch {torch.__version__}, "
+    print(f"hover benchmark, {args.size} x {args.size}, torch {torch.__version__}, {args.device}, "
           f"{torch.get_num_threads()} threads")
     pixels = [(int(rng.integers(args.size)), int(rng.integers(args.size))) for _ in range(args.hovers)]
     with tempfile.TemporaryDirectory() as cache:
-        services = {replay: SaliencyService(cache_dir=f"{cache}/{replay}", replay=replay, hover_processes=0)
+        services = {replay: SaliencyService(cache_dir=f"{cache}/{replay}", replay=replay, hover_processes=0,
+                                            device=args.device)
                     for replay in ("auto", "always", "never")}
         for name in MAIN_MODELS:  # the bundled weights if present, else fresh ones
             model, kind = load_model(name)
+            model.to(args.device)
             for p in model.parameters():
                 p.requires_grad_(False)
             for svc in services.values():
@@ -95,9 +99,10 @@ def main() -> None:
         pooled.close()
         # Another process's first hovers: the verdicts come from the disk cache, no window program is
         # prepared (each is recorded at its first use).
-        cold = SaliencyService(cache_dir=f"{cache}/auto", hover_processes=0)
+        cold = SaliencyService(cache_dir=f"{cache}/auto", hover_processes=0, device=args.device)
         for name in MAIN_MODELS:
-            cold._models[name], cold._hashes[name] = load_model(name)[0].requires_grad_(False), f"bench-{name}"
+            cold._models[name] = load_model(name)[0].to(args.device).requires_grad_(False)
+            cold._hashes[name] = f"bench-{name}"
         cold_pair = cold.put_pair(a, b)
         for name in MAIN_MODELS:
             cold._plan(name, args.size, args.size)

@@ -184,6 +184,12 @@ def _chunk_size(model: nn.Module, height: int, width: int, itemsize: int, budget
     return int(max(1, min(64, budget // per_colour)))
 
 
+def _synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously; the CPU needs nothing)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 class _Backward:
     """Batched backward passes through one kept forward graph: (K, H, W) seeds -> two (K, H, W) grads.
 
@@ -211,12 +217,14 @@ class _Backward:
             if self.way is not None or not len(rest):
                 break
             trial, rest = rest[:self.TRIAL], rest[self.TRIAL:]
+            _synchronize(seeds.device)
             start = time.perf_counter()
             try:
                 parts.append(self._vmap(trial) if way == "vmap" else self._loop(trial))
             except (RuntimeError, NotImplementedError):  # an op without a batching rule
                 self.way = "loop"
                 parts.append(self._loop(trial))
+            _synchronize(seeds.device)  # a GPU runs asynchronously: time the work, not its launch
             self.timings[way] = (time.perf_counter() - start) / len(trial)
         if self.way is None and len(self.timings) == 2:
             self.way = min(self.timings, key=self.timings.get)
@@ -258,33 +266,75 @@ def _preview(maps: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
+class _ColourLayout:
+    """Where each colour's seeds lie, precomputed once for one image and field (on the compute device).
+
+    ``pixels``: the H * W flat pixel indices sorted by colour (position in ``colours``);
+    ``colour``: the colour of each of them; ``starts[k]``: where colour k begins in that order.
+    The seeds of colours [k0, k1) are then ``pixels[starts[k0]:starts[k1]]``, one contiguous slice.
+    """
+
+    def __init__(self, colours: list[tuple[int, int]], rows: int, cols: int, height: int, width: int, device):
+        position = torch.empty((rows, cols), dtype=torch.long)
+        for k, (dy, dx) in enumerate(colours):
+            position[dy, dx] = k
+        colour_map = position[torch.arange(height)[:, None] % rows, torch.arange(width)[None, :] % cols]
+        flat = colour_map.flatten()
+        self.pixels = torch.argsort(flat, stable=True)
+        self.colour = flat[self.pixels]
+        self.starts = torch.searchsorted(self.colour, torch.arange(len(colours) + 1)).tolist()
+        self.colour_map = colour_map.to(device)
+        self.pixels, self.colour = self.pixels.to(device), self.colour.to(device)
+
+    def seeds(self, k0: int, k1: int, dtype) -> torch.Tensor:
+        """(k1 - k0, H, W): ones at the seeds of colours k0..k1-1, one colour per slice."""
+        wanted = torch.arange(k0, k1, device=self.colour_map.device)
+        return (self.colour_map[None] == wanted[:, None, None]).to(dtype)
+
+    def seeded(self, k0: int, k1: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(flat pixel index, its colour - k0) of every seed of colours k0..k1-1."""
+        lo, hi = self.starts[k0], self.starts[k1]
+        return self.pixels[lo:hi], self.colour[lo:hi] - k0
+
+
 def _coloured(model, ta, tb, f: Field, report, cancel, keep_band, chunk, backward: _Backward):
+    """The coloured passes; maps and bands are filled on the compute device, one gather per chunk
+    (no host round trip per colour, which kept a GPU waiting), and copied to the host at the end."""
     height, width = ta.shape
     rows, cols = f.rows, f.cols
-    maps = {name: np.full((height, width), np.nan, np.float32) for name in MAP_NAMES[:4]}
-    bands = [np.zeros((height, width, rows, cols), np.float32) for _ in "ab"] if keep_band else None
+    device, dtype = ta.device, ta.dtype
+    maps = {name: torch.full((height * width,), float("nan"), dtype=torch.float32, device=device)
+            for name in MAP_NAMES[:4]}
+    bands = [torch.zeros((height * width, rows, cols), dtype=torch.float32, device=device)
+             for _ in "ab"] if keep_band else None
     colours = colour_order(min(rows, height), min(cols, width))  # larger shifts would seed nothing
+    layout = _ColourLayout(colours, rows, cols, height, width, device)
 
     def preview():
-        return _preview(maps)
+        return _preview({name: _host(m, height, width) for name, m in maps.items()})
 
     for start, part in _chunks(colours, chunk, cancel, "colours"):
-        seeds = ta.new_zeros((len(part), height, width))
-        for k, (dy, dx) in enumerate(part):
-            seeds[k, dy::rows, dx::cols] = 1
-        grads = backward(seeds)
+        grads = backward(layout.seeds(start, start + len(part), dtype))
+        pixels, k = layout.seeded(start, start + len(part))
+        r, c = pixels // width, pixels % width
         for g, suffix, band in zip(grads, "ab", bands or (None, None), strict=True):
             padded = torch.nn.functional.pad(g.detach(), (f.left, f.right, f.up, f.down))
-            for k, (dy, dx) in enumerate(part):
-                ny, nx = -(-(height - dy) // rows), -(-(width - dx) // cols)
-                patch = padded[k, dy:dy + ny * rows, dx:dx + nx * cols].reshape(ny, rows, nx, cols)
-                patch = patch.permute(0, 2, 1, 3)
-                maps[f"guidance_{suffix}"][dy::rows, dx::cols] = patch[:, :, f.up, f.left].cpu().numpy()
-                maps[f"influence_{suffix}"][dy::rows, dx::cols] = patch.abs().sum(dim=(2, 3)).cpu().numpy()
-                if band is not None:
-                    band[dy::rows, dx::cols] = patch.cpu().numpy()
+            # windows[k, r, c, i, j] = padded[k, r + i, c + j] = dF(r, c)/d(r - up + i, c - left + j) for seed (r, c)
+            windows = padded.unfold(1, rows, 1).unfold(2, cols, 1)
+            patch = windows[k, r, c]  # (seeds, rows, cols), in the model's dtype
+            maps[f"guidance_{suffix}"][pixels] = patch[:, f.up, f.left].float()
+            maps[f"influence_{suffix}"][pixels] = patch.abs().sum(dim=(1, 2)).float()
+            if band is not None:
+                band[pixels] = patch.float()
         report(start + len(part), len(colours), preview)
-    return maps, bands
+    host_maps = {name: _host(m, height, width) for name, m in maps.items()}
+    host_bands = [_host(band, height, width, rows, cols) for band in bands] if bands else None
+    return host_maps, host_bands
+
+
+def _host(values: torch.Tensor, *shape: int) -> np.ndarray:
+    """A device tensor as a host array of ``shape`` (no copy on the CPU)."""
+    return values.detach().reshape(shape).cpu().numpy()
 
 
 def _full_image(model, ta, tb, report, cancel, chunk, backward: _Backward):
