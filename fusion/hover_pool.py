@@ -14,16 +14,32 @@ a pair no longer on disk, a broken pool) is computed in the calling process.
 """
 from __future__ import annotations
 
+import atexit
 import multiprocessing
 import os
 import threading
 import time
+import weakref
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import replace
 
 import numpy as np
 
 _SERVICE = None  # in a worker: its SaliencyService
+_OPEN: weakref.WeakSet = weakref.WeakSet()  # in a caller: the HoverProcesses whose workers may be running
+
+
+@atexit.register
+def _close_open_pools() -> None:
+    """At exit, stop every pool's workers that its owner did not close.
+
+    Normally the executor's manager thread stops them, but where that thread has died (dash.testing
+    stops its server thread with an asynchronous SystemExit, which can land in another thread) the
+    idle workers wait for work for ever, and multiprocessing's own exit handler, which runs after
+    this one, would wait for them for ever too.
+    """
+    for pool in list(_OPEN):
+        pool.close(kill=True)
 
 
 def _start_worker(settings: dict) -> None:
@@ -110,6 +126,7 @@ class HoverProcesses:
                 self._pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_start_worker,
                                                  initargs=(self.settings,))
                 self._pid = os.getpid()
+                _OPEN.add(self)
             return self._pool
 
     def warm(self, names: list[str], pair_id: str) -> list[Future]:

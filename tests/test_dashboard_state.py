@@ -1,4 +1,6 @@
 """URL state: round trip, and tolerance of stale or hand-edited links."""
+import os
+
 import pytest
 
 from dashboard import config, state
@@ -48,7 +50,9 @@ def test_config_from_environment():
 
 
 def test_hover_processes_come_from_the_environment():
-    assert config.from_env({}).hover_processes == config.Config().hover_processes == 0
+    assert config.from_env({}).hover_processes == config.Config().hover_processes == config.default_hover_processes()
+    assert config.default_hover_processes() == (2 if (os.cpu_count() or 1) >= 2 else 0)
+    assert config.from_env({"FUSION_HOVER_PROCESSES": "0"}).hover_processes == 0
     assert config.from_env({"FUSION_HOVER_PROCESSES": "2"}).hover_processes == 2
     with pytest.raises(ValueError, match="FUSION_HOVER_PROCESSES"):
         config.from_env({"FUSION_HOVER_PROCESSES": "two"})

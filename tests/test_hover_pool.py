@@ -114,3 +114,33 @@ def test_a_hung_worker_is_replaced_and_the_hover_answered_here(services, monkeyp
     np.testing.assert_allclose(got["deepfuse"].jb, want["deepfuse"].jb, rtol=0,
                                atol=1e-5 * np.abs(want["deepfuse"].jb).max())
     assert pooled._hover_pool._pool is None  # replaced at the next hover
+
+
+_ORPHANED_POOL = """
+import ctypes, sys
+from fusion.hover_pool import HoverProcesses
+
+pool = HoverProcesses(2, {"cache_dir": sys.argv[1]})
+executor = pool._executor()
+executor.submit(int).result(timeout=300)  # the workers are up
+manager = executor._executor_manager_thread
+# What dash.testing does to its server thread, landing in the pool's manager thread instead:
+ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(manager.ident), ctypes.py_object(SystemExit))
+executor._executor_manager_thread_wakeup.wakeup()
+manager.join(60)
+assert not manager.is_alive(), "the manager thread did not stop"
+print("manager thread gone; exiting without closing the pool", flush=True)
+"""
+
+
+def test_an_unclosed_pool_whose_manager_thread_died_does_not_keep_the_interpreter_alive(tmp_path):
+    """Nobody closes the pool and its manager thread is dead, so nothing tells the idle workers to stop:
+    the at-exit handler kills them, else multiprocessing's exit handler would wait for them for ever."""
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, "-c", _ORPHANED_POOL, str(tmp_path / "cache")], cwd=root,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "manager thread gone" in done.stdout
