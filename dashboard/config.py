@@ -8,7 +8,8 @@
     FUSION_DASH_PAIR      default bundled sample pair                (the first axial pair)
     FUSION_CACHE_DIR      shared cache of the saliency service and of background jobs
                           (service default: ~/.cache/fusion-saliency; never on NFS)
-    FUSION_DEVICE         torch device of the saliency service      (cpu)
+    FUSION_DEVICE         torch device of the saliency service: cpu, cuda, cuda:N, or auto
+                          (the GPU if there is one)                 (cpu)
     FUSION_DASH_THREADS   torch threads of a web process (1: hover answers are small crops, and
                           OpenMP threads spinning on a busy 2-core machine made them 60x slower)
     FUSION_JOB_THREADS    torch threads of a background dense job (1; 2 threads took 575 s instead of
@@ -77,6 +78,15 @@ def from_env(environ: dict | None = None) -> Config:
         except ValueError:
             raise ValueError(f"{name} must be {what}, got {raw!r}") from None
 
+    def device(spec: str) -> str:
+        from fusion.devices import pick_device
+
+        try:
+            pick_device(spec)
+        except ValueError as exc:
+            raise ValueError(f"FUSION_DEVICE: {exc}") from None
+        return spec
+
     return Config(
         host=env.get("FUSION_DASH_HOST", "127.0.0.1"),
         port=integer("FUSION_DASH_PORT", 8050, "a port number"),
@@ -84,7 +94,7 @@ def from_env(environ: dict | None = None) -> Config:
         default_models=models or DEFAULT_MODELS,
         default_pair=env.get("FUSION_DASH_PAIR") or None,
         cache_dir=env.get("FUSION_CACHE_DIR") or None,
-        device=env.get("FUSION_DEVICE", "cpu"),
+        device=device(env.get("FUSION_DEVICE", "cpu")),
         redis_url=env.get("REDIS_URL") or None,
         web_threads=max(1, integer("FUSION_DASH_THREADS", 1, "a number of threads")),
         job_threads=max(1, integer("FUSION_JOB_THREADS", 1, "a number of threads")),

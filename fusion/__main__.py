@@ -157,7 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default="default", help="'default', 'none' (fresh weights) or a path")
     p.add_argument("--out", required=True, help="HDF5 file to write")
     p.add_argument("--cache-dir", help="saliency cache (default $FUSION_CACHE_DIR or ~/.cache/fusion-saliency)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="auto", help="'auto' (the GPU if there is one, else the CPU), 'cpu', "
+                   "'cuda' or 'cuda:N'")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_saliency)
     return parser

@@ -35,6 +35,7 @@ from torch import nn
 
 from . import create_model
 from .checkpoints import read_card
+from .devices import pick_device
 from .errors import InvalidInput
 from .hover_pool import HoverProcesses
 from .io import check_pair
@@ -177,7 +178,7 @@ class SaliencyService:
     Args:
         cache_dir: directory of the disk cache (default: $FUSION_CACHE_DIR or ~/.cache/fusion-saliency).
         size_limit_bytes: the disk cache's size limit (least recently used entries are evicted).
-        device: torch device the models run on.
+        device: torch device the models run on ("auto": the GPU if there is one, else the CPU).
         checkpoint: passed to ``fusion.create_model`` ("default": the bundled weights; None: fresh).
         max_band_bytes: largest banded Jacobian (both inputs) stored with a dense result
             (default: a quarter of the size limit); larger ones keep only the maps.
@@ -199,7 +200,7 @@ class SaliencyService:
         self.replay = replay
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.size_limit_bytes = int(size_limit_bytes)
-        self.device = torch.device(device)
+        self.device = pick_device(device)
         self.checkpoint = checkpoint
         self.max_band_bytes = self.size_limit_bytes // 4 if max_band_bytes is None else int(max_band_bytes)
         self._cache, self._pid = None, None

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from . import data as sample_data
 from .checkpoints import save_checkpoint
+from .devices import pick_device
 from .errors import InvalidInput
 from .io import load_pair
 from .metrics import LossWeights, fusion_loss, ssim
@@ -186,12 +187,6 @@ def learning_rate_factor(fraction: float) -> float:
     if fraction < WARMUP_FRACTION:
         return (fraction + 1e-3) / WARMUP_FRACTION
     return 0.5 * (1.0 + math.cos(math.pi * (fraction - WARMUP_FRACTION) / (1.0 - WARMUP_FRACTION)))
-
-
-def pick_device(spec: str) -> torch.device:
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(spec)
 
 
 def batchnorms(model: torch.nn.Module) -> list[torch.nn.Module]:

@@ -56,3 +56,9 @@ def test_hover_processes_come_from_the_environment():
     assert config.from_env({"FUSION_HOVER_PROCESSES": "2"}).hover_processes == 2
     with pytest.raises(ValueError, match="FUSION_HOVER_PROCESSES"):
         config.from_env({"FUSION_HOVER_PROCESSES": "two"})
+
+
+def test_device_setting_is_checked_when_read():
+    assert config.from_env({"FUSION_DEVICE": "auto"}).device == "auto"
+    with pytest.raises(ValueError, match="FUSION_DEVICE: unknown device 'gpu'"):
+        config.from_env({"FUSION_DEVICE": "gpu"})
