@@ -42,15 +42,46 @@ def _close_open_pools() -> None:
         pool.close(kill=True)
 
 
-def _start_worker(settings: dict) -> None:
+def _start_worker(settings: dict, owner_pid: int) -> None:
     import torch
 
     from .service import SaliencyService
 
     global _SERVICE
+    threading.Thread(target=_exit_when_orphaned, args=(owner_pid,), daemon=True, name="owner-watch").start()
     torch.set_num_threads(1)
     _SERVICE = SaliencyService(**settings, hover_processes=0)
     _SERVICE._concurrent_hovers = 1  # a worker hovers one model at a time
+
+
+def _exit_when_orphaned(owner_pid: int, every_s: float = 1.0) -> None:
+    """In a worker: exit once the process that owns the pool is gone.
+
+    A web process killed outright (gunicorn's SIGKILL of a timed-out worker, the OOM killer) runs no
+    exit handler, and its idle workers would otherwise wait for work for ever, each holding PyTorch,
+    the models and their kept activations.
+    """
+    while True:
+        time.sleep(every_s)
+        if not _running(owner_pid):
+            os._exit(0)
+
+
+def _running(pid: int) -> bool:
+    """Is process ``pid`` there, and not a zombie (dead, waiting for its parent to collect it)?"""
+    if os.path.isdir("/proc/self"):  # Linux: the state follows the command name in brackets
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                return stat.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+        except FileNotFoundError:
+            return False
+    try:  # elsewhere, ask the kernel (a zombie then counts as running)
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # there, under another user
+        pass
+    return True
 
 
 def _prepare(names: list[str], pair_id: str) -> set[tuple]:
@@ -124,7 +155,7 @@ class HoverProcesses:
                 if "forkserver" in methods:
                     context.set_forkserver_preload(["fusion.service"])
                 self._pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_start_worker,
-                                                 initargs=(self.settings,))
+                                                 initargs=(self.settings, os.getpid()))
                 self._pid = os.getpid()
                 _OPEN.add(self)
             return self._pool
@@ -180,14 +211,16 @@ class HoverProcesses:
             self._pool, self._pid, self._warming = None, None, []
             self._closed = self._closed or final
         if pool is not None and pid == os.getpid():
-            processes = list(pool._processes.values())
+            # The pool's own dict, not a copy: a submit racing with this close may still spawn a worker
+            # into it, up to the shutdown below (which waits for the submit's lock).
+            processes = pool._processes or {}
             if kill:
-                for process in processes:
+                for process in list(processes.values()):
                     process.kill()
             pool.shutdown(wait=not kill, cancel_futures=True)
             # The pool's manager thread stops its workers; where it died (dash.testing stops its server
             # thread with an asynchronous SystemExit, which can land in a thread that reused its id),
             # the workers would wait for work for ever and keep the interpreter from exiting.
-            for process in processes:
+            for process in list(processes.values()):
                 if process.is_alive():
                     process.kill()

@@ -144,3 +144,42 @@ def test_an_unclosed_pool_whose_manager_thread_died_does_not_keep_the_interprete
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "manager thread gone" in done.stdout
+
+
+_KILLED_OWNER = """
+import os, sys, time
+from fusion.hover_pool import HoverProcesses
+
+pool = HoverProcesses(2, {"cache_dir": sys.argv[1]})
+executor = pool._executor()
+for future in [executor.submit(time.sleep, 1.0) for _ in range(2)]:
+    future.result(timeout=300)
+print(" ".join(map(str, executor._processes)), flush=True)
+os._exit(0)  # as SIGKILL would: no exit handler runs, nobody closes the pool
+"""
+
+
+def test_workers_exit_when_their_owner_is_killed(tmp_path):
+    """A web process killed outright (gunicorn's SIGKILL, the OOM killer) leaves no idle workers behind.
+
+    The workers inherit the owner's stdout, so ``run`` returns only once they have exited too.
+    """
+    import subprocess
+    import sys
+    import time
+
+    from fusion.hover_pool import _running
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, "-c", _KILLED_OWNER, str(tmp_path / "cache")], cwd=root,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    workers = [int(pid) for pid in done.stdout.split()]
+    assert len(workers) == 2
+    deadline = time.monotonic() + 30
+    while any(map(_running, workers)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = [pid for pid in workers if _running(pid)]
+    for pid in left:  # do not leave them to the next test
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"workers {left} outlived their owner"
