@@ -2,8 +2,9 @@
 
     python benchmarks/bench_dense.py [--size 256] [--models funfusean deepfuse] [--quick] [--device cuda]
 
-Ours is measured fully (dense_jacobian: one shared forward, rows x cols coloured backward
-passes); the naive method (one full-image backward pass per pixel, the forward kept) is
+Ours is measured fully (dense_jacobian: on the CPU by default every pixel's shrinking window
+replayed against one kept forward pass, "crops"; or --method coloured: one shared forward, rows x
+cols coloured backward passes); the naive method (one full-image backward pass per pixel, the forward kept) is
 extrapolated from a timed sample of pixels to all H x W pixels. The ideal ratio is
 H x W / (rows x cols) passes. On a 2-core CPU the heavy models take minutes each at
 256 x 256; --quick runs 64 x 64. --device cuda times both on a GPU (float32; TF32 stays off
@@ -33,6 +34,8 @@ def main() -> None:
     parser.add_argument("--naive-pixels", type=int, default=4)
     parser.add_argument("--quick", action="store_true", help="64 x 64, 2 naive pixels")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--method", default="auto", choices=["auto", "crops", "coloured"],
+                        help="dense_jacobian's path (auto: crops on the CPU where verified, else coloured)")
     parser.add_argument("--memory-mb", type=int, default=None, help="chunk budget (default: FUSION_DENSE_MEMORY_MB)")
     parser.add_argument("--tf32", action="store_true", help="allow TF32 matrix and convolution kernels (GPU)")
     args = parser.parse_args()
@@ -58,7 +61,8 @@ def main() -> None:
         passes = min(field.rows, args.size) * min(field.cols, args.size)
         if args.device != "cpu":  # CUDA context, cuDNN's choice of kernels per shape: not timed
             dense_jacobian(model, a, b, keep_band=False, memory_budget=budget)
-        seconds, dense = timed(dense_jacobian, model, a, b, memory_budget=budget, device=args.device)
+        seconds, dense = timed(dense_jacobian, model, a, b, memory_budget=budget, method=args.method,
+                               device=args.device)
         pixels = [(args.size // 2 + 7 * k, args.size // 3 + 5 * k) for k in range(args.naive_pixels)]
         naive = naive_backward_seconds(model, a, b, pixels) * n
         ideal = n / passes

@@ -595,7 +595,7 @@ class SaliencyService:
         a, b = self.get_pair(pair_id)
         method, _, reason = self._plan(name, *a.shape)
         dense = dense_jacobian(self.model(name), a, b, progress=progress, cancel=cancel,
-                               method="coloured" if method == "crop" else "full-image")
+                               method="auto" if method == "crop" else "full-image")
         dense.reason = dense.reason if method == "crop" else reason
         self.computed["dense"] += 1
         dense.meta = {"model": name, "weights_hash": self.weights_hash(name), "pair_id": pair_id,

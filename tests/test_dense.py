@@ -20,6 +20,7 @@ from saliency_helpers import (
 
 import fusion
 from fusion.saliency import Cancelled, DenseJacobian, colour_order, dense_jacobian, pixel_jacobian, receptive_field
+from fusion.saliency.receptive_field import verify_replay, verify_shrinking
 
 
 def sample_pixels(height: int, width: int, n_random: int = 10, seed: int = 0) -> list[tuple[int, int]]:
@@ -66,23 +67,41 @@ def _heavy(name: str) -> bool:
     return sum(p.numel() for p in fresh(name).parameters()) > 50_000
 
 
+@pytest.mark.parametrize("method", ["auto", "coloured"])
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if _heavy(n) else n
                                   for n in fusion.list_models()])
-def test_registered_models_dense_exact(name):
+def test_registered_models_dense_exact(name, method):
+    """Both local paths: "auto" on the CPU takes the crops where their shrinking windows and replay
+    are verified (every bundled network), else the coloured passes."""
     model = fresh(name)
     a, b = pair(22, 19, seed=2)
-    dense = dense_jacobian(model, a, b)
-    assert dense.method == "coloured" and dense.reason is None
+    dense = dense_jacobian(model, a, b, method=method)
+    crops = verify_shrinking(model, 22, 19) and verify_replay(model, 22, 19)
+    assert dense.method == ("crops" if method == "auto" and crops else "coloured") and dense.reason is None
+    if _heavy(name):
+        assert dense.method == method.replace("auto", "crops")  # the networks: each path tested
     assert dense.receptive_field == receptive_field(model)
     assert_dense_exact(dense, model, a, b)
+
+
+@pytest.mark.slow
+def test_crops_in_an_image_smaller_than_the_field():
+    """FunFuseAn's field (23) is wider than this image: every window is clipped on two sides, and the
+    pixels of one batch sit at different places in their windows."""
+    model = fresh("funfusean")
+    a, b = pair(13, 11, seed=7)
+    dense = dense_jacobian(model, a, b, method="crops")
+    assert dense.method == "crops" and dense.band_a.shape == (13, 11, 23, 21)  # the field clipped to 2H-1 x 2W-1
+    assert_dense_exact(dense, model, a, b, full=True)
 
 
 def test_dense_against_the_whole_brute_force_jacobian():
     model = build(Dilated)  # receptive field 13: 169 coloured passes for 24 x 20 = 480 pixels
     a, b = pair(24, 20, seed=3)
-    dense = dense_jacobian(model, a, b)
-    assert dense.method == "coloured" and dense.band_a.shape == (24, 20, 13, 13)
-    assert_dense_exact(dense, model, a, b, full=True)
+    for method in ("coloured", "crops"):
+        dense = dense_jacobian(model, a, b, method=method)
+        assert dense.method == method and dense.band_a.shape == (24, 20, 13, 13)
+        assert_dense_exact(dense, model, a, b, full=True)
 
 
 def test_rows_equal_pixel_jacobian_float32():
@@ -142,7 +161,7 @@ def test_progress_preview_and_memory_bound():
     def progress(done, total, preview):
         calls.append((done, total, {k: v.copy() for k, v in preview.items()}))
 
-    dense = dense_jacobian(model, a, b, progress=progress, memory_budget=1)  # one colour per chunk
+    dense = dense_jacobian(model, a, b, progress=progress, memory_budget=1, method="coloured")  # a colour a chunk
     total = 13 * 13
     assert [c[0] for c in calls] == list(range(1, total + 1)) and {c[1] for c in calls} == {total}
     first = calls[0][2]
@@ -165,7 +184,8 @@ def test_memory_setting_from_the_environment(monkeypatch):
 
     def chunks():
         seen = []
-        dense_jacobian(model, a, b, progress=lambda done, total: seen.append(done), keep_band=False)
+        dense_jacobian(model, a, b, progress=lambda done, total: seen.append(done), keep_band=False,
+                       method="coloured")
         return seen
 
     monkeypatch.delenv("FUSION_DENSE_MEMORY_MB", raising=False)
@@ -183,7 +203,10 @@ def test_two_argument_progress_is_accepted():
     model = fusion.create_model("weighted-average")
     seen = []
     dense_jacobian(model, *pair(10, 10), progress=lambda done, total: seen.append((done, total)))
-    assert seen == [(1, 1)]
+    assert seen == [(100, 100)]  # the crop path: 100 pixels in one chunk
+    seen.clear()
+    dense_jacobian(model, *pair(10, 10), progress=lambda done, total: seen.append((done, total)), method="coloured")
+    assert seen == [(1, 1)]  # one colour
 
 
 @pytest.mark.parametrize("kind", ["event", "callable"])
@@ -200,8 +223,30 @@ def test_cancel(kind):
 
     cancel = event if kind == "event" else event.is_set
     with pytest.raises(Cancelled):
-        dense_jacobian(model, a, b, progress=progress, cancel=cancel, memory_budget=1)
+        dense_jacobian(model, a, b, progress=progress, cancel=cancel, memory_budget=1, method="coloured")
     assert calls == [1, 2, 3]
+
+
+def test_crops_progress_preview_and_cancel(monkeypatch):
+    """The crop path visits the pixels in the colour order, CROP_PIXELS at a time: its first preview
+    holds colour (0, 0)'s grid, like the coloured path's."""
+    from fusion.saliency import dense as dense_module
+
+    monkeypatch.setattr(dense_module, "CROP_PIXELS", 6)
+    model = build(Dilated).float()
+    a, b = pair(30, 26, seed=9)
+    calls = []
+    dense = dense_jacobian(model, a, b, method="crops",
+                           progress=lambda done, total, preview: calls.append((done, total, preview)))
+    assert dense.method == "crops"
+    assert [c[0] for c in calls] == list(range(6, 30 * 26 + 1, 6)) and {c[1] for c in calls} == {30 * 26}
+    known = ~np.isnan(calls[0][2]["guidance_a"])
+    assert known.sum() == 3 * 2 and known[0, 0] and known[13, 13] and known[26, 0]
+    np.testing.assert_array_equal(calls[-1][2]["influence_b"], dense.influence_b)
+    event = threading.Event()
+    with pytest.raises(Cancelled, match="after 12 of 780 pixels"):
+        dense_jacobian(model, a, b, method="crops", cancel=event,
+                       progress=lambda done, total, preview: event.set() if done >= 12 else None)
 
 
 def test_without_band_rows_fall_back_to_pixel_path():

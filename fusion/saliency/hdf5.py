@@ -178,7 +178,7 @@ def _read(f, max_band_bytes: int | None) -> DenseJacobian:
         if max_band_bytes is None or nbytes <= max_band_bytes:
             band_a, band_b = (_read_array(band, band_shape) for band in bands)
     method = _text(f.attrs.get("method"))
-    if method not in ("coloured", "full-image"):
+    if method not in ("crops", "coloured", "full-image"):
         raise ValueError(f"unknown method {method!r}")
     meta = {key: _text(f.attrs.get(key)) for key in META_KEYS}
     return DenseJacobian(**maps, method=method, field=field, band_a=band_a, band_b=band_b,

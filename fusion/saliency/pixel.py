@@ -121,19 +121,52 @@ def single_thread(active: bool = True):
                 torch.set_num_threads(single_thread.saved)
 
 
+class _WholeCrops(Exception):
+    """The shrinking windows could not follow a batch (unverified use): whole crops are needed."""
+
+
 @pinning
 def crop_rows(model: nn.Module, a: torch.Tensor, b: torch.Tensor, pixels, field: Field,
               shrinking: bool | None = None, record: ForwardRecord | None = None
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Jacobian rows by the crop path; a, b (H, W) -> rows_a, rows_b (K, H, W) and values (K,).
 
-    Crops of one size form one batch and one backward pass. ``shrinking``: run
-    the crops with shrinking windows (``shrinking.py``: only the activations that
+    Crops of one size form one batch and one backward pass (``crop_batches``). ``shrinking``:
+    run the crops with shrinking windows (``shrinking.py``: only the activations that
     reach the pixel); None uses them where ``verify_shrinking`` found them exact
     for this model and image shape, falling back to whole crops for any batch
     they cannot follow. ``record``: ``record_forward(model, a, b)``; the shrinking
     windows then replay its activations and run only backward (the caller vouches
     that ``verify_replay`` passed; a record of another model or pair raises ValueError).
+    """
+    height, width = a.shape
+    rows_a = a.new_zeros((len(pixels), height, width))
+    rows_b = b.new_zeros((len(pixels), height, width))
+    values = a.new_zeros(len(pixels))
+    try:
+        for members, windows, ga, gb, picked in crop_batches(model, a, b, pixels, field, shrinking, record):
+            for j, k in enumerate(members):
+                t, bt, lf, rt = windows[j]
+                if ga is not None:
+                    rows_a[k, t:bt, lf:rt] = ga[j]
+                if gb is not None:
+                    rows_b[k, t:bt, lf:rt] = gb[j]
+            values[members] = picked
+    except _WholeCrops:
+        return crop_rows(model, a, b, pixels, field, shrinking=False)
+    return rows_a, rows_b, values
+
+
+def crop_batches(model: nn.Module, a: torch.Tensor, b: torch.Tensor, pixels, field: Field,
+                 shrinking: bool | None = None, record: ForwardRecord | None = None):
+    """The crop path batch by batch (see ``crop_rows`` for the arguments): for each batch of crops of one
+    geometry, ``(members, windows, ga, gb, values)``: the indices into ``pixels``, each member's window
+    (top, bottom, left, right) in the image, the gradients of its fused pixel over that window
+    (n, h, w) (None where the output does not depend on that input) and the pixels' values (n,).
+
+    With shrinking windows a window is the pixel's field clipped to the image, and all members of one
+    batch sit at the same offset from their window's origin. Raises ``_WholeCrops`` where shrinking
+    windows (``shrinking=None``) could not follow a batch.
     """
     height, width = a.shape
     if record is not None:
@@ -145,9 +178,6 @@ def crop_rows(model: nn.Module, a: torch.Tensor, b: torch.Tensor, pixels, field:
         windows = [field.box(r, c, height, width) for r, c in pixels]
     else:
         windows = crop_windows(field, height, width, pixels)
-    rows_a = a.new_zeros((len(pixels), height, width))
-    rows_b = b.new_zeros((len(pixels), height, width))
-    values = a.new_zeros(len(pixels))
     groups: dict[tuple, list[int]] = {}
     for k, (t, bt, lf, rt) in enumerate(windows):
         border = (t == 0, bt == height, lf == 0, rt == width) if shrinking else None
@@ -166,17 +196,11 @@ def crop_rows(model: nn.Module, a: torch.Tensor, b: torch.Tensor, pixels, field:
                 picked = _shrinking_pick(windows_run, ca, cb, rr, cc, strict)
             if picked is None:
                 if border is not None:  # shrinking windows could not follow this batch: whole crops
-                    return crop_rows(model, a, b, pixels, field, shrinking=False)
+                    raise _WholeCrops
                 picked = run(model, ca, cb)[torch.arange(len(members)), 0, rr, cc]
             ga, gb = torch.autograd.grad(picked.sum(), (ca, cb), allow_unused=True)
-            for j, k in enumerate(members):
-                t, bt, lf, rt = windows[k]
-                if ga is not None:
-                    rows_a[k, t:bt, lf:rt] = ga[j, 0]
-                if gb is not None:
-                    rows_b[k, t:bt, lf:rt] = gb[j, 0]
-                values[k] = picked[j].detach()
-    return rows_a, rows_b, values
+            yield (members, [windows[k] for k in members], None if ga is None else ga[:, 0],
+                   None if gb is None else gb[:, 0], picked.detach())
 
 
 #: Recorded window programs kept per model (one per window shape and border; LRU).
