@@ -5,8 +5,8 @@
     >>> record = record_forward(model, a, b)                         # kept activations: hovers run
     >>> rows = pixel_jacobians(model, a, b, [(128, 100)], record=record)  # only the backward half
     >>> dense = dense_jacobian(model, a, b)                         # guidance, influence, rows
-    >>> dense.method, dense.receptive_field
-    ('coloured', 23)
+    >>> dense.method, dense.receptive_field                         # 'coloured' on a GPU
+    ('crops', 23)
 
 Every fast path rests on a checked assumption (locality, stride alignment, the
 probed receptive field); where the check fails the exact full-image path is

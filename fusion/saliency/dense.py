@@ -1,4 +1,5 @@
-"""The whole Jacobian of a fused image by coloured backward passes.
+"""The whole Jacobian of a fused image: by coloured backward passes, or on the CPU by every
+pixel's shrinking window replayed against one kept forward pass (``_by_crops``).
 
 Output pixels whose fields do not overlap (``field.rows`` apart vertically or
 ``field.cols`` apart horizontally) have disjoint input supports. One forward
@@ -69,7 +70,7 @@ class DenseJacobian:
     ``guidance_a/_b``: the Jacobian diagonal dF(p)/da(p), dF(p)/db(p).
     ``influence_a/_b``: sum over q of |dF(p)/da(q)| (likewise for b).
     ``band_a/_b``: (H, W, rows, cols) banded Jacobian (see the module docstring) or None.
-    ``method``: "coloured" or "full-image"; ``reason``: why the slower path, if taken.
+    ``method``: "crops", "coloured" or "full-image"; ``reason``: why the slower path, if taken.
     """
 
     guidance_a: np.ndarray
