@@ -259,3 +259,16 @@ def test_without_band_rows_fall_back_to_pixel_path():
     dense.model = None
     with pytest.raises(ValueError, match="pixel_jacobian"):
         dense.row(0, 0)
+
+
+def test_crops_record_no_window_program_for_corner_geometries():
+    """In a whole image each corner geometry holds one pixel: recording its program would cost more
+    than it saves. The interior and the edges, which repeat along the image, are recorded."""
+    from fusion.saliency.receptive_field import _state
+
+    model = build(Dilated).float()
+    dense = dense_jacobian(model, *pair(30, 26, seed=1), method="crops")
+    assert dense.method == "crops"
+    borders = [key[1] for key, program in _state(model).programs.items() if program is not None]
+    assert (False, False, False, False) in borders and (True, False, False, False) in borders
+    assert not any((top or bottom) and (left or right) for top, bottom, left, right in borders)

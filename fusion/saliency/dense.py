@@ -359,7 +359,8 @@ def _by_crops(model, ta, tb, f: Field, report, cancel, keep_band, record: Forwar
 
     for start, part in _chunks(order, CROP_PIXELS, cancel, "pixels"):
         pixels = [divmod(p, width) for p in part]
-        for members, windows, ga, gb, _ in crop_batches(model, ta, tb, pixels, f, shrinking=True, record=record):
+        for members, windows, ga, gb, _ in crop_batches(model, ta, tb, pixels, f, shrinking=True, record=record,
+                                                        corner_programs=False):
             h, w = windows[0][1] - windows[0][0], windows[0][3] - windows[0][2]
             grads = [ta.new_zeros((len(members), h, w)) if g is None else g.detach()
                      for g in (ga, gb)]  # None: the output does not depend on that input

@@ -158,7 +158,7 @@ def crop_rows(model: nn.Module, a: torch.Tensor, b: torch.Tensor, pixels, field:
 
 
 def crop_batches(model: nn.Module, a: torch.Tensor, b: torch.Tensor, pixels, field: Field,
-                 shrinking: bool | None = None, record: ForwardRecord | None = None):
+                 shrinking: bool | None = None, record: ForwardRecord | None = None, corner_programs: bool = True):
     """The crop path batch by batch (see ``crop_rows`` for the arguments): for each batch of crops of one
     geometry, ``(members, windows, ga, gb, values)``: the indices into ``pixels``, each member's window
     (top, bottom, left, right) in the image, the gradients of its fused pixel over that window
@@ -166,7 +166,9 @@ def crop_batches(model: nn.Module, a: torch.Tensor, b: torch.Tensor, pixels, fie
 
     With shrinking windows a window is the pixel's field clipped to the image, and all members of one
     batch sit at the same offset from their window's origin. Raises ``_WholeCrops`` where shrinking
-    windows (``shrinking=None``) could not follow a batch.
+    windows (``shrinking=None``) could not follow a batch. ``corner_programs=False``: windows clipped
+    on two adjacent sides record no window program (``run_windows``): in a whole image each such
+    geometry holds a single pixel.
     """
     height, width = a.shape
     if record is not None:
@@ -192,7 +194,9 @@ def crop_batches(model: nn.Module, a: torch.Tensor, b: torch.Tensor, pixels, fie
             picked = None
             if border is not None:
                 origins = [(windows[k][0], windows[k][2]) for k in members]
-                windows_run = functools.partial(run_windows, model, border, record=record, origins=origins)
+                corner = (border[0] or border[1]) and (border[2] or border[3])
+                windows_run = functools.partial(run_windows, model, border, record=record, origins=origins,
+                                                new_program=corner_programs or not corner)
                 picked = _shrinking_pick(windows_run, ca, cb, rr, cc, strict)
             if picked is None:
                 if border is not None:  # shrinking windows could not follow this batch: whole crops
@@ -208,7 +212,8 @@ MAX_PROGRAMS = 512
 
 
 def run_windows(model: nn.Module, border: tuple[bool, bool, bool, bool], a: torch.Tensor, b: torch.Tensor,
-                record: ForwardRecord | None = None, origins=None) -> tuple[torch.Tensor, Extent]:
+                record: ForwardRecord | None = None, origins=None, new_program: bool = True
+                ) -> tuple[torch.Tensor, Extent]:
     """``ShrinkingWindows(border).run(model, a, b)`` for windows a, b (N, 1, h, w), without its per-operation
     cost; with ``record`` (and ``origins``, each window's (top, left) in the image), ``ReplayWindows``'s.
 
@@ -216,6 +221,8 @@ def run_windows(model: nn.Module, border: tuple[bool, bool, bool, bool], a: torc
     recorded (``ShrinkingWindows(..., recording=True)``); its program is replayed once on
     the same windows and kept only if that gives a bit-identical output. Later runs of that
     geometry replay it. Models that read values of their activations always run under the mode.
+    ``new_program=False``: a geometry without a program runs under the mode and records none (for a
+    geometry used once, recording costs more than it saves).
     """
     def windows(recording: bool = False) -> ShrinkingWindows:
         if record is None:
@@ -232,6 +239,8 @@ def run_windows(model: nn.Module, border: tuple[bool, bool, bool, bool], a: torc
         return windows().run(model, a, b)
     if program is not False:
         return program.run(a, b, None if record is None else ReplaySource(record, origins))
+    if not new_program:
+        return windows().run(model, a, b)
     recorder = windows(recording=True)
     try:
         out, extent = recorder.run(model, a, b)
