@@ -164,11 +164,11 @@ def crop_batches(model: nn.Module, a: torch.Tensor, b: torch.Tensor, pixels, fie
     (top, bottom, left, right) in the image, the gradients of its fused pixel over that window
     (n, h, w) (None where the output does not depend on that input) and the pixels' values (n,).
 
-    With shrinking windows a window is the pixel's field clipped to the image, and all members of one
-    batch sit at the same offset from their window's origin. Raises ``_WholeCrops`` where shrinking
-    windows (``shrinking=None``) could not follow a batch. ``corner_programs=False``: windows clipped
-    on two adjacent sides record no window program (``run_windows``): in a whole image each such
-    geometry holds a single pixel.
+    With shrinking windows a window is the pixel's field clipped to the image; the members of one batch
+    sit at the same place in their windows unless the image is narrower than the field. Raises
+    ``_WholeCrops`` where shrinking windows (``shrinking=None``) could not follow a batch.
+    ``corner_programs=False``: windows clipped on two adjacent sides record no window program
+    (``run_windows``): in a whole image each such geometry holds a single pixel.
     """
     height, width = a.shape
     if record is not None:
