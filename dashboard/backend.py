@@ -58,7 +58,7 @@ def service():
             from fusion.service import SaliencyService
 
             cfg = config()
-            _service = SaliencyService(cache_dir=cfg.cache_dir, device=cfg.device,
+            _service = SaliencyService(cache_dir=cfg.cache_dir, device=cfg.device, size_limit_bytes=cfg.cache_bytes,
                                        hover_processes=cfg.hover_processes)
             _pid = os.getpid()
             _memory.clear()

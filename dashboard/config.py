@@ -21,6 +21,18 @@
                           is not shared). Each holds PyTorch, the models and their kept activations
                           (up to FUSION_HOVER_MEMORY_MB, default 1024).
     REDIS_URL             when set, background jobs run on Celery workers with this broker
+
+  A shared server (see docs/deployment.md):
+    FUSION_AUTH_FILE      file of ``user:bcrypt-hash`` lines (``python -m fusion users add``); when set,
+                          every route but GET /healthz asks for sign-in     (unset: no sign-in)
+    FUSION_URL_PREFIX     path the page is served under behind a reverse proxy, e.g. /fusion/   (/)
+    FUSION_MAX_UPLOAD_MB  largest uploaded file, in MB (an HTTP body may hold two, base64-encoded) (20)
+    FUSION_MAX_PIXELS     most pixels of one uploaded image, checked from its header before decoding
+                          (1048576: 1024 x 1024)
+    FUSION_MAX_MODELS     most models one request may name (unique registered names only)          (8)
+    FUSION_JOBS_PER_USER  whole-image jobs one user may run at once; more wait in line           (1)
+    FUSION_JOBS_TOTAL     whole-image jobs running at once on the server; more wait in line       (2)
+    FUSION_CACHE_MB       size limit of the shared disk cache (least recently used entries go)  (4096)
 """
 from __future__ import annotations
 
@@ -59,6 +71,23 @@ class Config:
     hover_processes: int = field(default_factory=default_hover_processes)
     #: Most points per model drawn in the G_MRI vs G_PET scatter (WebGL stays fluid).
     max_scatter_points: int = field(default=12_000)
+    auth_file: str | None = None
+    url_prefix: str = "/"
+    max_upload_mb: float = 20.0
+    max_pixels: int = 1024 * 1024
+    max_models: int = 8
+    jobs_per_user: int = 1
+    jobs_total: int = 2
+    cache_mb: int = 4096
+
+    @property
+    def max_body_bytes(self) -> int:
+        """Largest HTTP request body: two uploads, base64-encoded (4/3), and room for the rest of a callback."""
+        return int(2 * self.max_upload_mb * 2**20 * 4 / 3) + 2**20
+
+    @property
+    def cache_bytes(self) -> int:
+        return int(self.cache_mb * 2**20)
 
     @property
     def jobs_dir(self) -> Path:
@@ -87,6 +116,38 @@ def from_env(environ: dict | None = None) -> Config:
             raise ValueError(f"FUSION_DEVICE: {exc}") from None
         return spec
 
+    def number(name: str, default: float, low: float) -> float:
+        raw = env.get(name, "").strip() or str(default)
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(f"{name} must be a number, got {raw!r}") from None
+        if not value >= low:
+            raise ValueError(f"{name} must be at least {low:g}, got {raw!r}")
+        return value
+
+    def whole(name: str, default: int, low: int) -> int:
+        value = integer(name, default, "a whole number")
+        if value < low:
+            raise ValueError(f"{name} must be at least {low}, got {value}")
+        return value
+
+    def auth_file(raw: str | None) -> str | None:
+        if not raw:
+            return None
+        path = Path(raw).expanduser()
+        if not path.is_file():
+            raise ValueError(f"FUSION_AUTH_FILE: {raw!r} is not a file (make one with "
+                             "`python -m fusion users add NAME --file FILE`)")
+        return str(path)
+
+    def url_prefix(raw: str | None) -> str:
+        prefix = (raw or "/").strip()
+        prefix = "/" + prefix.strip("/") + "/" if prefix.strip("/") else "/"
+        if any(c in prefix for c in "?#%\\ ") or "//" in prefix:
+            raise ValueError(f"FUSION_URL_PREFIX must be a plain path such as /fusion/, got {raw!r}")
+        return prefix
+
     return Config(
         host=env.get("FUSION_DASH_HOST", "127.0.0.1"),
         port=integer("FUSION_DASH_PORT", 8050, "a port number"),
@@ -99,4 +160,12 @@ def from_env(environ: dict | None = None) -> Config:
         web_threads=max(1, integer("FUSION_DASH_THREADS", 1, "a number of threads")),
         job_threads=max(1, integer("FUSION_JOB_THREADS", 1, "a number of threads")),
         hover_processes=max(0, integer("FUSION_HOVER_PROCESSES", default_hover_processes(), "a number of processes")),
+        auth_file=auth_file(env.get("FUSION_AUTH_FILE")),
+        url_prefix=url_prefix(env.get("FUSION_URL_PREFIX")),
+        max_upload_mb=number("FUSION_MAX_UPLOAD_MB", 20, 0.01),
+        max_pixels=whole("FUSION_MAX_PIXELS", 1024 * 1024, 64),
+        max_models=whole("FUSION_MAX_MODELS", 8, 1),
+        jobs_per_user=whole("FUSION_JOBS_PER_USER", 1, 1),
+        jobs_total=whole("FUSION_JOBS_TOTAL", 2, 1),
+        cache_mb=number("FUSION_CACHE_MB", 4096, 64),
     )
