@@ -1,4 +1,4 @@
-"""Command line: python -m fusion {list,fuse,demo,train,saliency} ...
+"""Command line: python -m fusion {list,fuse,demo,train,saliency,users} ...
 
 Run ``python -m fusion COMMAND --help`` for each command's options. User
 models named in $FUSION_PLUGINS (or --plugins) are available to every command.
@@ -109,6 +109,43 @@ def cmd_saliency(args) -> int:
     return 0
 
 
+def cmd_users(args) -> int:
+    """Add, replace, remove or list the users of a server's sign-in file (see fusion.users)."""
+    try:
+        return _users(args)
+    except OSError as exc:
+        print(f"error: {args.file}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+
+
+def _users(args) -> int:
+    from . import users
+
+    if args.action == "list":
+        for name in users.read_users(args.file):
+            print(name)
+        return 0
+    users.check_name(args.name)
+    if args.action == "remove":
+        if not users.remove_user(args.file, args.name):
+            print(f"error: no user {args.name!r} in {args.file}", file=sys.stderr)
+            return 1
+        print(f"removed {args.name} from {args.file}")
+        return 0
+    if sys.stdin.isatty():
+        import getpass
+
+        password = getpass.getpass(f"password for {args.name}: ")
+        if password != getpass.getpass("again: "):
+            print("error: the two passwords differ", file=sys.stderr)
+            return 1
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    replaced = users.add_user(args.file, args.name, password)
+    print(f"{'replaced the password of' if replaced else 'added'} {args.name} in {args.file}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m fusion", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -161,6 +198,16 @@ def build_parser() -> argparse.ArgumentParser:
                    "'cuda' or 'cuda:N'")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_saliency)
+
+    p = sub.add_parser("users", help="users of the dashboard's sign-in (FUSION_AUTH_FILE)")
+    actions = p.add_subparsers(dest="action", required=True)
+    for action, what in (("add", "add a user or replace their password (read from stdin, else prompted)"),
+                         ("remove", "remove a user"), ("list", "list the users")):
+        q = actions.add_parser(action, help=what)
+        if action != "list":
+            q.add_argument("name")
+        q.add_argument("--file", required=True, help="the users file (user:bcrypt-hash lines)")
+        q.set_defaults(func=cmd_users)
     return parser
 
 
