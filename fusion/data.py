@@ -31,11 +31,16 @@ def list_samples() -> list[str]:
 
 
 def sample_paths(name: str) -> tuple[Path, Path]:
-    """The MRI and PET files of a bundled sample pair."""
-    mri, pet = SAMPLE_DIR / f"{name}_mri.png", SAMPLE_DIR / f"{name}_pet.png"
-    if not mri.is_file() or not pet.is_file():
-        raise KeyError(f"unknown sample pair {name!r}; bundled pairs: {', '.join(list_samples())}")
-    return mri, pet
+    """The MRI and PET files of a bundled sample pair.
+
+    ``name`` must be exactly one of ``list_samples()``; anything else (another path,
+    ``../x``, a non-string) raises KeyError before any path is built from it.
+    """
+    samples = list_samples()
+    if not isinstance(name, str) or name not in samples:
+        shown = repr(name[:40] + "..." if len(name) > 40 else name) if isinstance(name, str) else type(name).__name__
+        raise KeyError(f"unknown sample pair {shown}; bundled pairs: {', '.join(samples)}")
+    return SAMPLE_DIR / f"{name}_mri.png", SAMPLE_DIR / f"{name}_pet.png"
 
 
 def load_sample(name: str) -> tuple[np.ndarray, np.ndarray]:

@@ -4,11 +4,19 @@ Every image becomes a float32 H x W array min-max scaled to [0, 1]. Colour
 images are converted to grey with 0.2989 R + 0.5870 G + 0.1140 B (the
 convention of the Harvard atlas PET). Anything that cannot be fused raises
 ``InvalidInput`` with a message a user can act on.
+
+Files are untrusted: the encoded size is bounded (``max_bytes``) and the pixel
+count is read from the header (Pillow's lazy open, the ``.npy`` header, the
+NIfTI header, decompressing only its first bytes) and checked against
+``max_pixels`` before any pixel data is read or decompressed.
 """
 from __future__ import annotations
 
+import gzip
 import io
+import math
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -19,13 +27,19 @@ from .errors import InvalidInput
 
 #: Largest image accepted, in pixels per image (guards against decompression bombs).
 MAX_PIXELS = 4096 * 4096
+#: Largest encoded file accepted (a path's size on disk, or the bytes passed).
+MAX_FILE_BYTES = 256 * 2**20
+#: Largest NIfTI volume accepted, in bytes of (decompressed) voxel data.
+MAX_VOLUME_BYTES = 256 * 2**20
 #: Smallest accepted side: below this there is nothing to explain.
 MIN_SIDE = 8
 _GREY_WEIGHTS = np.array([0.2989, 0.5870, 0.1140])
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
+_NIFTI_HEAD = 540  # a NIfTI-2 header; NIfTI-1 needs the first 348 bytes
+_GZIP_MAGIC = b"\x1f\x8b"
 
 
-def to_unit_grey(array: np.ndarray, name: str = "image") -> np.ndarray:
+def to_unit_grey(array: np.ndarray, name: str = "image", max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Validate an H x W (or H x W x 3/4 colour) array; return float32 H x W in [0, 1]."""
     array = np.asarray(array)
     if array.dtype == bool:
@@ -35,16 +49,13 @@ def to_unit_grey(array: np.ndarray, name: str = "image") -> np.ndarray:
     if np.iscomplexobj(array):
         raise InvalidInput(f"{name}: complex pixel values are not supported")
     if array.ndim == 3 and array.shape[-1] in (3, 4):
+        _check_size(array.shape[:2], name, max_pixels)
         array = array[..., :3].astype(np.float64) @ _GREY_WEIGHTS
     elif array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
     if array.ndim != 2:
         raise InvalidInput(f"{name}: expected a 2-D grey or colour image, got shape {array.shape}")
-    h, w = array.shape
-    if h < MIN_SIDE or w < MIN_SIDE:
-        raise InvalidInput(f"{name}: image is {h} x {w}; both sides must be at least {MIN_SIDE}")
-    if h * w > MAX_PIXELS:
-        raise InvalidInput(f"{name}: image is {h} x {w}, more than the {MAX_PIXELS:,} pixels allowed")
+    _check_size(array.shape, name, max_pixels)
     array = array.astype(np.float64)
     if not np.isfinite(array).all():
         raise InvalidInput(f"{name}: image contains NaN or infinite values")
@@ -54,17 +65,28 @@ def to_unit_grey(array: np.ndarray, name: str = "image") -> np.ndarray:
     return ((array - lo) / (hi - lo)).astype(np.float32)
 
 
-def _read_raster(data: bytes, name: str) -> np.ndarray:
-    """Decode PNG, GIF, TIFF, JPEG, BMP... with Pillow, refusing decompression bombs."""
+def _check_size(shape, name: str, max_pixels: int) -> None:
+    """Both sides at least MIN_SIDE, at most ``max_pixels`` pixels (from a header or an array)."""
+    h, w = (int(s) for s in shape[:2])
+    if h < MIN_SIDE or w < MIN_SIDE:
+        raise InvalidInput(f"{name}: image is {h} x {w}; both sides must be at least {MIN_SIDE}")
+    if h * w > max_pixels:
+        raise InvalidInput(f"{name}: image is {h} x {w} pixels, more than the {max_pixels:,} allowed")
+
+
+def _read_raster(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode PNG, GIF, TIFF, JPEG, BMP... with Pillow; the size is checked before decoding."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as img:
-                w, h = img.size
-                if w * h > MAX_PIXELS:
-                    raise InvalidInput(f"{name}: image is {h} x {w} pixels, more than the "
-                                       f"{MAX_PIXELS:,} allowed (refusing a possible decompression bomb)")
+                w, h = img.size  # from the header: nothing decoded yet
+                if w * h > max_pixels:
+                    raise InvalidInput(f"{name}: image is {h} x {w} pixels, more than the {max_pixels:,} "
+                                       "allowed (refused before decoding)")
                 img.seek(0)  # first frame of an animated GIF or multi-page TIFF
+                if img.size != (w, h) and img.size[0] * img.size[1] > max_pixels:
+                    raise InvalidInput(f"{name}: the first frame is larger than the {max_pixels:,} pixels allowed")
                 if img.mode in ("P", "PA", "LA", "RGBA", "CMYK", "YCbCr", "HSV", "1", "L;16"):
                     img = img.convert("RGB" if img.mode != "1" else "L")
                 img.load()
@@ -72,47 +94,149 @@ def _read_raster(data: bytes, name: str) -> np.ndarray:
     except InvalidInput:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise InvalidInput(f"{name}: refusing a decompression bomb ({exc})") from exc
+        said = re.search(r"\((\d+) pixels\)", str(exc))  # Pillow's own check, at open, from the header
+        size = f" (its header says {int(said.group(1)):,})" if said else ""
+        raise InvalidInput(f"{name}: image is more than the {max_pixels:,} pixels allowed{size}; refused before "
+                           "decoding (a possible decompression bomb)") from exc
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types for damaged files
         raise InvalidInput(f"{name}: not a readable image file ({type(exc).__name__}: {exc})") from exc
 
 
-def _read_npy(data: bytes, name: str) -> np.ndarray:
+def _read_npy(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """A ``.npy`` array; its header (shape, dtype) is checked before the data is read."""
+    fmt = np.lib.format
+    fp = io.BytesIO(data)
+    try:
+        version = fmt.read_magic(fp)
+        if version == (1, 0):
+            shape, _, dtype = fmt.read_array_header_1_0(fp)
+        elif version == (2, 0):
+            shape, _, dtype = fmt.read_array_header_2_0(fp)
+        else:
+            raise ValueError(f"format version {version[0]}.{version[1]} is not supported")
+    except Exception as exc:  # noqa: BLE001 - numpy raises ValueError or others for damaged headers
+        raise InvalidInput(f"{name}: not a readable .npy array ({exc})") from exc
+    if dtype.hasobject or dtype.kind not in "biufc" or dtype.fields is not None:
+        raise InvalidInput(f"{name}: not a readable .npy array (dtype {dtype} is not numeric; "
+                           "object arrays are refused)")
+    if not (len(shape) == 2 or (len(shape) == 3 and shape[-1] in (1, 3, 4))):
+        raise InvalidInput(f"{name}: expected a 2-D grey or colour image, got shape {tuple(shape)}")
+    _check_size(shape, name, max_pixels)
+    if len(data) - fp.tell() < math.prod(shape) * dtype.itemsize:
+        raise InvalidInput(f"{name}: the .npy file is truncated (its header promises {tuple(shape)} {dtype})")
     try:
         return np.load(io.BytesIO(data), allow_pickle=False)
     except Exception as exc:  # noqa: BLE001
         raise InvalidInput(f"{name}: not a readable .npy array ({exc})") from exc
 
 
-def _read_nifti(path: Path, name: str, axis: int = 2, index: int | None = None) -> np.ndarray:
-    """The middle slice (or ``index``) of a 3-D NIfTI volume along ``axis``."""
+def _nifti_header(head: bytes, name: str, max_pixels: int, stored_bytes: int | None):
+    """Parse and check a NIfTI-1/2 header; returns (header class, shape).
+
+    ``stored_bytes``: size of an uncompressed file (None for gzip), to refuse truncated data.
+    """
+    import nibabel as nib
+
+    sizes = {int.from_bytes(head[:4], order) for order in ("little", "big")} if len(head) >= 4 else set()
+    klass = nib.Nifti2Header if 540 in sizes else nib.Nifti1Header if 348 in sizes else None
+    if klass is None:
+        raise InvalidInput(f"{name}: not a readable NIfTI volume (no NIfTI-1 or NIfTI-2 header)")
+    needed = 540 if klass is nib.Nifti2Header else 348
+    if len(head) < needed:
+        raise InvalidInput(f"{name}: not a readable NIfTI volume (the header is cut short)")
+    try:
+        header = klass.from_fileobj(io.BytesIO(head[:needed]))
+        shape, dtype = tuple(int(s) for s in header.get_data_shape()), header.get_data_dtype()
+        offset = int(header.get_data_offset())
+    except Exception as exc:  # noqa: BLE001 - nibabel raises several types for bad headers
+        raise InvalidInput(f"{name}: not a readable NIfTI volume ({exc})") from exc
+    if len(shape) not in (2, 3) or min(shape) < 1:
+        raise InvalidInput(f"{name}: expected a 2-D or 3-D NIfTI volume, got shape {shape}")
+    if dtype.fields is not None or dtype.kind not in "biuf":
+        raise InvalidInput(f"{name}: NIfTI data type {dtype} is not supported (grey numbers only)")
+    _check_size(shape, name, max_pixels)
+    nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes > MAX_VOLUME_BYTES:
+        raise InvalidInput(f"{name}: the volume {' x '.join(map(str, shape))} ({dtype}) holds {nbytes / 2**20:,.0f} MB "
+                           f"of data, more than the {MAX_VOLUME_BYTES / 2**20:,.0f} MB allowed")
+    if stored_bytes is not None and offset + nbytes > stored_bytes:
+        raise InvalidInput(f"{name}: the NIfTI file is truncated (its header promises {nbytes:,} bytes of data)")
+    return klass, shape
+
+
+def _nifti_slice(image, shape: tuple[int, ...], name: str) -> np.ndarray:
+    """The middle slice along the last axis of a checked, lazily loaded NIfTI image."""
+    try:
+        if len(shape) == 2:
+            return np.asarray(image.dataobj)
+        return np.asarray(image.dataobj[:, :, shape[2] // 2])
+    except Exception as exc:  # noqa: BLE001 - damaged or cut data
+        raise InvalidInput(f"{name}: not a readable NIfTI volume ({type(exc).__name__}: {exc})") from exc
+
+
+def _read_nifti_bytes(data: bytes, name: str, max_pixels: int) -> np.ndarray:
+    """The middle axial slice of NIfTI bytes (``.nii`` or gzip); only the header is read before the checks."""
+    from nibabel.fileholders import FileHolder
+
+    zipped = data[:2] == _GZIP_MAGIC
+
+    def stream():
+        return gzip.GzipFile(fileobj=io.BytesIO(data)) if zipped else io.BytesIO(data)
+
+    try:
+        head = stream().read(_NIFTI_HEAD)  # gzip: decompresses only the first bytes
+    except Exception as exc:  # noqa: BLE001 - bad gzip stream
+        raise InvalidInput(f"{name}: not a readable NIfTI volume ({exc})") from exc
+    klass, shape = _nifti_header(head, name, max_pixels, None if zipped else len(data))
+    image_class = {348: "Nifti1Image", 540: "Nifti2Image"}[klass.sizeof_hdr]
     import nibabel as nib
 
     try:
-        volume = nib.load(str(path))
-        shape = volume.shape
-        if len(shape) == 2:
-            return np.asarray(volume.dataobj)
-        if len(shape) != 3 or np.prod(shape[:2]) > MAX_PIXELS * 64:
-            raise InvalidInput(f"{name}: expected a 2-D or 3-D NIfTI volume, got shape {shape}")
-        index = shape[axis] // 2 if index is None else index
-        if not 0 <= index < shape[axis]:
-            raise InvalidInput(f"{name}: slice {index} is outside the volume's {shape[axis]} slices")
-        return np.asarray(volume.dataobj[tuple(index if i == axis else slice(None) for i in range(3))])
-    except InvalidInput:
-        raise
+        fileobj = stream()
+        image = getattr(nib, image_class).from_file_map({"header": FileHolder(fileobj=fileobj),
+                                                         "image": FileHolder(fileobj=fileobj)})
     except Exception as exc:  # noqa: BLE001
         raise InvalidInput(f"{name}: not a readable NIfTI volume ({exc})") from exc
+    return _nifti_slice(image, shape, name)
 
 
-def load_image(source: str | os.PathLike | bytes, name: str | None = None) -> np.ndarray:
+def _read_nifti_path(path: Path, name: str, max_pixels: int) -> np.ndarray:
+    import nibabel as nib
+
+    try:
+        with path.open("rb") as raw:
+            zipped = raw.read(2) == _GZIP_MAGIC
+            raw.seek(0)
+            head = (gzip.GzipFile(fileobj=raw) if zipped else raw).read(_NIFTI_HEAD)
+    except Exception as exc:  # noqa: BLE001
+        raise InvalidInput(f"{name}: not a readable NIfTI volume ({exc})") from exc
+    _, shape = _nifti_header(head, name, max_pixels, None if zipped else path.stat().st_size)
+    try:
+        image = nib.load(str(path))
+    except Exception as exc:  # noqa: BLE001
+        raise InvalidInput(f"{name}: not a readable NIfTI volume ({exc})") from exc
+    return _nifti_slice(image, shape, name)
+
+
+def _too_big(size: int, name: str, max_bytes: int) -> InvalidInput:
+    return InvalidInput(f"{name}: the file is {size / 2**20:,.1f} MB, more than the "
+                        f"{max_bytes / 2**20:,.1f} MB allowed")
+
+
+def load_image(source: str | os.PathLike | bytes, name: str | None = None, max_pixels: int = MAX_PIXELS,
+               max_bytes: int = MAX_FILE_BYTES) -> np.ndarray:
     """Load one image (a path, or raw file bytes) as float32 H x W in [0, 1].
 
     Formats: PNG, GIF, TIFF, JPEG, BMP (Pillow), NumPy ``.npy``, NIfTI
-    ``.nii``/``.nii.gz`` (the middle axial slice). Raises InvalidInput.
+    ``.nii``/``.nii.gz`` (the middle axial slice). Files over ``max_bytes`` and
+    images over ``max_pixels`` (read from the header, before decoding) are refused.
+    ``name`` is only shown in messages. Raises InvalidInput.
     """
-    if isinstance(source, (bytes, bytearray)):
-        data, name = bytes(source), name or "uploaded file"
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        name = name or "uploaded file"
+        if len(source) > max_bytes:
+            raise _too_big(len(source), name, max_bytes)
+        data = bytes(source)
         suffix = Path(name).suffix.lower()
         is_nifti = name.lower().endswith(_NIFTI_SUFFIXES)
     else:
@@ -120,26 +244,21 @@ def load_image(source: str | os.PathLike | bytes, name: str | None = None) -> np
         name = name or path.name
         if not path.is_file():
             raise InvalidInput(f"{name}: no such file: {path}")
-        if path.stat().st_size == 0:
+        size = path.stat().st_size
+        if size == 0:
             raise InvalidInput(f"{name}: the file is empty")
-        is_nifti = path.name.lower().endswith(_NIFTI_SUFFIXES)
-        if is_nifti:
-            return to_unit_grey(_read_nifti(path, name), name)
-        data, suffix = path.read_bytes(), path.suffix.lower()
+        if size > max_bytes:
+            raise _too_big(size, name, max_bytes)
+        if path.name.lower().endswith(_NIFTI_SUFFIXES):
+            return to_unit_grey(_read_nifti_path(path, name, max_pixels), name, max_pixels)
+        data, suffix, is_nifti = path.read_bytes(), path.suffix.lower(), False
     if not data:
         raise InvalidInput(f"{name}: the file is empty")
     if is_nifti:
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as tmp:
-            tmp_path = Path(tmp) / Path(name).name
-            tmp_path.write_bytes(data)
-            return to_unit_grey(_read_nifti(tmp_path, name), name)
+        return to_unit_grey(_read_nifti_bytes(data, name, max_pixels), name, max_pixels)
     if suffix == ".npy" or data[:6] == b"\x93NUMPY":
-        return to_unit_grey(_read_npy(data, name), name)
-    return to_unit_grey(_read_raster(data, name), name)
-
-
+        return to_unit_grey(_read_npy(data, name, max_pixels), name, max_pixels)
+    return to_unit_grey(_read_raster(data, name, max_pixels), name, max_pixels)
 def check_pair(a: np.ndarray, b: np.ndarray, names: tuple[str, str] = ("MRI", "PET")) -> tuple[np.ndarray, np.ndarray]:
     """Validate two arrays as a co-registered pair; return them as unit grey float32."""
     a, b = to_unit_grey(a, names[0]), to_unit_grey(b, names[1])
@@ -150,7 +269,8 @@ def check_pair(a: np.ndarray, b: np.ndarray, names: tuple[str, str] = ("MRI", "P
 
 
 def load_pair(path_a: str | os.PathLike | bytes, path_b: str | os.PathLike | bytes,
-              names: tuple[str, str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+              names: tuple[str, str] | None = None, max_pixels: int = MAX_PIXELS,
+              max_bytes: int = MAX_FILE_BYTES) -> tuple[np.ndarray, np.ndarray]:
     """Load a co-registered image pair as two float32 H x W arrays in [0, 1].
 
     Raises:
@@ -160,6 +280,6 @@ def load_pair(path_a: str | os.PathLike | bytes, path_b: str | os.PathLike | byt
     if names is None:
         names = tuple(label if isinstance(p, (bytes, bytearray)) else Path(p).name
                       for p, label in ((path_a, "first image"), (path_b, "second image")))
-    a = load_image(path_a, names[0])
-    b = load_image(path_b, names[1])
+    a = load_image(path_a, names[0], max_pixels, max_bytes)
+    b = load_image(path_b, names[1], max_pixels, max_bytes)
     return check_pair(a, b, names)

@@ -2,6 +2,7 @@
 import gzip
 import io
 
+import bomb_files
 import numpy as np
 import pytest
 from PIL import Image
@@ -168,3 +169,119 @@ def test_missing_file(tmp_path):
 
 def test_invalid_input_is_a_value_error():
     assert issubclass(fusion.InvalidInput, ValueError)
+
+
+# ---------------------------------------------------------------- hostile input (issue 11)
+def peak_growth_mb(action) -> float:
+    """How far this process's peak resident memory rose above its level while ``action`` ran (Linux)."""
+    def status(key):
+        line = next(x for x in open("/proc/self/status") if x.startswith(key + ":"))
+        return int(line.split()[1]) / 1024
+
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the peak (VmHWM) to the current resident size
+    before = status("VmRSS")
+    action()
+    return status("VmHWM") - before
+
+
+def refused(data, name, match="allowed", **limits):
+    def action():
+        with pytest.raises(fusion.InvalidInput, match=match):
+            fusion.load_image(data, name, **limits)
+    return peak_growth_mb(action)
+
+
+@pytest.mark.parametrize("kind", sorted(bomb_files.IMAGE_BOMBS))
+def test_bombs_are_refused_from_the_header(tmp_path, kind):
+    name, build = bomb_files.IMAGE_BOMBS[kind]
+    data = build()
+    assert len(data) < 100_000  # tiny files...
+    assert refused(data, name) < 40  # ...refused without decoding what they promise (hundreds of MB to GBs)
+    (tmp_path / name).write_bytes(data)
+    assert refused(tmp_path / name, None) < 40
+
+
+@pytest.mark.parametrize("kind", ["png", "gif", "tiff", "bmp", "jpeg"])
+def test_raster_bombs_under_pillows_own_limit_meet_ours(kind):
+    # 5000 x 5000 is under Pillow's decompression-bomb warning (89 MP) but over the 1 MP asked for
+    data = getattr(bomb_files, f"{kind}_bomb")(5000)
+    assert refused(data, f"x.{kind}", match="5000 x 5000 pixels, more than the 1,048,576 allowed",
+                   max_pixels=2**20) < 40
+
+
+def test_max_pixels_and_max_bytes_are_arguments(tmp_path):
+    data = png_bytes((gradient(64, 64) * 2).astype(np.uint8))
+    assert fusion.load_image(data, "x.png", max_pixels=64 * 64).shape == (64, 64)
+    with pytest.raises(fusion.InvalidInput, match="64 x 64 pixels, more than the 4,095 allowed"):
+        fusion.load_image(data, "x.png", max_pixels=64 * 64 - 1)
+    with pytest.raises(fusion.InvalidInput, match="MB allowed"):
+        fusion.load_image(data, "x.png", max_bytes=len(data) - 1)
+    (tmp_path / "x.png").write_bytes(data)
+    with pytest.raises(fusion.InvalidInput, match="MB allowed"):
+        fusion.load_image(tmp_path / "x.png", max_bytes=len(data) - 1)
+    np.save(tmp_path / "big.npy", gradient(64, 64))
+    with pytest.raises(fusion.InvalidInput, match="more than the 100 allowed"):
+        fusion.load_image(tmp_path / "big.npy", max_pixels=100)
+    with pytest.raises(fusion.InvalidInput, match="more than the 100 allowed"):
+        fusion.load_pair(tmp_path / "big.npy", tmp_path / "big.npy", max_pixels=100)
+
+
+def test_truncated_npy_and_nifti_are_refused_from_the_header(tmp_path):
+    import nibabel as nib
+
+    np.save(tmp_path / "x.npy", gradient())
+    with pytest.raises(fusion.InvalidInput, match="truncated"):
+        fusion.load_image((tmp_path / "x.npy").read_bytes()[:-8], "x.npy")
+    nib.save(nib.Nifti1Image(np.random.default_rng(0).random((20, 24, 5)).astype(np.float32), np.eye(4)),
+             tmp_path / "v.nii")
+    with pytest.raises(fusion.InvalidInput, match="truncated"):
+        fusion.load_image((tmp_path / "v.nii").read_bytes()[:-8], "v.nii")
+    for cut in (3, 100):
+        with pytest.raises(fusion.InvalidInput, match="NIfTI"):
+            fusion.load_image((tmp_path / "v.nii").read_bytes()[:cut], "v.nii")
+
+
+@pytest.mark.parametrize("image_class", ["Nifti1Image", "Nifti2Image"])
+@pytest.mark.parametrize("zipped", [False, True])
+def test_nifti_bytes_read_like_the_file(tmp_path, image_class, zipped):
+    import nibabel as nib
+
+    volume = np.random.default_rng(1).random((20, 24, 7)).astype(np.float32)
+    name = "v.nii.gz" if zipped else "v.nii"
+    nib.save(getattr(nib, image_class)(volume, np.eye(4)), tmp_path / name)
+    from_bytes = fusion.load_image((tmp_path / name).read_bytes(), name)
+    np.testing.assert_array_equal(from_bytes, fusion.load_image(tmp_path / name))
+    mid = volume[:, :, 3]
+    np.testing.assert_allclose(from_bytes, (mid - mid.min()) / (mid.max() - mid.min()), atol=1e-6)
+
+
+def test_sample_names_are_only_bundled_samples(tmp_path):
+    name = list_samples()[0]
+    (tmp_path / "secret_mri.png").write_bytes(png_bytes((gradient() * 2).astype(np.uint8)))
+    (tmp_path / "secret_pet.png").write_bytes(png_bytes((gradient() * 3).astype(np.uint8)))
+    outside = str(tmp_path / "secret")
+    for bad in (outside, f"../sample_data/{name}", f"{name}/../{name}", f"./{name}", name + " ", name.upper(),
+                "", "x" * 5000, None, 3, ["a"]):
+        with pytest.raises(KeyError, match="unknown sample pair"):
+            sample_paths(bad)
+        with pytest.raises(KeyError):
+            load_sample(bad)
+    assert sample_paths(name)[0].name == f"{name}_mri.png"
+
+
+def test_hdf5_bombs_are_refused_or_left_unread():
+    from fusion.saliency import load_hdf5
+
+    def refuse(data, match):
+        with pytest.raises(ValueError, match=match):
+            load_hdf5(data, max_band_bytes=2**31, name="x.h5", max_pixels=2**20)
+
+    maps, chunk = bomb_files.h5_map_bomb(), bomb_files.h5_chunk_bomb()  # 20000 x 20000 maps; one 128 MB chunk
+    assert len(maps) + len(chunk) < 300_000
+    assert peak_growth_mb(lambda: refuse(maps, "20000 x 20000, outside 1 to 1,048,576")) < 40
+    assert peak_growth_mb(lambda: refuse(chunk, "chunks of")) < 40
+    data = bomb_files.h5_band_bomb()  # 2 x 240 MB of zeros in 140 kB
+    opened = []
+    assert peak_growth_mb(lambda: opened.append(load_hdf5(data, max_band_bytes=2**31))) < 40
+    assert opened[0].band_a is None and opened[0].guidance_a.shape == (64, 64)

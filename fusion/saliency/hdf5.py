@@ -3,9 +3,11 @@
 Format versions: 1 had no ``/pair`` (still read, with ``inputs`` None); 2 added the
 input images, so that a file alone reopens its pair. ``load_hdf5`` treats a file as
 untrusted: links, data stored outside the file, non-float or non-finite data,
-inconsistent shapes and maps over ``fusion.io.MAX_PIXELS`` are refused with ValueError,
-a banded Jacobian over ``max_band_bytes`` is not read (a gzip bomb stays on disk), and
-only the objects named below are read.
+inconsistent shapes, maps over ``max_pixels`` (default ``fusion.io.MAX_PIXELS``) and
+chunks over ``MAX_CHUNK_BYTES`` are refused with ValueError before any data is read; a
+banded Jacobian over ``max_band_bytes``, or one that would expand more than
+``MAX_BAND_RATIO`` times its stored size (a compression bomb), is not read; only the
+objects named below are read.
 
 File layout (also written into the file's ``layout`` attribute):
 
@@ -38,6 +40,10 @@ FORMAT = "fusion-saliency dense Jacobian"
 FORMAT_VERSION = 2
 MAP_KEYS = ("guidance_a", "guidance_b", "influence_a", "influence_b", "fused")
 META_KEYS = ("model", "weights_hash", "pair_id", "method_version")
+#: Largest chunk of any dataset read (HDF5 decompresses a whole chunk to read any part of it).
+MAX_CHUNK_BYTES = 16 * 2**20
+#: A banded Jacobian is skipped when its data would be more than this many times its stored size.
+MAX_BAND_RATIO = 32
 LAYOUT = __doc__.split("File layout (also written into the file's ``layout`` attribute):")[1].strip()
 
 
@@ -76,11 +82,13 @@ def save_hdf5(dense: DenseJacobian, path: str | os.PathLike) -> Path:
     return path
 
 
-def load_hdf5(source, max_band_bytes: int | None = None, name: str | None = None) -> DenseJacobian:
+def load_hdf5(source, max_band_bytes: int | None = None, name: str | None = None,
+              max_pixels: int = MAX_PIXELS) -> DenseJacobian:
     """Read a file written by ``save_hdf5`` (a path, the file's bytes or a binary file object).
 
-    ``max_band_bytes``: a banded Jacobian (both inputs) larger than this is not read
-    (``band_a`` is then None; rows are recomputed on demand). Raises ValueError, starting
+    ``max_band_bytes``: a banded Jacobian (both inputs) larger than this, or more than
+    ``MAX_BAND_RATIO`` times its stored size, is not read (``band_a`` is then None; rows
+    are recomputed on demand). Maps over ``max_pixels`` are refused. Raises ValueError, starting
     with ``name`` (default: the path), for anything that is not a complete, consistent file
     of this format.
     """
@@ -96,7 +104,7 @@ def load_hdf5(source, max_band_bytes: int | None = None, name: str | None = None
         raise ValueError(f"{name}: not a readable HDF5 file ({exc})") from exc
     try:
         with f:
-            return _read(f, max_band_bytes)
+            return _read(f, max_band_bytes, max_pixels)
     except ValueError as exc:
         raise ValueError(f"{name}: {exc}") from exc
     except (OSError, KeyError, RuntimeError, TypeError, AttributeError, IndexError) as exc:
@@ -126,6 +134,9 @@ def _dataset(f, path: str, ndim: int):
         raise ValueError(f"/{path} is not a {ndim}-D float dataset")
     if node.external or node.is_virtual:
         raise ValueError(f"/{path} keeps its data outside the file (refused)")
+    if node.chunks is not None and math.prod(node.chunks) * node.dtype.itemsize > MAX_CHUNK_BYTES:
+        raise ValueError(f"/{path} is stored in chunks of {node.chunks}, larger than the "
+                         f"{MAX_CHUNK_BYTES // 2**20} MB allowed (refused)")
     return node
 
 
@@ -155,7 +166,7 @@ def _field(text: str) -> Field:
     return field
 
 
-def _read(f, max_band_bytes: int | None) -> DenseJacobian:
+def _read(f, max_band_bytes: int | None, max_pixels: int = MAX_PIXELS) -> DenseJacobian:
     if _text(f.attrs.get("format")) != FORMAT:
         raise ValueError(f"not a {FORMAT} file")
     version = int(f.attrs["format_version"])
@@ -163,8 +174,8 @@ def _read(f, max_band_bytes: int | None) -> DenseJacobian:
         raise ValueError(f"format version {version} is newer than this library ({FORMAT_VERSION})")
     first = _dataset(f, f"maps/{MAP_KEYS[0]}", 2)
     shape = first.shape
-    if not 0 < shape[0] * shape[1] <= MAX_PIXELS:
-        raise ValueError(f"the maps are {shape[0]} x {shape[1]}, outside 1 to {MAX_PIXELS:,} pixels")
+    if not 0 < shape[0] * shape[1] <= max_pixels:
+        raise ValueError(f"the maps are {shape[0]} x {shape[1]}, outside 1 to {max_pixels:,} pixels")
     maps = {key: _read_array(_dataset(f, f"maps/{key}", 2), shape) for key in MAP_KEYS}
     inputs = None
     if f.get("pair", getlink=True) is not None:  # never resolves a link
@@ -175,7 +186,8 @@ def _read(f, max_band_bytes: int | None) -> DenseJacobian:
         bands = [_dataset(f, f"band/{key}", 4) for key in "ab"]
         band_shape = (*shape, field.rows, field.cols)
         nbytes = 2 * 4 * math.prod(band_shape)
-        if max_band_bytes is None or nbytes <= max_band_bytes:
+        stored = sum(band.id.get_storage_size() for band in bands)
+        if (max_band_bytes is None or nbytes <= max_band_bytes) and nbytes <= MAX_BAND_RATIO * stored:
             band_a, band_b = (_read_array(band, band_shape) for band in bands)
     method = _text(f.attrs.get("method"))
     if method not in ("crops", "coloured", "full-image"):
