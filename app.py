@@ -22,7 +22,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import dash  # noqa: E402
 
 import fusion  # noqa: E402
-from dashboard import backend, callbacks, jobs, layout  # noqa: E402
+from dashboard import auth, backend, callbacks, health, jobs, layout  # noqa: E402
 from dashboard.config import Config, from_env  # noqa: E402
 from dashboard.state import ViewState  # noqa: E402
 
@@ -85,9 +85,11 @@ def create_app(config: Config | None = None) -> dash.Dash:
     default = ViewState(pair=backend.default_pair_key(config),
                         models=tuple(m for m in config.default_models if m in known))
     # Bootstrap's CSS is served from assets/ (00_bootstrap.min.css, MIT): the page needs no CDN.
-    app = dash.Dash(__name__, title="fusion-saliency",
+    app = dash.Dash(__name__, title="fusion-saliency", url_base_pathname=config.url_prefix,
                     background_callback_manager=background_manager(config),
                     suppress_callback_exceptions=True)
+    auth.register(app, config)  # first: every other hook and route runs for signed-in users only
+    health.register(app, config)
     app.layout = layout.page(data.list_samples(), known, default)
     callbacks.register(app)
     return app

@@ -26,6 +26,17 @@
     const SVG = "http://www.w3.org/2000/svg";
     window.__fsState = S;  // for debugging and the browser benchmark
 
+    // Where the app's routes live: Dash's own request prefix (FUSION_URL_PREFIX, e.g. "/fusion/"),
+    // so that the hover endpoint is asked under the same prefix as Dash's callbacks.
+    function basePath() {
+        try {
+            const prefix = JSON.parse(document.getElementById("_dash-config").textContent)
+                .requests_pathname_prefix;
+            if (prefix) { return prefix; }
+        } catch (e) { /* no Dash config in the page: fall back to the page's folder */ }
+        return window.location.pathname.replace(/[^/]*$/, "") || "/";
+    }
+
     function setProps(id, data) {
         if (window.dash_clientside && window.dash_clientside.set_props) {
             window.dash_clientside.set_props(id, {data: data});
@@ -334,8 +345,7 @@
                 return window.dash_clientside.no_update;
             },
             setView: function (version, jac, shared, gamma) {
-                const pathname = (window.dash_clientside && window.location.pathname) || "/";
-                S.base = pathname.endsWith("/") ? pathname : pathname.replace(/[^/]*$/, "");
+                S.base = basePath();
                 if (version) {
                     S.view.pair = version.pair;
                     S.view.models = version.models;

@@ -91,5 +91,5 @@ def pixel_view():
 
 
 def register(app) -> None:
-    """Add the hover endpoint to the app's Flask server."""
-    app.server.add_url_rule(ROUTE, "fs_pixel", pixel_view)
+    """Add the hover endpoint to the app's Flask server, under the app's URL prefix."""
+    app.server.add_url_rule(app.config.routes_pathname_prefix + ROUTE.lstrip("/"), "fs_pixel", pixel_view)
