@@ -8,8 +8,14 @@ hover bypasses it: the browser asks ``GET /fs-api/pixel`` and swaps the
 itself. Everything else (grid, dense maps, statistics) stays in Dash callbacks.
 
     GET /fs-api/pixel?pair=<id>&models=a,b&row=R&col=C&jac=signed&shared=0&gamma=1&win=rf
+
+Every parameter is checked and length-bounded before any work (``hover_request``): a bad one
+answers 400, an unknown pair 404, each with a JSON ``{"error": message}``.
 """
 from __future__ import annotations
+
+import math
+import re
 
 import numpy as np
 from flask import jsonify, request
@@ -70,23 +76,105 @@ def pixel_payload(pair_id: str, models: list[str], row: int, col: int, mode: str
     return out
 
 
-def pixel_view():
-    """Flask view of ``ROUTE``; bad parameters answer 400 with a message."""
-    args = request.args
+class BadRequest(ValueError):
+    """A hover parameter that cannot be used; its message is sent with the 400."""
+
+
+#: Longest value of each parameter, in characters (models: the comma-separated list).
+PARAM_CHARS = {"pair": 100, "models": 1000, "row": 10, "col": 10, "jac": 16, "win": 16, "shared": 8,
+               "gamma": 24, "seq": 24}
+_INTEGER = re.compile(r"-?[0-9]{1,9}")
+_FLAGS = {"1": True, "true": True, "0": False, "false": False}
+
+
+def _param(args, name: str, default: str | None = None) -> str:
+    values = args.getlist(name)
+    if not values:
+        if default is None:
+            raise BadRequest(f"missing parameter {name!r}")
+        return default
+    if len(values) > 1:
+        raise BadRequest(f"parameter {name!r} given {len(values)} times")
+    if len(values[0]) > PARAM_CHARS[name]:
+        raise BadRequest(f"parameter {name!r} is longer than {PARAM_CHARS[name]} characters")
+    return values[0]
+
+
+def _integer(args, name: str) -> int:
+    text = _param(args, name)
+    if not _INTEGER.fullmatch(text):
+        raise BadRequest(f"parameter {name!r} must be a whole number, got {text!r}")
+    return int(text)
+
+
+def _choice(args, name: str, choices, default: str) -> str:
+    text = _param(args, name, default)
+    if text not in choices:
+        raise BadRequest(f"parameter {name!r} must be one of {', '.join(choices)}, got {text!r}")
+    return text
+
+
+def _gamma(args) -> float:
+    text = _param(args, "gamma", "1")
     try:
-        models = [m for m in args.get("models", "").split(",") if m]
-        row, col, key = int(args["row"]), int(args["col"]), args["pair"]
-    except (KeyError, ValueError) as exc:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not math.isfinite(value):
+        raise BadRequest(f"parameter 'gamma' must be a number, got {text!r}")
+    return clamp_gamma(value)
+
+
+def check_models(names: list[str], limit: int) -> list[str]:
+    """Unique registered model names, in the order given; raises BadRequest naming unknown ones."""
+    unique = list(dict.fromkeys(names))
+    known = set(fusion.list_models())
+    unknown = [n for n in unique if n not in known]
+    if unknown:
+        shown = ", ".join(repr(n[:40]) for n in unknown[:5])
+        shown += f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        raise BadRequest(f"unknown model{'s' if len(unknown) > 1 else ''} {shown}")
+    if len(unique) > limit:
+        raise BadRequest(f"{len(unique)} models asked for; at most {limit} per request")
+    return unique
+
+
+def hover_request(args) -> dict:
+    """The checked parameters of one hover request (raises BadRequest with the reason)."""
+    if len(args) > len(PARAM_CHARS) + 8:
+        raise BadRequest("too many parameters")
+    key = _param(args, "pair")
+    if not backend.PAIR_KEY.fullmatch(key):
+        raise BadRequest("parameter 'pair' is not a pair key (a bundled sample or an uploaded pair's id)")
+    models = check_models([m for m in _param(args, "models", "").split(",") if m], backend.config().max_models)
+    seq = _param(args, "seq", "")
+    if seq and not _INTEGER.fullmatch(seq):
+        raise BadRequest(f"parameter 'seq' must be a whole number, got {seq!r}")
+    shared = _param(args, "shared", "0")
+    if shared not in _FLAGS:
+        raise BadRequest(f"parameter 'shared' must be 0 or 1, got {shared!r}")
+    return {"key": key, "models": models, "row": _integer(args, "row"), "col": _integer(args, "col"),
+            "mode": _choice(args, "jac", JAC_MODES, "signed"), "window": _choice(args, "win", WINDOW_MODES, "rf"),
+            "shared": _FLAGS[shared], "gamma": _gamma(args), "seq": seq or None}
+
+
+def pixel_view():
+    """Flask view of ``ROUTE``: bad parameters answer 400, an unknown pair 404, each with a JSON message.
+
+    ``models``: unique registered names (duplicates are dropped), at most ``Config.max_models``;
+    row and col are clamped into the image.
+    """
+    try:
+        query = hover_request(request.args)
+    except BadRequest as exc:
         return jsonify(error=f"bad request: {exc}"), 400
     try:
-        pair = backend.resolve_pair(key)
+        pair = backend.resolve_pair(query["key"])
     except (fusion.InvalidInput, KeyError) as exc:  # an unknown or expired pair
-        return jsonify(error=str(exc)), 404
-    mode = args.get("jac") if args.get("jac") in JAC_MODES else "signed"
-    window = args.get("win") if args.get("win") in WINDOW_MODES else "rf"
-    payload = pixel_payload(pair["id"], models, row, col, mode, args.get("shared") in ("1", "true"),
-                            clamp_gamma(args.get("gamma", 1.0)), window)
-    payload["seq"] = args.get("seq")
+        return jsonify(error=str(exc).strip("'\"")), 404
+    payload = pixel_payload(pair["id"], query["models"], query["row"], query["col"], query["mode"], query["shared"],
+                            query["gamma"], query["window"])
+    payload["seq"] = query["seq"]
     return jsonify(payload)
 
 

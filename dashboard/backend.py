@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import threading
 
 import numpy as np
@@ -83,11 +84,18 @@ def default_pair_key(cfg: Config | None = None) -> str:
     return SAMPLE_PREFIX + (axial[len(axial) // 2] if axial else samples[0])
 
 
+#: What a pair key may look like (checked before any lookup): a bundled sample's name, or a pair id.
+PAIR_KEY = re.compile(r"sample:[A-Za-z0-9_.-]{1,64}|[0-9a-f]{16,64}")
+
+
 def resolve_pair(key: str) -> dict:
     """A pair key (``sample:<name>`` or an uploaded pair's id) -> {"key", "id", "label", "h", "w"}.
 
-    Raises fusion.InvalidInput (unknown upload id) or KeyError (unknown sample).
+    Raises fusion.InvalidInput (unknown upload id) or KeyError (unknown sample, or not a pair key).
+    A sample name must be one of ``data.list_samples()``: no path is built from a request value.
     """
+    if not isinstance(key, str) or not PAIR_KEY.fullmatch(key):
+        raise KeyError("not a pair key (a bundled sample or an uploaded pair's id)")
     cached = _memory.get(("pair", key))
     if cached is not None:
         return cached
@@ -108,13 +116,19 @@ def pair_arrays(pair_id: str) -> tuple[np.ndarray, np.ndarray]:
     return cached if cached is not None else _memory.put(("arrays", pair_id), service().get_pair(pair_id))
 
 
+def load_upload(data: bytes, name: str):
+    """One uploaded image, checked against the server's limits (file size, pixels from the header)."""
+    cfg = config()
+    return fusion.load_image(data, name, max_pixels=cfg.max_pixels, max_bytes=int(cfg.max_upload_mb * 2**20))
+
+
 def put_uploaded_pair(mri: bytes, mri_name: str, pet: bytes, pet_name: str) -> str:
     """Validate two uploaded files with the fusion core and store the pair; returns its id.
 
     Raises fusion.InvalidInput with a message meant for the user.
     """
-    a = fusion.load_image(mri, mri_name)
-    b = fusion.load_image(pet, pet_name)
+    a = load_upload(mri, mri_name)
+    b = load_upload(pet, pet_name)
     a, b = fusion.io.check_pair(a, b, (mri_name, pet_name))
     return service().put_pair(a, b)
 
@@ -131,7 +145,7 @@ def open_hdf5(data: bytes, filename: str) -> dict:
 
     svc = service()
     try:
-        dense = load_hdf5(data, max_band_bytes=svc.max_band_bytes, name=filename)
+        dense = load_hdf5(data, max_band_bytes=svc.max_band_bytes, name=filename, max_pixels=config().max_pixels)
     except ValueError as exc:
         raise fusion.InvalidInput(str(exc)) from None
     model, pair_id = dense.meta.get("model", ""), dense.meta.get("pair_id", "")
