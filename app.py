@@ -37,20 +37,7 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-class CeleryManager(dash.CeleryManager):
-    """dash.CeleryManager whose signing secret never expires.
-
-    Dash signs background-job handles with a secret kept in the result store and read once
-    per web process. Celery's store gives every key the result lifetime (one day), so a web
-    process started a day later (a restarted gunicorn worker) made a new secret and rejected
-    the job polls of pages served by the older processes. Here the secret has no expiry.
-    """
-
-    def get_or_create_signing_secret(self, generate):
-        client = self.handle.backend.client
-        client.set(self.SIGNING_SECRET_KEY, generate(), nx=True)
-        client.persist(self.SIGNING_SECRET_KEY)  # one stored by dash.CeleryManager itself expires
-        return client.get(self.SIGNING_SECRET_KEY)
+CeleryManager = jobs.CeleryManager  # dash.CeleryManager behind the job line (dashboard/jobs.py)
 
 
 def background_manager(config: Config):
@@ -65,10 +52,8 @@ def background_manager(config: Config):
                 "pip install 'celery[redis]' (the tested version is pinned in requirements-dev.txt), "
                 "or unset REDIS_URL to run jobs locally with diskcache") from exc
         celery_app = Celery(__name__, broker=config.redis_url, backend=config.redis_url)
-        # A dense job takes seconds to minutes: each worker process reserves only the job it runs,
-        # so that queued jobs go to idle processes instead of waiting behind a busy one.
-        celery_app.conf.worker_prefetch_multiplier = 1
-        return CeleryManager(celery_app)
+        jobs.configure_celery(celery_app)  # one job per worker process, acknowledged late, requeued if it dies
+        return CeleryManager(celery_app, config)
     import diskcache
 
     config.jobs_dir.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ from dash.exceptions import PreventUpdate
 
 import fusion
 
-from . import api, backend, colour, figures, stats
+from . import api, backend, colour, figures, job_slots, stats
 from .panels import JACOBIAN_VIEWS, VIEW_BY_KEY, grid, pid
 from .state import ViewState, clamp_gamma, decode, encode
 
@@ -345,13 +345,15 @@ def dense_srcs(maps: dict, fused: np.ndarray, mode: str, shared_ranges: dict | N
 
 
 @cb(
-    Output("fs-dense-request", "data"),
+    Output("fs-dense-request", "data"), Output("fs-dense-job", "data"),
     Input("fs-dense-run", "n_clicks"), Input({"type": "retry", "model": ALL}, "n_clicks"),
-    Input("fs-grid-version", "data"),
+    Input("fs-grid-version", "data"), Input({"type": "job-retry", "index": ALL}, "n_clicks"),
+    State("fs-dense-request", "data"),
     prevent_initial_call=True,
 )
-def request_dense(run, retries, version):
-    """Compute (all selected models) or retry (one model): hand the list to the background job.
+def request_dense(run, retries, version, job_retries, previous):
+    """Compute (all selected models), retry (one model) or retry a lost job: hand the list to the
+    background job (and forget the previous job's place in line or loss).
 
     The grid version is an Input only so that Dash holds a click back until the grid is
     up to date: Dash does not wait for a State whose callback is still running, so a click
@@ -367,7 +369,7 @@ def request_dense(run, retries, version):
         models = [clicked[0]["model"]]
     else:  # retry buttons drawn afresh (no clicks yet)
         raise PreventUpdate
-    return {"models": models, "pair": version["pair"], "t": time.time()}
+    return {"models": models or version["models"], "pair": version["pair"], "t": time.time()}, None
 
 
 @cb(
@@ -392,6 +394,9 @@ def run_dense(set_progress, request, mode, gamma):
     if not request:
         raise PreventUpdate
     backend.set_threads(backend.config().job_threads)
+    elif any(job_retries) and clicked[0].get("type") == "job-retry":  # the lost job's models, if still shown
+        same = previous and previous["pair"] == version["pair"]
+        models = [m for m in version["models"] if m in previous["models"]] if same else version["models"]
     svc = backend.service()
     pair_id = request["pair"]
     report = {"pair": pair_id, "t": request["t"], "models": {m: {"state": "queued"} for m in request["models"]},
@@ -430,12 +435,13 @@ def run_dense(set_progress, request, mode, gamma):
 @cb(
     Output("fs-dense-status", "data"),
     Input("fs-grid-version", "data"), Input("fs-dense-progress", "data"), Input("fs-dense-cancel", "disabled"),
-    Input("fs-opened", "data"), Input("fs-dense-cancelled", "data"),
-    State("fs-dense-status", "data"), State("fs-dense-result", "data"),
+    Input("fs-opened", "data"), Input("fs-dense-cancelled", "data"), Input("fs-dense-job", "data"),
+    State("fs-dense-status", "data"), State("fs-dense-result", "data"), State("fs-dense-request", "data"),
 )
-def dense_status(version, progress, _idle, _opened, cancelled, previous, result):
+def dense_status(version, progress, _idle, _opened, cancelled, job, previous, result, request):
     """Per model: "done" (in the shared cache, computed or opened from a file), "failed" (with the error),
-    "cancelled" (with how far it got, until the next job reports) or "missing".
+    "cancelled" (with how far it got, until the next job reports), "lost" (its job's worker stopped)
+    or "missing".
 
     Driven by the job's progress (and by the job ending), never by the job's result:
     Dash holds back every callback downstream of a running background callback's
@@ -479,19 +485,25 @@ def remember_cancel(_clicks, progress):
     return {"pair": progress["pair"], "t": progress["t"], "models": models}
 
 
+    lost = {}
+    if (job or {}).get("state") == "lost" and request and request["pair"] == version["pair"]:
+        lost = {m: {"state": "lost", "error": job.get("why", "")} for m in request["models"]}
 def _live(progress: dict | None, pair_id: str, running: bool) -> dict:
     """Per-model progress of the running job for this pair (nothing when no job runs)."""
     if not running or not progress or progress.get("pair") != pair_id:
         return {}
     return progress.get("models", {})
 
+        elif m in lost:
+            status[m] = lost[m]
 
 @cb(
     Output({"type": "status", "model": ALL}, "children"),
     Input("fs-dense-status", "data"), Input("fs-dense-progress", "data"), Input("fs-dense-cancel", "disabled"),
 )
-def model_status(status, progress, idle):
-    """Header of each column: done / computing n% / failed (message and retry) / not computed."""
+def model_status(status, progress, idle, line):
+    """Header of each column: done / waiting in line / computing n% / failed or lost (message and retry) /
+    not computed."""
     models = [i["model"] for i in output_ids(0)]
     if not status:
         return [""] * len(models)
@@ -508,8 +520,26 @@ def model_status(status, progress, idle):
                                     className="fs-progress", id=pid("progress", m)))
         elif job.get("state") == "queued":
             out.append(dbc.Badge("queued", color="info"))
-        elif s["state"] == "failed":
-            out.append(html.Div([html.Span("job failed: ", className="fw-bold"),
+@cb(
+    Output("fs-dense-msg", "children"),
+    Input("fs-dense-job", "data"), Input("fs-dense-cancel", "disabled"),
+)
+def job_message(line, idle):
+    """Under Compute: the job's place in line while it waits; a lost job, with a Retry that starts it again."""
+    state = (line or {}).get("state")
+    if state == "waiting" and not idle:
+        return dbc.Alert(job_slots.waiting_text(line, long=True), color="info", className="mt-2 mb-0 py-1 small",
+                         id="fs-job-waiting")
+    if state == "lost" and idle:
+        return dbc.Alert([html.B("The job was lost "), f"({line.get('why') or 'its worker stopped'}). ",
+                          dbc.Button("Retry", id={"type": "job-retry", "index": 0}, size="sm", color="danger",
+                                     className="py-0 ms-1")],
+                         color="danger", className="mt-2 mb-0 py-1 small", id="fs-job-lost")
+    return None
+
+
+        elif s["state"] in ("failed", "lost"):
+            out.append(html.Div([html.Span(f"job {s['state']}: ", className="fw-bold"),
                                  html.Span(s.get("error", ""), className="fs-error-text"),
                                  dbc.Button("retry", id=pid("retry", m), size="sm", color="danger",
                                             outline=True, className="ms-1 py-0")], className="text-danger small"))
@@ -518,6 +548,7 @@ def model_status(status, progress, idle):
             out.append(html.Div([dbc.Badge(f"cancelled at {pct:.0f}%", color="warning", text_color="dark",
                                            className="fs-cancelled"),
                                  html.Small(" “Compute” starts again", className="text-muted")]))
+    Input("fs-dense-job", "data"),
         else:
             out.append(html.Small("whole-image maps not computed", className="text-muted"))
     return out
@@ -532,6 +563,8 @@ def model_status(status, progress, idle):
     Input("fs-jac-mode", "value"), Input("fs-shared", "value"), Input("fs-gamma-g", "value"),
 )
 def show_dense(status, mode, shared, gamma):
+        elif waiting:
+            out.append(dbc.Badge(job_slots.waiting_text(line), color="info", className="fs-waiting"))
     """Guidance maps, RGB composite and MRI share from the shared cache, or a deliberate empty state."""
     ids = output_ids(0)
     if not status:
@@ -572,7 +605,8 @@ def show_progress(progress, status, idle):
     ids = output_ids(0)
     if not status:
         raise PreventUpdate
-    live = _live(progress, status["pair"], running=not idle)
+    waiting = not idle and (line or {}).get("state") == "waiting"
+    live = {} if waiting else _live(progress, status["pair"], running=not idle)
     if not live:
         raise PreventUpdate
     preview = (progress or {}).get("preview") or {}
@@ -626,6 +660,8 @@ def statistics(status, region, threshold, pair):
     dense = _dense_for(status)
     if not dense or status["pair"] != pair["id"]:
         return figures.share_histograms({}, {}, ""), None, []
+    if status.get("state") == "lost":
+        return "the job was lost (its worker stopped): “Retry” on the left"
     a, _ = backend.pair_arrays(pair["id"])
     brain = stats.brain_mask(a, float(threshold if threshold is not None else stats.BRAIN_THRESHOLD))
     drawn = stats.region_mask(region, a.shape)

@@ -13,6 +13,7 @@ from .state import GAMMA_MAX, GAMMA_MIN, ViewState
 
 STORES = ("fs-pair", "fs-pinned", "fs-pixel-rest", "fs-region", "fs-grid-version",
           "fs-dense-request", "fs-dense-result", "fs-dense-progress", "fs-dense-status", "fs-dense-cancelled",
+          "fs-dense-job",
           "fs-uploads", "fs-opened", "fs-stats-rows", "fs-js-sink")
 
 
@@ -84,6 +85,7 @@ def controls(samples: list[str], models: list[str], default: ViewState):
                  dbc.ButtonGroup([
                      dbc.Button("figures PNG", id="fs-dl-png", size="sm", outline=True, color="primary"),
                      dbc.Button("statistics CSV", id="fs-dl-csv", size="sm", outline=True, color="primary"),
+                 html.Div(id="fs-dense-msg", role="status"),
                  ], className="mt-2"),
                  html.Small("dense results (HDF5): the ⤓ in each model’s column", className="text-muted d-block"),
                  dcc.Download(id="fs-download")),

@@ -1,4 +1,7 @@
-"""Local background jobs (dashboard.jobs): started from a clean forkserver, never forked from the web process."""
+"""Local background jobs (dashboard.jobs): started from a clean forkserver, never forked from the web process.
+
+``dispatch`` starts a job's process (the line in front of it is tested in test_dashboard_queue.py).
+"""
 from __future__ import annotations
 
 import json
@@ -6,6 +9,7 @@ import os
 import time
 from pathlib import Path
 
+import dash
 import diskcache
 import psutil
 import pytest
@@ -49,7 +53,7 @@ def wait_for(path: Path, timeout: float = 120) -> dict:
 
 
 def test_a_job_inherits_no_open_database_and_gets_the_settings(manager, tmp_path):
-    pid = manager.call_job_fn("key", report, (str(tmp_path / "out.json"), 0), {})
+    pid = manager.dispatch("key", report, (str(tmp_path / "out.json"), 0), {})
     seen = wait_for(tmp_path / "out.json")
     assert seen["sqlite"] == []  # a forked job inherits the web process's SQLite files (and their locks)
     assert seen["ppid"] != os.getpid()  # forked from the forkserver, not from this process
@@ -58,12 +62,13 @@ def test_a_job_inherits_no_open_database_and_gets_the_settings(manager, tmp_path
 
 
 def test_a_running_job_can_be_cancelled(manager, tmp_path):
-    pid = manager.call_job_fn("key", report, (str(tmp_path / "out.json"), 60), {})
+    pid = manager.dispatch("key", report, (str(tmp_path / "out.json"), 60), {})
     wait_for(tmp_path / "out.json")
-    assert manager.job_running(pid)
-    manager.terminate_job(pid)
+    running = dash.DiskcacheManager.job_running  # by process id, under the line's own job_running
+    assert running(manager, pid)
+    dash.DiskcacheManager.terminate_job(manager, pid)
     end = time.time() + 30
-    while manager.job_running(pid) and time.time() < end:
+    while running(manager, pid) and time.time() < end:
         time.sleep(0.1)
-    assert not manager.job_running(pid)
+    assert not running(manager, pid)
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
