@@ -365,6 +365,9 @@ def request_dense(run, retries, version, job_retries, previous):
         raise PreventUpdate
     if "fs-dense-run" in clicked:
         models = version["models"]
+    elif any(job_retries) and clicked[0].get("type") == "job-retry":  # the lost job's models, if still shown
+        same = previous and previous["pair"] == version["pair"]
+        models = [m for m in version["models"] if m in previous["models"]] if same else version["models"]
     elif any(retries):
         models = [clicked[0]["model"]]
     else:  # retry buttons drawn afresh (no clicks yet)
@@ -394,9 +397,6 @@ def run_dense(set_progress, request, mode, gamma):
     if not request:
         raise PreventUpdate
     backend.set_threads(backend.config().job_threads)
-    elif any(job_retries) and clicked[0].get("type") == "job-retry":  # the lost job's models, if still shown
-        same = previous and previous["pair"] == version["pair"]
-        models = [m for m in version["models"] if m in previous["models"]] if same else version["models"]
     svc = backend.service()
     pair_id = request["pair"]
     report = {"pair": pair_id, "t": request["t"], "models": {m: {"state": "queued"} for m in request["models"]},
@@ -456,12 +456,17 @@ def dense_status(version, progress, _idle, _opened, cancelled, job, previous, re
     stopped = {}
     if cancelled and cancelled["pair"] == version["pair"] and (progress or {}).get("t") == cancelled["t"]:
         stopped = cancelled["models"]
+    lost = {}
+    if (job or {}).get("state") == "lost" and request and request["pair"] == version["pair"]:
+        lost = {m: {"state": "lost", "error": job.get("why", "")} for m in request["models"]}
     status = {}
     for m in version["models"]:
         if backend.dense_maps(m, version["pair"]) is not None:
             status[m] = {"state": "done"}
         elif m in failed:
             status[m] = failed[m]
+        elif m in lost:
+            status[m] = lost[m]
         elif m in stopped:
             status[m] = {"state": "cancelled", "done": stopped[m].get("done", 0), "total": stopped[m].get("total", 1)}
         else:
@@ -485,41 +490,6 @@ def remember_cancel(_clicks, progress):
     return {"pair": progress["pair"], "t": progress["t"], "models": models}
 
 
-    lost = {}
-    if (job or {}).get("state") == "lost" and request and request["pair"] == version["pair"]:
-        lost = {m: {"state": "lost", "error": job.get("why", "")} for m in request["models"]}
-def _live(progress: dict | None, pair_id: str, running: bool) -> dict:
-    """Per-model progress of the running job for this pair (nothing when no job runs)."""
-    if not running or not progress or progress.get("pair") != pair_id:
-        return {}
-    return progress.get("models", {})
-
-        elif m in lost:
-            status[m] = lost[m]
-
-@cb(
-    Output({"type": "status", "model": ALL}, "children"),
-    Input("fs-dense-status", "data"), Input("fs-dense-progress", "data"), Input("fs-dense-cancel", "disabled"),
-)
-def model_status(status, progress, idle, line):
-    """Header of each column: done / waiting in line / computing n% / failed or lost (message and retry) /
-    not computed."""
-    models = [i["model"] for i in output_ids(0)]
-    if not status:
-        return [""] * len(models)
-    live = _live(progress, status["pair"], running=not idle)
-    out = []
-    for m in models:
-        s = status["models"].get(m, {"state": "missing"})
-        job = live.get(m, {})
-        if s["state"] == "done":
-            out.append(dbc.Badge("whole-image maps ready", color="success", className="fs-done"))
-        elif job.get("state") == "computing":
-            pct = 100.0 * job.get("done", 0) / max(job.get("total", 1), 1)
-            out.append(dbc.Progress(value=pct, label=f"{pct:.0f}%", striped=True, animated=True,
-                                    className="fs-progress", id=pid("progress", m)))
-        elif job.get("state") == "queued":
-            out.append(dbc.Badge("queued", color="info"))
 @cb(
     Output("fs-dense-msg", "children"),
     Input("fs-dense-job", "data"), Input("fs-dense-cancel", "disabled"),
@@ -538,6 +508,40 @@ def job_message(line, idle):
     return None
 
 
+def _live(progress: dict | None, pair_id: str, running: bool) -> dict:
+    """Per-model progress of the running job for this pair (nothing when no job runs)."""
+    if not running or not progress or progress.get("pair") != pair_id:
+        return {}
+    return progress.get("models", {})
+
+
+@cb(
+    Output({"type": "status", "model": ALL}, "children"),
+    Input("fs-dense-status", "data"), Input("fs-dense-progress", "data"), Input("fs-dense-cancel", "disabled"),
+    Input("fs-dense-job", "data"),
+)
+def model_status(status, progress, idle, line):
+    """Header of each column: done / waiting in line / computing n% / failed or lost (message and retry) /
+    not computed."""
+    models = [i["model"] for i in output_ids(0)]
+    if not status:
+        return [""] * len(models)
+    waiting = not idle and (line or {}).get("state") == "waiting"
+    live = {} if waiting else _live(progress, status["pair"], running=not idle)
+    out = []
+    for m in models:
+        s = status["models"].get(m, {"state": "missing"})
+        job = live.get(m, {})
+        if s["state"] == "done":
+            out.append(dbc.Badge("whole-image maps ready", color="success", className="fs-done"))
+        elif waiting:
+            out.append(dbc.Badge(job_slots.waiting_text(line), color="info", className="fs-waiting"))
+        elif job.get("state") == "computing":
+            pct = 100.0 * job.get("done", 0) / max(job.get("total", 1), 1)
+            out.append(dbc.Progress(value=pct, label=f"{pct:.0f}%", striped=True, animated=True,
+                                    className="fs-progress", id=pid("progress", m)))
+        elif job.get("state") == "queued":
+            out.append(dbc.Badge("queued", color="info"))
         elif s["state"] in ("failed", "lost"):
             out.append(html.Div([html.Span(f"job {s['state']}: ", className="fw-bold"),
                                  html.Span(s.get("error", ""), className="fs-error-text"),
@@ -548,7 +552,6 @@ def job_message(line, idle):
             out.append(html.Div([dbc.Badge(f"cancelled at {pct:.0f}%", color="warning", text_color="dark",
                                            className="fs-cancelled"),
                                  html.Small(" “Compute” starts again", className="text-muted")]))
-    Input("fs-dense-job", "data"),
         else:
             out.append(html.Small("whole-image maps not computed", className="text-muted"))
     return out
@@ -563,8 +566,6 @@ def job_message(line, idle):
     Input("fs-jac-mode", "value"), Input("fs-shared", "value"), Input("fs-gamma-g", "value"),
 )
 def show_dense(status, mode, shared, gamma):
-        elif waiting:
-            out.append(dbc.Badge(job_slots.waiting_text(line), color="info", className="fs-waiting"))
     """Guidance maps, RGB composite and MRI share from the shared cache, or a deliberate empty state."""
     ids = output_ids(0)
     if not status:
@@ -605,8 +606,7 @@ def show_progress(progress, status, idle):
     ids = output_ids(0)
     if not status:
         raise PreventUpdate
-    waiting = not idle and (line or {}).get("state") == "waiting"
-    live = {} if waiting else _live(progress, status["pair"], running=not idle)
+    live = _live(progress, status["pair"], running=not idle)
     if not live:
         raise PreventUpdate
     preview = (progress or {}).get("preview") or {}
@@ -631,6 +631,8 @@ def _empty_text(status: dict, job: dict) -> str:
         return "queued"
     if status.get("state") == "failed":
         return "job failed (see the column header)"
+    if status.get("state") == "lost":
+        return "the job was lost (its worker stopped): “Retry” on the left"
     if status.get("state") == "cancelled":
         return "cancelled: “Compute” on the left starts again"
     return "not computed yet: “Compute” on the left"
@@ -660,8 +662,6 @@ def statistics(status, region, threshold, pair):
     dense = _dense_for(status)
     if not dense or status["pair"] != pair["id"]:
         return figures.share_histograms({}, {}, ""), None, []
-    if status.get("state") == "lost":
-        return "the job was lost (its worker stopped): “Retry” on the left"
     a, _ = backend.pair_arrays(pair["id"])
     brain = stats.brain_mask(a, float(threshold if threshold is not None else stats.BRAIN_THRESHOLD))
     drawn = stats.region_mask(region, a.shape)

@@ -77,6 +77,7 @@ def controls(samples: list[str], models: list[str], default: ViewState):
                      dbc.Button("Compute", id="fs-dense-run", color="primary", size="sm"),
                      dbc.Button("Cancel", id="fs-dense-cancel", color="secondary", size="sm", disabled=True),
                  ]),
+                 html.Div(id="fs-dense-msg", role="status"),
                  help_text="dense Jacobians run in the background; results are cached for everyone"),
         _section("Share and download",
                  html.Div([dcc.Input(id="fs-link", readOnly=True, className="fs-link form-control form-control-sm"),
@@ -85,7 +86,6 @@ def controls(samples: list[str], models: list[str], default: ViewState):
                  dbc.ButtonGroup([
                      dbc.Button("figures PNG", id="fs-dl-png", size="sm", outline=True, color="primary"),
                      dbc.Button("statistics CSV", id="fs-dl-csv", size="sm", outline=True, color="primary"),
-                 html.Div(id="fs-dense-msg", role="status"),
                  ], className="mt-2"),
                  html.Small("dense results (HDF5): the ⤓ in each model’s column", className="text-muted d-block"),
                  dcc.Download(id="fs-download")),
