@@ -22,7 +22,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import dash  # noqa: E402
 
 import fusion  # noqa: E402
-from dashboard import auth, backend, callbacks, health, jobs, layout  # noqa: E402
+from dashboard import auth, backend, callbacks, guard, health, jobs, layout  # noqa: E402
 from dashboard.config import Config, from_env  # noqa: E402
 from dashboard.state import ViewState  # noqa: E402
 
@@ -75,6 +75,7 @@ def create_app(config: Config | None = None) -> dash.Dash:
                     suppress_callback_exceptions=True)
     auth.register(app, config)  # first: every other hook and route runs for signed-in users only
     health.register(app, config)
+    guard.register(app, config)  # body size, callback bodies, errors as short JSON (dashboard/guard.py)
     app.layout = layout.page(data.list_samples(), known, default)
     callbacks.register(app)
     return app

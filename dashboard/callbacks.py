@@ -160,8 +160,36 @@ def show_inputs(pair):
     return grey_uri(a), grey_uri(b)
 
 
-def _decode_upload(contents: str) -> bytes:
-    return base64.b64decode(contents.split(",", 1)[1])
+#: Longest file name accepted from an upload (names are only shown, never used as paths).
+UPLOAD_NAME_CHARS = 255
+
+
+def _decode_upload(contents, filename, label: str) -> tuple[bytes, str]:
+    """The bytes and the file name of one ``dcc.Upload`` payload (a base64 data URI).
+
+    Raises fusion.InvalidInput, with a message for the page, for anything else: another type,
+    not a base64 data URI, over the upload size, or a file name that is not a short plain name.
+    """
+    if filename is None:
+        filename = label
+    if not isinstance(filename, str) or not filename.strip():
+        raise fusion.InvalidInput("the file name is missing or not a text")
+    if len(filename) > UPLOAD_NAME_CHARS:
+        raise fusion.InvalidInput(f"the file name is longer than {UPLOAD_NAME_CHARS} characters")
+    if any(not c.isprintable() for c in filename) or any(c in filename for c in "/\\") or filename in (".", ".."):
+        raise fusion.InvalidInput(f"the file name {filename[:60]!r} has control characters or looks like a path")
+    if not isinstance(contents, str):
+        raise fusion.InvalidInput(f"{filename}: not a file upload (got {type(contents).__name__})")
+    head, comma, payload = contents.partition(",")
+    if not comma or not head.startswith("data:") or not head.endswith(";base64") or len(head) > 200:
+        raise fusion.InvalidInput(f"{filename}: not a file upload (expected a base64 data URI)")
+    limit = int(backend.config().max_upload_mb * 2**20)
+    if len(payload) // 4 * 3 > limit:
+        raise fusion.InvalidInput(f"{filename}: the file is over the {limit / 2**20:g} MB allowed")
+    try:
+        return base64.b64decode(payload, validate=True), filename
+    except ValueError:  # binascii.Error
+        raise fusion.InvalidInput(f"{filename}: the upload is damaged (not valid base64)") from None
 
 
 @cb(
@@ -176,23 +204,24 @@ def upload_pair(mri, pet, mri_name, pet_name, uploads):
 
     The new option goes out with the new value: a Dropdown drops a value missing from its options.
     """
-    problems = []
+    problems, files = [], {}
     for label, contents, name in (("MRI", mri, mri_name), ("PET", pet, pet_name)):
-        if contents:
+        if contents is not None:
             try:
-                fusion.load_image(_decode_upload(contents), name or label)
+                files[label] = _decode_upload(contents, name, label)
+                backend.load_upload(*files[label])  # the server's size and pixel limits, from the header
             except fusion.InvalidInput as exc:
                 problems.append(f"{label}: {exc}")
     if problems:
         return dbc.Alert([html.B("Upload refused. "), *[html.Div(p) for p in problems]], color="danger",
                          className="mt-2 small mb-0", id="fs-upload-error"), no_update, no_update, no_update
-    if not (mri and pet):
-        missing = "PET" if mri else "MRI"
-        return dbc.Alert(f"Got the {'MRI' if mri else 'PET'} image; now add the {missing} image.",
+    if len(files) < 2:
+        missing = "PET" if "MRI" in files else "MRI"
+        return dbc.Alert(f"Got the {'MRI' if 'MRI' in files else 'PET'} image; now add the {missing} image.",
                          color="info", className="mt-2 small mb-0"), no_update, no_update, no_update
+    (mri, mri_name), (pet, pet_name) = files["MRI"], files["PET"]
     try:
-        pair_id = backend.put_uploaded_pair(_decode_upload(mri), mri_name or "MRI", _decode_upload(pet),
-                                            pet_name or "PET")
+        pair_id = backend.put_uploaded_pair(mri, mri_name, pet, pet_name)
     except fusion.InvalidInput as exc:
         return dbc.Alert([html.B("Upload refused. "), str(exc)], color="danger", className="mt-2 small mb-0",
                          id="fs-upload-error"), no_update, no_update, no_update
@@ -214,10 +243,10 @@ def upload_pair(mri, pet, mri_name, pet_name, uploads):
 def open_result(contents, filename, uploads, models):
     """Open a dense result (HDF5): its pair becomes the current pair and its model's maps show at
     once, or, computed with other weights, the pair opens and a message says why the maps do not."""
-    name = filename or "HDF5 file"
     try:
-        opened = backend.open_hdf5(_decode_upload(contents), name)
-    except (fusion.InvalidInput, ValueError) as exc:  # ValueError: a malformed upload (bad base64)
+        data, name = _decode_upload(contents, filename, "HDF5 file")
+        opened = backend.open_hdf5(data, name)
+    except (fusion.InvalidInput, ValueError) as exc:
         return (dbc.Alert([html.B("File refused. "), str(exc)], color="danger", className="mt-2 small mb-0",
                           id="fs-upload-error"), *[no_update] * 5)
     pair_id, model = opened["pair_id"], opened["model"]

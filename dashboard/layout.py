@@ -17,9 +17,16 @@ STORES = ("fs-pair", "fs-pinned", "fs-pixel-rest", "fs-region", "fs-grid-version
           "fs-uploads", "fs-opened", "fs-stats-rows", "fs-js-sink")
 
 
+def _max_upload_bytes() -> int:
+    from .backend import config
+
+    return int(config().max_upload_mb * 2**20)
+
+
 def _upload(id_: str, label: str, accept: str | None = None):
+    # max_size: the browser drops a larger file without a word; assets/fs_upload_limit.js says why
     return dcc.Upload(id=id_, children=html.Div([html.B(label), html.Br(), html.Small("drop or click")]),
-                      className="fs-upload", multiple=False, accept=accept)
+                      className="fs-upload", multiple=False, accept=accept, max_size=_max_upload_bytes())
 
 
 def _section(title: str, *children, help_text: str | None = None):
@@ -42,7 +49,8 @@ def controls(samples: list[str], models: list[str], default: ViewState):
                  dcc.Dropdown(id="fs-pair-select", clearable=False, value=default.pair,
                               options=[{"label": f"sample {s}", "value": f"sample:{s}"} for s in samples]),
                  html.Div([_upload("fs-upload-mri", "MRI"), _upload("fs-upload-pet", "PET"),
-                           _upload("fs-upload-h5", "HDF5", accept=".h5,.hdf5")], className="fs-uploads mt-2"),
+                           _upload("fs-upload-h5", "HDF5", accept=".h5,.hdf5")], className="fs-uploads mt-2",
+                          **{"data-max-bytes": str(_max_upload_bytes())}),
                  html.Div(id="fs-upload-msg", className="fs-upload-msg", role="status"),
                  html.Div(id="fs-pair-msg"),
                  help_text="a bundled pair, two co-registered images, or a dense result (HDF5) with its pair"),
