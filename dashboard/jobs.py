@@ -126,7 +126,11 @@ class QueuedJobs:
             return
         handle = self.slots.cancel(job)
         if handle is not None:
-            super().terminate_job(handle)
+            self.stop(handle)
+
+    def stop(self, handle) -> None:
+        """Stop the process or task behind ``handle`` (Dash's own terminate_job)."""
+        super().terminate_job(handle)
 
     def get_updated_props(self, key):
         props = super().get_updated_props(key)
@@ -150,6 +154,14 @@ class DiskcacheManager(QueuedJobs, dash.DiskcacheManager):
         self.slots = job_slots.JobSlots(job_slots.DiskStore(config.jobs_dir / "slots"), config.jobs_per_user,
                                         config.jobs_total, alive=alive)
         super().__init__(cache)
+
+    def stop(self, handle) -> None:
+        import psutil
+
+        try:
+            super().stop(handle)
+        except psutil.NoSuchProcess:  # it ended between Dash's look and its kill
+            pass
 
     def dispatch(self, key, job_fn, args, context):
         import multiprocess
