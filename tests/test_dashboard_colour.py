@@ -108,3 +108,20 @@ def test_bad_specs_are_refused():
         colour.ColourSpec(colour.GREY, "log", 0, 1)
     with pytest.raises(ValueError):
         colour.ColourSpec(colour.GREY, "linear", 0, 1, gamma=0)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (7, 5), (35, 35), (256, 200), (3, 4, 3), (70, 90, 3), (64, 80, 4)])
+def test_png_bytes_decode_to_the_same_pixels(shape):
+    """Grey, RGB and RGBA, small (unfiltered rows) and large (Up-filtered rows), as an image library reads them."""
+    pixels = np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8)
+    pixels.reshape(-1)[: pixels.size // 3] = 7  # runs of equal bytes, and a wrap-around below zero in the Up filter
+    decoded = np.asarray(Image.open(io.BytesIO(colour.png_bytes(pixels))))
+    assert np.array_equal(decoded, pixels)
+
+
+def test_png_of_opaque_rgba_is_rgb_and_unknown_pixels_stay_transparent():
+    values = np.array([[0.2, np.nan], [0.9, 0.5]])
+    rgba = colour.colourise(values, colour.ColourSpec(colour.SEQUENTIAL, "linear", 0, 1))
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(colour.png_bytes(rgba)))), rgba)
+    opaque = colour.colourise(values[:, :1], colour.ColourSpec(colour.SEQUENTIAL, "linear", 0, 1))
+    assert np.array_equal(decode(colour.data_uri(opaque)), opaque[..., :3])

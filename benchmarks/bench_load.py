@@ -1,0 +1,394 @@
+"""Many users hovering at once against gunicorn with the repository's gunicorn.conf.py, on loopback.
+
+    python benchmarks/bench_load.py                       # 20 users, 60 s, fresh cache
+    python benchmarks/bench_load.py --kill-worker         # SIGKILL one web worker half-way
+    python benchmarks/bench_load.py --users 5 --duration 20 --gunicorn-args "--workers 3"
+    python benchmarks/bench_load.py --env FUSION_HOVER_PROCESSES=1 --duration 180
+
+The server gets a fresh temporary cache. The default pair is warmed first (one hover, which
+on a fresh cache includes the engine's one-off planning, then ``--warmup`` seconds of load that
+are not counted). The baseline is one user hovering alone for ``--baseline`` seconds in the same
+run. Then every user hovers continuously for ``--duration`` seconds, like the page does: one
+request in flight per user, the next one sent as soon as the answer is in, each asking for every
+model (the query of assets/fs_hover.js). Each user moves like a mouse over the fused image: to a
+neighbouring pixel (1 to 3 pixels away) most of the time, sometimes a jump anywhere.
+
+A request fails when it gets no HTTP answer, a status other than 200, an answer holding an
+"error" (for the whole request or one model), or fewer Jacobian images than asked for.
+Prints hovers/s, latency p50 / p95 / max, failures, the CPU seconds the server spent per hover,
+the server's memory every 10 s (the gunicorn master, its web workers and everything they
+started: hover worker processes and their forkserver), and the load average of the machine
+(other programs share its cores).
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import random
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODELS = "weighted-average,funfusean,masknet,deepfuse,deeppedestrian"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_gunicorn(port: int, cache: str, log_path: Path, extra_env: dict | None = None,
+                   args: list[str] | None = None, timeout: float = 180) -> subprocess.Popen:
+    """``gunicorn app:server`` with the repository's conf on 127.0.0.1:``port``; returns once it answers."""
+    env = dict(os.environ, FUSION_DASH_HOST="127.0.0.1", FUSION_DASH_PORT=str(port), FUSION_CACHE_DIR=cache,
+               **(extra_env or {}))
+    env.pop("GUNICORN_CMD_ARGS", None)
+    log = open(log_path, "ab")  # noqa: SIM115 - closed with the process by stop()
+    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "app:server", "-c", str(ROOT / "gunicorn.conf.py"),
+                             *(args or [])], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    proc.log = log
+    end = time.time() + timeout
+    while time.time() < end:
+        if proc.poll() is not None:
+            raise RuntimeError("gunicorn exited:\n" + log_path.read_text()[-3000:])
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            conn.request("GET", "/healthz")
+            conn.getresponse().read()
+            conn.close()
+            return proc
+        except OSError:
+            time.sleep(0.3)
+    stop(proc)
+    raise RuntimeError(f"gunicorn did not answer on port {port} within {timeout:.0f} s")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Stop gunicorn and everything it started (its own process group)."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+    try:  # hover workers exit on their own within a second of their web worker; make sure
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.log.close()
+
+
+def web_workers(master_pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(master_pid).children()
+    except psutil.NoSuchProcess:
+        return []
+
+
+def kinds(master_pid: int) -> dict[int, str]:
+    """pid -> "master", "web" (a web worker) or "hover" (started by a web worker: hover workers, forkserver)."""
+    out = {master_pid: "master"}
+    for web in web_workers(master_pid):
+        out[web.pid] = "web"
+        try:
+            out.update({p.pid: "hover" for p in web.children(recursive=True)})
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def memory_mb(master_pid: int) -> dict[str, float]:
+    """Sums of RSS and PSS (shared pages split between their users), MB: total, web workers, the rest they
+    started; and the number of processes."""
+    out = {"rss": 0.0, "pss": 0.0, "pss_web": 0.0, "pss_hover": 0.0, "n": 0}
+    for pid, kind in kinds(master_pid).items():
+        try:
+            info = psutil.Process(pid).memory_full_info()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        out["rss"] += info.rss / 2**20
+        out["pss"] += info.pss / 2**20
+        if kind != "master":
+            out["pss_" + kind] += info.pss / 2**20
+        out["n"] += 1
+    return out
+
+
+def cpu_seconds(master_pid: int) -> dict[int, tuple[str, float]]:
+    """pid -> (kind, CPU seconds so far) of every server process."""
+    out = {}
+    for pid, kind in kinds(master_pid).items():
+        try:
+            t = psutil.Process(pid).cpu_times()
+            out[pid] = kind, t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def pair_id_of(sample: str) -> str:
+    """The id the page sends for a bundled sample (its content hash, as the service stores it)."""
+    from fusion.data import load_sample
+    from fusion.io import check_pair
+    from fusion.service import pair_hash
+
+    return pair_hash(*check_pair(*load_sample(sample)))
+
+
+def hover_path(pair: str, models: str, row: int, col: int, seq: int) -> str:
+    query = urllib.parse.urlencode({"pair": pair, "models": models, "row": row, "col": col, "jac": "signed",
+                                    "shared": "0", "gamma": 1, "win": "rf", "seq": seq})
+    return "/fs-api/pixel?" + query
+
+
+@dataclass
+class Tally:
+    """What the users saw: (end time, latency) of answered hovers, failures with their time and reason."""
+    ok: list[tuple[float, float]] = field(default_factory=list)
+    failed: list[tuple[float, str]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def check(status: int, body: bytes, n_models: int) -> str | None:
+    """Why an answer is a failure, or None. Base64 never holds a quote, so '"error"' means an error key."""
+    if status != 200:
+        return f"HTTP {status}"
+    if b'"error"' in body:
+        return "error in answer: " + body[:200].decode(errors="replace")
+    if body.count(b'"data:image/png;base64,') != 2 * n_models:
+        return "missing Jacobian images"
+    return None
+
+
+class Mouse:
+    """A pixel that moves like a hovering mouse: small steps, sometimes a jump."""
+
+    def __init__(self, h: int, w: int, rng: random.Random, jump: float = 0.05):
+        self.h, self.w, self.rng, self.jump = h, w, rng, jump
+        self.row, self.col = rng.randrange(h), rng.randrange(w)
+
+    def next(self) -> tuple[int, int]:
+        if self.rng.random() < self.jump:
+            self.row, self.col = self.rng.randrange(self.h), self.rng.randrange(self.w)
+        else:
+            step = [-3, -2, -1, 1, 2, 3]
+            self.row = min(max(self.row + self.rng.choice(step), 0), self.h - 1)
+            self.col = min(max(self.col + self.rng.choice(step), 0), self.w - 1)
+        return self.row, self.col
+
+
+def user(port: int, pair: str, models: str, shape: tuple[int, int], seed: int, until: float, tally: Tally,
+         timeout: float = 60.0) -> None:
+    """One user hovering until ``until``: one keep-alive connection (re-opened when the server closes it)."""
+    rng = random.Random(seed)
+    mouse, n_models, seq = Mouse(*shape, rng), len(models.split(",")), 0
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    while time.time() < until:
+        row, col = mouse.next()
+        seq += 1
+        start = time.perf_counter()
+        try:
+            conn.request("GET", hover_path(pair, models, row, col, seq))
+            response = conn.getresponse()
+            problem = check(response.status, response.read(), n_models)
+        except (OSError, http.client.HTTPException) as exc:
+            problem = f"{type(exc).__name__}: {exc}"
+            conn.close()
+        end = time.perf_counter()
+        with tally.lock:
+            if problem is None:
+                tally.ok.append((time.time(), 1000 * (end - start)))
+            else:
+                tally.failed.append((time.time(), problem))
+        if problem is not None:
+            time.sleep(0.05)  # the page's next hover comes with the next mouse move
+    conn.close()
+
+
+def run_users(n: int, seconds: float, port: int, pair: str, models: str, shape, seed: int) -> Tally:
+    tally = Tally()
+    until = time.time() + seconds
+    threads = [threading.Thread(target=user, args=(port, pair, models, shape, seed * 1000 + k, until, tally),
+                                daemon=True) for k in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return tally
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    k = (len(ordered) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def summary(tally: Tally, seconds: float) -> dict:
+    latencies = [ms for _, ms in tally.ok]
+    return {"hovers": len(latencies), "rate": len(latencies) / seconds, "failed": len(tally.failed),
+            "p50": percentile(latencies, 0.5), "p95": percentile(latencies, 0.95),
+            "max": max(latencies, default=float("nan"))}
+
+
+def warm(port: int, pair_key: str, pair: str, models: str, timeout: float) -> float:
+    """The first hover of the sample by its key (stores the pair), then by its id; seconds taken."""
+    start = time.perf_counter()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    for key in (pair_key, pair):
+        conn.request("GET", hover_path(key, models, 100, 100, 0))
+        response = conn.getresponse()
+        problem = check(response.status, response.read(), len(models.split(",")))
+        if problem:
+            raise RuntimeError(f"warming hover failed: {problem}")
+    conn.close()
+    return time.perf_counter() - start
+
+
+def monitor(master_pid: int, every: float, stop_event: threading.Event, rows: list) -> None:
+    start = time.time()
+    while True:
+        rows.append((time.time() - start, memory_mb(master_pid), os.getloadavg()[0]))
+        if stop_event.wait(every):
+            return
+
+
+def kill_one_worker(master_pid: int, after: float, record: dict) -> None:
+    time.sleep(after)
+    workers = web_workers(master_pid)
+    if not workers:
+        record["error"] = "no web worker to kill"
+        return
+    victim = workers[0]
+    record["pid"], record["t"] = victim.pid, time.time()
+    os.kill(victim.pid, signal.SIGKILL)
+    while time.time() - record["t"] < 30:  # the master starts a replacement
+        pids = {p.pid for p in web_workers(master_pid)}
+        if len(pids) >= len(workers) and victim.pid not in pids:
+            record["replaced_s"] = time.time() - record["t"]
+            return
+        time.sleep(0.02)
+
+
+def main() -> None:  # noqa: PLR0915 - one linear script
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--users", type=int, default=20)
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds of measured load")
+    parser.add_argument("--warmup", type=float, default=30.0, help="seconds of load before measuring")
+    parser.add_argument("--baseline", type=float, default=10.0, help="seconds of one user alone (the baseline)")
+    parser.add_argument("--models", default=DEFAULT_MODELS)
+    parser.add_argument("--kill-worker", action="store_true", help="SIGKILL one web worker half-way")
+    parser.add_argument("--port", type=int, default=0, help="default: a free port")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="server environment")
+    parser.add_argument("--gunicorn-args", default="", help="extra gunicorn arguments (override the conf)")
+    parser.add_argument("--keep-log", help="copy the server's log (access log included) here")
+    args = parser.parse_args()
+
+    sys.path.insert(0, str(ROOT))
+    from dashboard.backend import default_pair_key
+
+    pair_key = default_pair_key()
+    pair = pair_id_of(pair_key.split(":", 1)[1])
+    from fusion.data import load_sample
+
+    shape = load_sample(pair_key.split(":", 1)[1])[0].shape
+    port = args.port or free_port()
+    tmp = Path(tempfile.mkdtemp(prefix="fusion-load-"))
+    log_path = tmp / "gunicorn.log"
+    extra = dict(item.split("=", 1) for item in args.env)
+    load_before = os.getloadavg()
+    proc = start_gunicorn(port, str(tmp / "cache"), log_path, extra, shlex.split(args.gunicorn_args))
+    try:
+        workers = web_workers(proc.pid)
+        print(f"gunicorn (master {proc.pid}, {len(workers)} web workers) on 127.0.0.1:{port}, "
+              f"fresh cache; {os.cpu_count()} cores; load average before {load_before[0]:.2f} "
+              f"{load_before[1]:.2f} {load_before[2]:.2f}")
+        first = warm(port, pair_key, pair, args.models, timeout=900)
+        print(f"first hover of {pair_key} ({shape[0]} x {shape[1]}, {len(args.models.split(','))} models): "
+              f"{first:.1f} s")
+        warm_load = summary(run_users(args.users, args.warmup, port, pair, args.models, shape, args.seed + 1),
+                            args.warmup)
+        print(f"warm-up, {args.users} users for {args.warmup:.0f} s (not counted): {warm_load['rate']:.1f} hovers/s, "
+              f"p95 {warm_load['p95']:.0f} ms, {warm_load['failed']} failed")
+        base = summary(run_users(1, args.baseline, port, pair, args.models, shape, args.seed + 2), args.baseline)
+        print(f"baseline, 1 user for {args.baseline:.0f} s: {base['rate']:.1f} hovers/s, p50 {base['p50']:.0f} ms,"
+              f" p95 {base['p95']:.0f} ms, {base['failed']} failed")
+
+        stop_event, rows, kill = threading.Event(), [], {}
+        watch = threading.Thread(target=monitor, args=(proc.pid, 10.0, stop_event, rows), daemon=True)
+        watch.start()
+        killer = None
+        if args.kill_worker:
+            killer = threading.Thread(target=kill_one_worker, args=(proc.pid, args.duration / 2, kill), daemon=True)
+            killer.start()
+        cpu_before, client_before = cpu_seconds(proc.pid), time.process_time()
+        tally = run_users(args.users, args.duration, port, pair, args.models, shape, args.seed + 3)
+        cpu_after, client_cpu = cpu_seconds(proc.pid), time.process_time() - client_before
+        stop_event.set()
+        watch.join()
+        if killer is not None:
+            killer.join()
+        load = summary(tally, args.duration)
+        used = {"master": 0.0, "web": 0.0, "hover": 0.0}
+        for pid, (kind, seconds) in cpu_after.items():
+            used[kind] += seconds - cpu_before.get(pid, (kind, 0.0))[1]
+        server_cpu = sum(used.values())
+
+        print(f"{args.users} users for {args.duration:.0f} s: {load['rate']:.1f} hovers/s "
+              f"({load['rate'] / base['rate']:.2f}x one user alone), p50 {load['p50']:.0f} ms "
+              f"({load['p50'] / base['p50']:.1f}x), p95 {load['p95']:.0f} ms, max {load['max']:.0f} ms, "
+              f"{load['failed']} failed")
+        per = 1000 / max(load["hovers"], 1)
+        print(f"  server CPU {per * server_cpu:.1f} ms per hover (web workers {per * used['web']:.1f}, hover "
+              f"processes {per * used['hover']:.1f}), {server_cpu / args.duration:.2f} cores busy; load generator "
+              f"{client_cpu / args.duration:.2f} cores")
+        reasons = {}
+        for _, why in tally.failed:
+            reasons[why[:120]] = reasons.get(why[:120], 0) + 1
+        for why, count in sorted(reasons.items(), key=lambda kv: -kv[1]):
+            print(f"  failed x{count}: {why}")
+        print("  server memory, MB: RSS sum, PSS sum (web workers + what they started), processes, load average")
+        for t, m, la in rows:
+            print(f"    {t:4.0f} s: {m['rss']:6.0f}  {m['pss']:6.0f} ({m['pss_web']:5.0f} + {m['pss_hover']:5.0f})  "
+                  f"{m['n']:2d}  {la:5.2f}")
+        if args.kill_worker:
+            if "error" in kill:
+                print(f"  kill: {kill['error']}")
+            else:
+                after = [why for t, why in tally.failed if t >= kill["t"] - 0.5]
+                print(f"  web worker {kill['pid']} killed at {args.duration / 2:.0f} s: replaced after "
+                      f"{kill.get('replaced_s', float('nan')):.2f} s, {len(after)} failed requests from then on")
+        load_after = os.getloadavg()
+        print(f"  load average after {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}")
+        goal = (load["failed"] == 0 or args.kill_worker, load["rate"] >= 70, load["p95"] <= 350)
+        print(f"goal (issue 11; 20 users, 60 s): 0 errors {'yes' if goal[0] else 'NO'}, >= 70 hovers/s "
+              f"{'yes' if goal[1] else 'NO'}, p95 <= 350 ms {'yes' if goal[2] else 'NO'}")
+    finally:
+        stop(proc)
+        if args.keep_log:
+            shutil.copy(log_path, args.keep_log)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""gunicorn settings of a shared lab server: ``gunicorn app:server`` in this directory reads this file.
+
+Where the time goes: a hover's saliency is computed in the hover worker processes that every web
+worker starts (``FUSION_HOVER_PROCESSES``, 2 by default), not in the web worker, which parses the
+request, colours the small Jacobian windows into PNGs and writes the JSON. So the cores are used by
+the hover processes of all web workers together, and web workers are for resilience and for
+overlapping that web work with the computation.
+
+Sizing rule (the defaults below; any setting can be overridden on the command line, e.g. ``-w 4``):
+    hover processes  P = FUSION_HOVER_PROCESSES per web worker (default 2; 0 = hovers in threads
+                     of the web worker)
+    web workers      W = max(2, cores // P) (P = 0: W = cores, at least 2): every core busy with hover
+                     processes, and always a second web worker to serve while one is replaced;
+                     then lowered to what memory holds: W <= (0.8 x RAM - 1 GB) / (M_web + P x M_hover)
+                     with M_web = 0.8 GB and M_hover = FUSION_HOVER_MEMORY_MB (1 GB) + 0.5 GB; a
+                     Celery worker on the same machine needs about 1 GB per process besides
+    threads          2 per web worker: one colours and sends an answer while the other's hover is
+                     computed. Each worker accepts only as many connections as it has threads, so
+                     the rest wait in the listening socket, which every worker shares: a web worker
+                     that dies loses at most its 2 requests in progress, never a queue of them
+    timeout          the gthread worker's main loop reports to the master between requests and during
+                     them, so ``timeout`` only replaces a worker that hangs as a whole: a long request
+                     (a first visit, an upload) is never killed by it
+    graceful_timeout requests in progress get this long to finish on a restart (HUP) or stop (TERM)
+    max_requests     0: workers are not recycled (memory stays flat under load; a new worker starts
+                     PyTorch and its hover processes again, seconds of CPU)
+    preload_app      off: every web worker imports the app (PyTorch, the models) itself. Forking
+                     from a master that has loaded PyTorch and opened SQLite connections is unsafe,
+                     and a code upgrade then takes effect on HUP.
+
+Bind address and port come from FUSION_DASH_HOST and FUSION_DASH_PORT (``dashboard/config.py``); behind
+a reverse proxy keep 127.0.0.1. Access lines (user, method, route, status, ms) are written by the
+app itself (``dashboard/access_log.py``) to the error log, so gunicorn's own access log stays off.
+"""
+from __future__ import annotations
+
+import os
+
+from dashboard.config import from_env
+
+_config = from_env()  # validated here: a bad setting stops the server before it binds
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _memory_gb() -> float:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (AttributeError, ValueError, OSError):
+        return 0.0  # unknown: no memory cap
+
+
+def _hover_memory_gb() -> float:
+    try:
+        return float(os.environ.get("FUSION_HOVER_MEMORY_MB", "").strip() or 1024) / 1024
+    except ValueError:
+        return 1.0  # the service refuses the bad value with its own message
+
+
+def web_workers(cores: int, hover_processes: int, memory_gb: float, hover_memory_gb: float = 1.0) -> int:
+    """The sizing rule of the module docstring: W = max(2, cores // P), at most what memory holds, at least 1."""
+    wanted = max(2, cores // hover_processes if hover_processes else cores)
+    if memory_gb <= 0:
+        return wanted
+    per_worker = 0.8 + hover_processes * (hover_memory_gb + 0.5)
+    return max(1, min(wanted, int((0.8 * memory_gb - 1.0) // per_worker)))
+
+
+bind = f"{_config.host}:{_config.port}"
+worker_class = "gthread"
+workers = web_workers(_cores(), _config.hover_processes, _memory_gb(), _hover_memory_gb())
+threads = 2
+worker_connections = threads
+keepalive = 0            # no idle connections held by a worker (a reverse proxy opens one per request)
+timeout = 60
+graceful_timeout = 30
+max_requests = 0
+preload_app = False
+limit_request_line = 8190
+errorlog = "-"
+loglevel = "info"
+accesslog = None
+control_socket_disable = True  # no shared ~/.gunicorn/gunicorn.ctl between servers of one account
+proc_name = "fusion-saliency"
+
+
+def post_worker_init(worker) -> None:
+    """In each web worker, once the app is loaded: plan the bundled models and prepare the default pair's
+    hovers in the background (``dashboard.backend.plan_ahead``), so first visits find them ready."""
+    from dashboard import backend
+
+    try:
+        backend.plan_ahead()
+    except Exception:  # noqa: BLE001 - the server serves without it (first hovers are then slower)
+        worker.log.exception("planning ahead failed; hovers are planned on first use instead")
