@@ -233,8 +233,9 @@ def test_checks_are_remembered_per_password_and_forgotten_when_the_file_changes(
 
 
 @pytest.mark.browser
-def test_page_under_the_prefix_signs_in_loads_and_hovers(server, dash_br):
-    """Headless Chromium with alice's credentials on every request: the page, its grid and a hover."""
+def test_page_under_the_prefix_signs_in_hovers_runs_a_job_and_downloads(server, dash_br):
+    """Headless Chromium with alice's credentials on every request: the page, its grid, a hover, a
+    background job and a download."""
     from selenium.webdriver.common.actions.action_builder import ActionBuilder
 
     driver = dash_br.driver
@@ -277,4 +278,21 @@ def test_page_under_the_prefix_signs_in_loads_and_hovers(server, dash_br):
     driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", dash_br.find_element(fused))
     until(lambda: hovered_to(0.25, 0.7), "the readout to follow a hover to (0.7, 0.25) of the fused image")
     assert "0.5" in dash_br.find_element(".fs-readout-table").text  # dF/dMRI of the weighted average
-    assert not [e for e in dash_br.get_logs() if e["level"] == "SEVERE"]
+
+    # a background job (its progress is polled through Dash under the prefix), then a download
+    def click(selector):
+        element = dash_br.find_element(selector)
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
+        driver.execute_script("arguments[0].click()", element)
+    click("#fs-dense-run")
+    dense = '[id*=\'"type":"img-dense"\']'
+    until(lambda: len([e for e in dash_br.find_elements(dense)
+                       if (e.get_attribute("src") or "").startswith("data:image/png")]) == 4,
+          "the whole-image maps of the background job", timeout=120)
+    until(lambda: "brain mask" in dash_br.find_element("#fs-hist").text, "the statistics")
+    click("#fs-dl-csv")
+    csv = Path(dash_br.download_path) / "mri-share-statistics.csv"
+    until(lambda: csv.exists() and not list(csv.parent.glob("*.crdownload")), "the statistics download")
+    assert csv.read_text().startswith("model,region,pixels,mean_share,mri_dominated")
+    severe = [e for e in dash_br.get_logs() if e["level"] == "SEVERE"]
+    assert not severe, severe
