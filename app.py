@@ -73,8 +73,8 @@ def create_app(config: Config | None = None) -> dash.Dash:
     app = dash.Dash(__name__, title="fusion-saliency", url_base_pathname=config.url_prefix,
                     background_callback_manager=background_manager(config),
                     suppress_callback_exceptions=True)
-    auth.register(app, config)  # first: every other hook and route runs for signed-in users only
-    health.register(app, config)
+    sign_in = auth.register(app, config)  # before the guard: other hooks run for signed-in users only
+    health.register(app, config, sign_in)
     guard.register(app, config)  # body size, callback bodies, errors as short JSON (dashboard/guard.py)
     app.layout = layout.page(data.list_samples(), known, default)
     callbacks.register(app)

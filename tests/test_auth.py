@@ -193,11 +193,14 @@ def test_users_added_or_removed_while_the_server_runs_count_at_once(server):
         response = call(server, "GET", layout, ALICE)
         assert response.status_code == 503 and "users file" in response.json()["error"]
         assert "not-a-hash" not in response.text
-        assert call(server, "GET", "/healthz").status_code == 200
+        health = call(server, "GET", "/healthz")  # the lab's monitoring learns that nobody can sign in
+        assert health.status_code == 503 and health.json()["status"] == "error"
+        assert "users file" in health.json()["problem"] and str(server.users) not in health.text
     finally:
         broken.write_bytes(good)
         os.replace(broken, server.users)
     assert call(server, "GET", layout, ALICE).status_code == 200
+    assert call(server, "GET", "/healthz").json()["status"] == "ok"
 
 
 def test_checks_are_remembered_per_password_and_forgotten_when_the_file_changes(tmp_path, monkeypatch):
