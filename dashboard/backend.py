@@ -60,7 +60,7 @@ def service():
 
             cfg = config()
             _service = SaliencyService(cache_dir=cfg.cache_dir, device=cfg.device, size_limit_bytes=cfg.cache_bytes,
-                                       hover_processes=cfg.hover_processes)
+                                       hover_processes=cfg.hover_processes, planning="background")
             _pid = os.getpid()
             _memory.clear()
             _dense_maps.clear()
@@ -195,6 +195,17 @@ def fused(name: str, pair_id: str) -> np.ndarray:
     key = ("fused", name, pair_id)
     cached = _memory.get(key)
     return cached if cached is not None else _memory.put(key, service().fuse(name, pair_id))
+
+
+def plan_ahead() -> None:
+    """A server's start: plan every registered model at the bundled samples' sizes and prepare the hovers of
+    the default pair, in the service's low-priority background thread (requests never wait for it)."""
+    cfg = config()
+    shapes = {tuple(data.load_sample(name)[0].shape) for name in data.list_samples()}
+    service().plan_ahead(fusion.list_models(), sorted(shapes))
+    default = [m for m in cfg.default_models if m in fusion.list_models()]
+    if default:
+        prepare_hover(default, resolve_pair(default_pair_key(cfg))["id"])
 
 
 def prepare_hover(names: list[str], pair_id: str) -> None:

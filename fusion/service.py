@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from . import create_model
+from .background import FIELD, PLAN, PREPARE, BackgroundWork
 from .checkpoints import read_card
 from .devices import pick_device
 from .errors import InvalidInput
@@ -63,6 +64,13 @@ HOVER_PROCESSES_ENV = "FUSION_HOVER_PROCESSES"
 #: Threads computing the pixels of several models at once (each crop runs on one intra-op thread).
 HOVER_WORKERS = max(1, min(4, os.cpu_count() or 1))
 _MAGIC = b"FSC1"
+#: Where one-off planning runs (see ``SaliencyService``).
+PLANNING = ("inline", "background", "elsewhere")
+#: A call waits at most this long for a field being probed in the background (then: the full image).
+FIELD_WAIT_S = 2.0
+#: One process at a time plans a model at an image size, under a lease in the shared cache; the lease of a
+#: process killed while planning expires after this many seconds.
+PLAN_LEASE_S = 300
 
 #: One fused pixel's saliency for one model (see ``fusion.saliency.PixelJacobian``):
 #: ja, jb (H x W float32), window (top, bottom, left, right; ends exclusive), value, method, reason.
@@ -190,13 +198,26 @@ class SaliencyService:
             ``replay_pays``), "always" (wherever verified) or "never".
         hover_processes: worker processes that compute the hovers of several models at once
             (``fusion.hover_pool``; CPU only), default $FUSION_HOVER_PROCESSES or 0: threads.
+        planning: where the one-off work of a model at a new image size (probing its field,
+            verifying the fast paths, timing the replay, recording window programs) runs:
+            "inline" (in the first call that needs it: a library's or command line's choice),
+            "background" (a server's: calls answer at once by an exact path, the plain crop
+            or the full image, while a low-priority thread of this process plans, one process
+            at a time per model and size, sharing the result through the cache; later calls take
+            the fast path) or "elsewhere" (answer at once, plan nothing: a hover worker process,
+            whose owner plans).
     """
 
     def __init__(self, cache_dir=None, size_limit_bytes: int = 2**31, device: str = "cpu",
                  checkpoint="default", max_band_bytes: int | None = None, hover_memory_bytes: int | None = None,
-                 replay: str = "auto", hover_processes: int | None = None):
+                 replay: str = "auto", hover_processes: int | None = None, planning: str = "inline"):
         if replay not in ("auto", "always", "never"):
             raise ValueError(f"replay must be 'auto', 'always' or 'never', got {replay!r}")
+        if planning not in PLANNING:
+            raise ValueError(f"planning must be one of {', '.join(map(repr, PLANNING))}, got {planning!r}")
+        self.planning = planning
+        self._background = BackgroundWork()  # planning and preparation, at a lower priority than requests
+        self._probing = BackgroundWork(niceness=0, name="fusion-probe")  # short, and a first hover may wait for it
         self.replay = replay
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.size_limit_bytes = int(size_limit_bytes)
@@ -214,6 +235,8 @@ class SaliencyService:
         self._record_bytes: dict[tuple, int] = {}  # (weights hash, H, W) -> size of one record
         self._work_locks: dict[tuple, threading.Lock] = {}
         self._plans: dict[tuple, tuple] = {}
+        self._fields: dict[str, Field] = {}  # weights hash -> probed field
+        self._prepared: set[tuple] = set()  # (weights hashes, pair id) whose hover preparation was started
         self._hover_seconds: dict[tuple, float] = {}  # (model, H, W) -> moving average of a hover's time
         self._windows_ready: set[tuple] = set()  # (weights hash, H, W) whose window programs are recorded
         processes = hover_processes_from_env() if hover_processes is None else int(hover_processes)
@@ -223,7 +246,7 @@ class SaliencyService:
                 "cache_dir": str(self.cache_dir), "size_limit_bytes": self.size_limit_bytes,
                 "checkpoint": None if checkpoint is None else str(checkpoint),
                 "max_band_bytes": self.max_band_bytes, "hover_memory_bytes": self._records.max_bytes,
-                "replay": replay})
+                "replay": replay, "planning": "inline" if planning == "inline" else "elsewhere"})
         self._local_only: set[str] = set()  # models whose weights the workers do not have
         #: Hovers running at once in this process (a hover worker process sets 1), as ``replay_pays`` times them.
         self._concurrent_hovers = 2
@@ -266,6 +289,8 @@ class SaliencyService:
         pool, self._hover_pool = self._hover_pool, None
         if pool is not None:
             pool.close(final=True)
+        self._background.close()
+        self._probing.close()
         if self._cache is not None:
             self._cache.close()
             self._cache = None
@@ -307,19 +332,44 @@ class SaliencyService:
         self.model(name)
         return self._hashes[name]
 
-    def _field(self, name: str) -> Field:
-        """The model's probed field, shared through the cache so only one process probes."""
-        model = self.model(name)
-        key = self._key("field", self.weights_hash(name))
-        entry = self._load(key)
-        if entry is not None:
-            return remember_field(model, Field(**entry[1]["field"]))
-        field = analyse(model)
-        self._store(key, {}, {"field": field.__dict__})
+    def _known_field(self, name: str) -> Field | None:
+        """The model's probed field if this process or the cache knows it (never probes)."""
+        weights = self.weights_hash(name)
+        field = self._fields.get(weights)
+        if field is None:
+            entry = self._load(self._key("field", weights))
+            if entry is not None:
+                field = self._fields[weights] = remember_field(self.model(name), Field(**entry[1]["field"]))
         return field
 
+    def _field(self, name: str) -> Field:
+        """The model's probed field, shared through the cache so only one process probes."""
+        field = self._known_field(name)
+        if field is None:
+            field = analyse(self.model(name))
+            self._store(self._key("field", self.weights_hash(name)), {}, {"field": field.__dict__})
+            self._fields[self.weights_hash(name)] = field
+        return field
+
+    def _field_soon(self, name: str) -> Field | None:
+        """The field; without inline planning, probed in the background and waited for at most ``FIELD_WAIT_S``
+        (None if it is not known by then, or never probed here: planning "elsewhere")."""
+        field = self._known_field(name)
+        if field is not None or self.planning == "elsewhere":
+            return field
+        if self.planning == "inline":
+            return self._field(name)
+        try:
+            return self._probe_later(name).result(FIELD_WAIT_S)
+        except Exception:  # noqa: BLE001 - not probed in time (or the probe failed): the caller takes the full image
+            return None
+
+    def _probe_later(self, name: str):
+        """The Future of the model's field, probed in the probing thread (once)."""
+        return self._probing.submit(("field", name), FIELD, lambda: self._field(name))
+
     def _plan(self, name: str, height: int, width: int) -> tuple[str, Field, str | None]:
-        """("crop" or "full-image", field, reason), the verdict shared through the cache."""
+        """("crop" or "full-image", field, reason), the verdict shared through the cache (computed if needed)."""
         memo_key = (self.weights_hash(name), height, width)
         memo = self._plans.get(memo_key)
         if memo is not None:
@@ -329,23 +379,80 @@ class SaliencyService:
                 self._plans[memo_key] = self._verdict(name, height, width)
         return self._plans[memo_key]
 
+    def _known_plan(self, name: str, height: int, width: int) -> tuple[str, Field, str | None] | None:
+        """The plan if this process or the cache knows it (never plans)."""
+        memo_key = (self.weights_hash(name), height, width)
+        memo = self._plans.get(memo_key)
+        if memo is not None or self._known_field(name) is None:
+            return memo
+        entry = self._load(self._key("verdict", memo_key[0], f"{height}x{width}"))
+        if entry is None:
+            return None
+        self._install_verdict(name, height, width, entry[1])
+        self._plans[memo_key] = plan(self.model(name), height, width)  # every verdict is installed: no work
+        return self._plans[memo_key]
+
+    def _plan_shared(self, name: str, height: int, width: int) -> tuple[str, Field, str | None]:
+        """``_plan`` by one process at a time (a lease in the cache); the others wait for its verdict."""
+        lease = self._key("planning", self.weights_hash(name), f"{height}x{width}")
+        while True:
+            known = self._known_plan(name, height, width)
+            if known is not None:
+                return known
+            if self.cache.add(lease, os.getpid(), expire=PLAN_LEASE_S):
+                try:
+                    return self._plan(name, height, width)
+                finally:
+                    self.cache.delete(lease)
+            time.sleep(0.5)
+
+    def _plan_job(self, name: str, height: int, width: int) -> tuple[str, Field, str | None]:
+        """Background: plan the model at this size, then record the window programs of its hovers."""
+        self._probe_later(name).result()  # probed once, by the probing thread
+        result = self._plan_shared(name, height, width)
+        self._record_programs(name, height, width)
+        return result
+
+    def _plan_later(self, name: str, height: int, width: int) -> None:
+        if self.planning == "background":
+            self._background.submit(("plan", name, height, width), PLAN,
+                                    lambda: self._plan_job(name, height, width))
+
+    def plan_ahead(self, names, shapes) -> list:
+        """Probe ``names`` and plan them at every (height, width) of ``shapes`` in the background thread (a
+        server's start: the registered models at the bundled samples' size). Returns the jobs' Futures."""
+        names = [names] if isinstance(names, str) else list(names)
+        futures = [self._probe_later(n) for n in names]
+        for height, width in shapes:
+            futures += [self._background.submit(("plan", n, height, width), PLAN,
+                                                lambda n=n, h=height, w=width: self._plan_job(n, h, w))
+                        for n in names]
+        return futures
+
+    def planned(self, name: str, height: int, width: int) -> bool:
+        """Is the model planned at this size (its hovers take the fast path)?"""
+        return self._known_plan(name, height, width) is not None
+
     def _work_lock(self, key) -> threading.Lock:
         """One lock per piece of work, so that concurrent callers wait for it instead of repeating it."""
         with self._lock:
             return self._work_locks.setdefault(key, threading.Lock())
 
+    def _install_verdict(self, name: str, height: int, width: int, header: dict) -> None:
+        """Hand a stored verdict to the engine's memo of the model."""
+        faster = header.get("replay_faster")
+        if isinstance(faster, bool):  # written before the timing per number of hovers at once
+            faster = {2: faster}
+        remember_verdict(self.model(name), height, width, (header["ok"], header["reason"]), header.get("shrinking"),
+                         header.get("replay"), faster)
+
     def _verdict(self, name: str, height: int, width: int) -> tuple[str, Field, str | None]:
         model = self.model(name)
-        field = self._field(name)
+        self._field(name)
         key = self._key("verdict", self.weights_hash(name), f"{height}x{width}")
         entry = self._load(key)
         if entry is not None:
-            header = entry[1]
-            faster = header.get("replay_faster")
-            if isinstance(faster, bool):  # written before the timing per number of hovers at once
-                faster = {2: faster}
-            remember_verdict(model, height, width, (header["ok"], header["reason"]), header.get("shrinking"),
-                             header.get("replay"), faster)
+            self._install_verdict(name, height, width, entry[1])
         method, field, reason = plan(model, height, width)
         if entry is None:
             shrinking = method == "crop" and verify_shrinking(model, height, width)
@@ -363,8 +470,12 @@ class SaliencyService:
         for local models ("crop", verified per image shape at first use) or "full-image".
         """
         model = self.model(name)
-        field = self._field(name)
+        field = self._field_soon(name)
         path = getattr(model, "checkpoint_path", None)
+        if field is None:  # still being probed in the background
+            return {"name": name, "receptive_field": None, "field": None, "method": "planning",
+                    "reason": "the receptive field is being probed in the background", "checkpoint": path,
+                    "card": read_card(path) if path else None, "weights_hash": self.weights_hash(name)}
         return {"name": name,
                 "receptive_field": field.size if field.local else None,
                 "field": {k: getattr(field, k) for k in ("up", "down", "left", "right", "stride", "local")},
@@ -383,7 +494,10 @@ class SaliencyService:
             return entry[0]["fused"]
         a, b = self.get_pair(pair_id)
         model = self.model(name)
-        record = self._record(name, pair_id) if (self.weights_hash(name), *a.shape) in self._plans else None
+        if self.planning == "inline":
+            record = self._record(name, pair_id) if (self.weights_hash(name), *a.shape) in self._plans else None
+        else:
+            record = self._records.get((self.weights_hash(name), pair_id))
         if record is not None:  # the forward pass the hovers keep gave the fused image
             fused = record.fused.to("cpu", torch.float32).numpy()
         else:
@@ -413,12 +527,18 @@ class SaliencyService:
                 missing.append(name)
             else:
                 out[name] = hit
-        fields = {name: self._plan(name, *a.shape)[1] for name in missing}  # plans first, so workers only run crops
+        if self.planning == "inline":
+            for name in missing:
+                self._plan(name, *a.shape)  # plans first, so workers only run crops
+        elif missing:
+            self._prepare_later(missing, pair_id)
         # Longest first (the classic rule for the shortest total on a few workers): by the hover times
-        # measured here once every model has one, by field area before that.
+        # measured here once every model has one, by field area before that (the image's where unknown).
         costs = {name: self._hover_seconds.get((name, *a.shape)) for name in missing}
         if None in costs.values():
-            costs = {name: fields[name].rows * fields[name].cols for name in missing}
+            fields = {name: self._known_field(name) for name in missing}
+            costs = {name: a.size if fields[name] is None else fields[name].rows * fields[name].cols
+                     for name in missing}
         missing.sort(key=lambda n: -costs[n])
         if len(missing) > 1 and self._hover_pool is not None and not self._hover_pool.warming():
             results = self._pixels_in_processes(missing, costs, pair_id, a, b, row, col)
@@ -437,17 +557,24 @@ class SaliencyService:
         ``concurrent.futures.Future`` (done when the workers are prepared too)."""
         names = [names] if isinstance(names, str) else list(names)
         a, _ = self.get_pair(pair_id)  # an unknown pair fails here, not in the background
+        self._prepared.add((tuple(self.weights_hash(n) for n in names), pair_id))
 
         def prepare():
             for name in names:
-                self._plan(name, *a.shape)
+                self._plan_shared(name, *a.shape)
             pool = self._hover_pool
             if pool is None:
                 self._prepare(names, pair_id)
                 return
             for future in pool.warm(names, pair_id):  # after the plans: the workers read the verdicts
                 future.result()
-        return self._workers("_prepare_pool", 1).submit(prepare)
+        return self._background.submit(("prepare", tuple(names), pair_id), PREPARE, prepare)
+
+    def _prepare_later(self, names: list[str], pair_id: str) -> None:
+        """``prepare_hover`` once per process for models and pair hovered here (shown by another process)."""
+        key = (tuple(self.weights_hash(n) for n in names), pair_id)
+        if self.planning == "background" and key not in self._prepared:
+            self.prepare_hover(names, pair_id)
 
     def _prepare(self, names: list[str], pair_id: str) -> None:
         """For each model: the kept forward activations on the pair where hovers replay them, and the window
@@ -455,12 +582,15 @@ class SaliencyService:
         process, image shape, and replay or not)."""
         a, _ = self.get_pair(pair_id)
         for name in names:
-            record = self._record(name, pair_id)
-            key = (self.weights_hash(name), *a.shape, record is not None)
-            if key not in self._windows_ready:
-                if self._plan(name, *a.shape)[0] == "crop":
-                    record_windows(self.model(name), *a.shape, record=record)
-                self._windows_ready.add(key)
+            self._record_programs(name, *a.shape, self._record(name, pair_id))
+
+    def _record_programs(self, name: str, height: int, width: int, record: ForwardRecord | None = None) -> None:
+        """The window programs of the model's hovers at this size, with ``record`` or without (once per process)."""
+        key = (self.weights_hash(name), height, width, record is not None)
+        if key not in self._windows_ready:
+            if self._plan(name, height, width)[0] == "crop":
+                record_windows(self.model(name), height, width, record=record)
+            self._windows_ready.add(key)
 
     def _workers(self, attribute: str = "_pool", size: int = HOVER_WORKERS):
         """A thread pool of this process (a forked child gets its own)."""
@@ -519,12 +649,36 @@ class SaliencyService:
             return PixelSaliency(row, col, ja, jb, float(dense.fused[row, col]),
                                  dense.field.box(row, col, *a.shape) if dense.field.local
                                  else (0, a.shape[0], 0, a.shape[1]), "dense-cache", dense.reason)
-        method, _, _ = self._plan(name, *a.shape)
-        record = self._record(name, pair_id) if method == "crop" else None
+        if self.planning == "inline":
+            method = self._plan(name, *a.shape)[0]
+            record = self._record(name, pair_id) if method == "crop" else None
+        else:  # only what is ready: planning, records and programs come from the background
+            known = self._known_plan(name, *a.shape)
+            if known is None:
+                self._plan_later(name, *a.shape)
+                return self._first_answer(name, a, b, row, col)
+            method = known[0]
+            record = self._records.get((self.weights_hash(name), pair_id)) if method == "crop" else None
         self.computed["pixel"] += 1
         if record is not None:
             a, b = record.inputs  # the tensors the record was made on: no conversion, no comparison
-        return pixel_jacobians(self.model(name), a, b, [(row, col)], method=method, record=record)[0]
+        return pixel_jacobians(self.model(name), a, b, [(row, col)], method=method, record=record,
+                               new_programs=self.planning == "inline")[0]
+
+    def _first_answer(self, name, a, b, row, col) -> PixelSaliency:
+        """Before the model is planned at this size, an exact answer at once: the plain crop where the probed
+        field is local with stride 1 (no shrinking windows, no programs), else the full image."""
+        field = self._field_soon(name)
+        model = self.model(name)
+        self.computed["pixel"] += 1
+        if field is not None and field.local and field.stride == 1:
+            result = pixel_jacobians(model, a, b, [(row, col)], method="crop", shrinking=False, new_programs=False)[0]
+            result.reason = "the plain crop, while the fast path for this image size is prepared"
+        else:
+            result = pixel_jacobians(model, a, b, [(row, col)], method="full-image")[0]
+            result.reason = field.reason if field is not None and not field.local else \
+                "the full image, while the model's receptive field is probed"
+        return result
 
     def _record(self, name: str, pair_id: str) -> ForwardRecord | None:
         """The kept full-image activations of model ``name`` on the pair (made once, in memory).

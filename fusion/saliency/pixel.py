@@ -127,7 +127,7 @@ class _WholeCrops(Exception):
 
 @pinning
 def crop_rows(model: nn.Module, a: torch.Tensor, b: torch.Tensor, pixels, field: Field,
-              shrinking: bool | None = None, record: ForwardRecord | None = None
+              shrinking: bool | None = None, record: ForwardRecord | None = None, new_programs: bool = True
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Jacobian rows by the crop path; a, b (H, W) -> rows_a, rows_b (K, H, W) and values (K,).
 
@@ -138,13 +138,15 @@ def crop_rows(model: nn.Module, a: torch.Tensor, b: torch.Tensor, pixels, field:
     they cannot follow. ``record``: ``record_forward(model, a, b)``; the shrinking
     windows then replay its activations and run only backward (the caller vouches
     that ``verify_replay`` passed; a record of another model or pair raises ValueError).
+    ``new_programs=False``: record no window program (``run_windows``), as in a server's request.
     """
     height, width = a.shape
     rows_a = a.new_zeros((len(pixels), height, width))
     rows_b = b.new_zeros((len(pixels), height, width))
     values = a.new_zeros(len(pixels))
     try:
-        for members, windows, ga, gb, picked in crop_batches(model, a, b, pixels, field, shrinking, record):
+        for members, windows, ga, gb, picked in crop_batches(model, a, b, pixels, field, shrinking, record,
+                                                             new_programs=new_programs):
             for j, k in enumerate(members):
                 t, bt, lf, rt = windows[j]
                 if ga is not None:
@@ -158,7 +160,8 @@ def crop_rows(model: nn.Module, a: torch.Tensor, b: torch.Tensor, pixels, field:
 
 
 def crop_batches(model: nn.Module, a: torch.Tensor, b: torch.Tensor, pixels, field: Field,
-                 shrinking: bool | None = None, record: ForwardRecord | None = None, corner_programs: bool = True):
+                 shrinking: bool | None = None, record: ForwardRecord | None = None, corner_programs: bool = True,
+                 new_programs: bool = True):
     """The crop path batch by batch (see ``crop_rows`` for the arguments): for each batch of crops of one
     geometry, ``(members, windows, ga, gb, values)``: the indices into ``pixels``, each member's window
     (top, bottom, left, right) in the image, the gradients of its fused pixel over that window
@@ -168,7 +171,8 @@ def crop_batches(model: nn.Module, a: torch.Tensor, b: torch.Tensor, pixels, fie
     sit at the same place in their windows unless the image is narrower than the field. Raises
     ``_WholeCrops`` where shrinking windows (``shrinking=None``) could not follow a batch.
     ``corner_programs=False``: windows clipped on two adjacent sides record no window program
-    (``run_windows``): in a whole image each such geometry holds a single pixel.
+    (``run_windows``): in a whole image each such geometry holds a single pixel. ``new_programs=False``:
+    no window records a program.
     """
     height, width = a.shape
     if record is not None:
@@ -196,7 +200,7 @@ def crop_batches(model: nn.Module, a: torch.Tensor, b: torch.Tensor, pixels, fie
                 origins = [(windows[k][0], windows[k][2]) for k in members]
                 corner = (border[0] or border[1]) and (border[2] or border[3])
                 windows_run = functools.partial(run_windows, model, border, record=record, origins=origins,
-                                                new_program=corner_programs or not corner)
+                                                new_program=new_programs and (corner_programs or not corner))
                 picked = _shrinking_pick(windows_run, ca, cb, rr, cc, strict)
             if picked is None:
                 if border is not None:  # shrinking windows could not follow this batch: whole crops
@@ -340,7 +344,8 @@ def _check_pixels(pixels, height: int, width: int) -> list[tuple[int, int]]:
 
 @pinning
 def pixel_jacobians(model: nn.Module, a: np.ndarray, b: np.ndarray, pixels, method: str = "auto",
-                    record: ForwardRecord | None = None) -> list[PixelJacobian]:
+                    record: ForwardRecord | None = None, shrinking: bool | None = None,
+                    new_programs: bool = True) -> list[PixelJacobian]:
     """Exact Jacobian rows of many fused pixels at once.
 
     Args:
@@ -352,6 +357,9 @@ def pixel_jacobians(model: nn.Module, a: np.ndarray, b: np.ndarray, pixels, meth
         record: ``record_forward(model, a, b)``, the kept full-image activations:
             the crop path then runs only the backward half ("auto" uses it where
             ``verify_replay`` passed for this model and shape).
+        shrinking: for the crop path: shrinking windows (True), whole crops (False) or
+            shrinking windows where verified (None).
+        new_programs: False records no window program (a server's request does no one-off work).
     Returns:
         one ``PixelJacobian`` per pixel, in order.
     """
@@ -366,14 +374,14 @@ def pixel_jacobians(model: nn.Module, a: np.ndarray, b: np.ndarray, pixels, meth
     elif method == "crop":
         field = analyse(model)
     elif method == "full-image":
-        field = analyse(model)
-        reason = "requested"
+        field, reason = None, "requested"  # no probe: the full image needs no field
     else:
         raise ValueError(f"unknown method {method!r}; use 'auto', 'crop' or 'full-image'")
     if method == "crop":
         if record is not None and not (vouched or verify_replay(model, height, width)):
             record = None
-        rows_a, rows_b, values = crop_rows(model, ta, tb, pixels, field, record=record)
+        rows_a, rows_b, values = crop_rows(model, ta, tb, pixels, field, shrinking=shrinking, record=record,
+                                           new_programs=new_programs)
     else:
         rows_a, rows_b, values = full_rows(model, ta, tb, pixels)
     rows_a = rows_a.detach().to("cpu", torch.float32).numpy()
