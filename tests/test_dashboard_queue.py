@@ -188,3 +188,76 @@ def test_a_killed_job_is_lost_and_its_slot_goes_to_the_next(manager, tmp_path):
     import psutil
     wait_for(lambda: not psutil.pid_exists(started(second)) or
              psutil.Process(started(second)).status() == psutil.STATUS_ZOMBIE, 30, "the cancelled job to stop")
+
+
+# ------------------------------------------------------------------ the page, two tabs
+@pytest.mark.browser
+def test_pages_wait_in_line_and_a_lost_job_is_retried_without_a_reload(dash_duo, tmp_path):
+    """jobs_total=1: tab B's job waits (its place shown) while tab A's runs; A's job process is
+    SIGKILLed: A shows the loss and gets Compute back, B's job starts by itself and finishes,
+    A's Retry finishes A's job."""
+    import torch
+    from test_dashboard_browser import css, job_processes, upload_pair, wait, wait_images
+
+    import app as app_module
+
+    model = "funfusean"
+    threads = torch.get_num_threads()
+    try:
+        config = Config(cache_dir=str(tmp_path / "cache"), default_models=(model,), jobs_total=1)
+        dash_duo.start_server(app_module.create_app(config))
+        wait_images(dash_duo, "img-fused", 1)
+        upload_pair(dash_duo, tmp_path, shape=(48, 48))
+        driver = dash_duo.driver
+        tab_a = driver.current_window_handle
+        link = driver.find_element("css selector", "#fs-link").get_attribute("value")
+        driver.switch_to.new_window("tab")
+        tab_b = driver.current_window_handle
+        driver.get(link)  # the same pair, shared by its link
+        wait_images(dash_duo, "img-fused", 1)
+
+        def status() -> str:
+            return dash_duo.find_element(css("status", model)).text
+
+        def press(selector: str) -> None:
+            driver.execute_script("arguments[0].click()", dash_duo.find_element(selector))
+
+        def compute_enabled() -> bool:
+            return dash_duo.find_element("#fs-dense-run").get_attribute("disabled") is None
+
+        before = job_processes()
+        driver.switch_to.window(tab_a)
+        press("#fs-dense-run")
+        wait(lambda: dash_duo.find_elements(css("status", model) + " .progress"), 120, "A's job's progress")
+        line = job_slots.DiskStore(str(config.jobs_dir / "slots")).get(job_slots.JobSlots.STATE)["tickets"]
+        (job_a,) = [t["handle"] for t in line.values() if t["state"] == "running"]
+        assert job_a in job_processes() - before  # a process of its own, from the forkserver
+
+        driver.switch_to.window(tab_b)
+        press("#fs-dense-run")
+        dash_duo.wait_for_contains_text("#fs-dense-msg", "waiting: 1st in line", timeout=30)
+        assert "waiting: 1st in line" in status()
+        line = job_slots.DiskStore(str(config.jobs_dir / "slots")).get(job_slots.JobSlots.STATE)["tickets"]
+        assert [t["state"] for t in line.values()] == ["running", "waiting"]  # B's job has no process yet
+        assert not compute_enabled()  # B's Cancel would take it out of the line
+
+        os.kill(job_a, signal.SIGKILL)
+        driver.switch_to.window(tab_a)
+        dash_duo.wait_for_contains_text("#fs-job-lost", "The job was lost (its worker stopped)", timeout=60)
+        wait(compute_enabled, 30, "Compute enabled on A after the loss")
+        assert "job lost" in status()
+        assert "lost" in dash_duo.find_element(css("empty", model)).text
+
+        driver.switch_to.window(tab_b)  # B got the slot by itself and finishes
+        wait(lambda: "ready" in status(), 300, "B's job to start by itself and finish")
+        wait_images(dash_duo, "img-dense", 4)
+        assert not dash_duo.find_elements("#fs-job-waiting")
+
+        driver.switch_to.window(tab_a)
+        press('[id*=\'"type":"job-retry"\']')
+        wait(lambda: "ready" in status(), 300, "A's retried job to finish")
+        wait_images(dash_duo, "img-dense", 4)
+        assert not dash_duo.find_elements("#fs-job-lost") and compute_enabled()
+        assert not [e for e in dash_duo.get_logs() if e["level"] == "SEVERE"]
+    finally:
+        torch.set_num_threads(threads)
