@@ -60,7 +60,7 @@ class UsersFile:
         self._error: str | None = None
         self._known: OrderedDict[bytes, bool] = OrderedDict()
         self._pending: dict[bytes, threading.Lock] = {}
-        self._dummy = users_file.hash_password("not a password of anyone")
+        self._dummies: dict[str, str] = {}
 
     def _refresh(self) -> None:
         """Re-read the file if its size, mtime or inode changed; forget every remembered sign-in then."""
@@ -76,11 +76,23 @@ class UsersFile:
                 found, error = users_file.read_users(self.path), None
             except (InvalidInput, OSError) as exc:
                 found, error = {}, str(exc)
-                log.error("sign-in refused for everyone until the users file is fixed: %s", error)
             if stamp[0] == "missing":
                 error = f"the users file {self.path} is missing"
+            if error:
+                log.error("sign-in refused for everyone until the users file is fixed: %s", error)
             self._stamp, self._users, self._error = stamp, found, error
             self._known.clear()
+
+    def _dummy(self) -> str:
+        """A hash of nobody's password at the cost of the file's hashes (made once per cost, when first needed)."""
+        with self._lock:
+            cost = next(iter(self._users.values()), f"$2b${users_file.ROUNDS:02d}$")[4:6]
+            dummy = self._dummies.get(cost)
+        if dummy is None:
+            dummy = users_file.hash_password("not the password of anyone", rounds=int(cost))
+            with self._lock:
+                self._dummies[cost] = dummy
+        return dummy
 
     def __len__(self) -> int:
         """How many checks are remembered now."""
@@ -110,10 +122,13 @@ class UsersFile:
             with self._lock:
                 if key in self._known:
                     return self._known[key]
-            # An unknown user costs a check too, so timing does not tell which names exist.
-            ok = users_file.check_password(hashed or self._dummy, password) and hashed is not None
+            try:
+                # An unknown user costs a check too, so timing does not tell which names exist.
+                ok = users_file.check_password(hashed or self._dummy(), password) and hashed is not None
+            finally:
+                with self._lock:
+                    self._pending.pop(key, None)
             with self._lock:
-                self._pending.pop(key, None)
                 if stamp == self._stamp:
                     self._known[key] = ok
                     while len(self._known) > self.remembered:

@@ -24,7 +24,9 @@ from .errors import InvalidInput
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 #: bcrypt uses at most 72 bytes of a password; longer ones are refused rather than cut.
 MAX_PASSWORD_BYTES = 72
-HASH_PATTERN = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
+#: bcrypt hashes with a cost of 04 to 16 (2**16 rounds take seconds: a higher cost would let one
+#: sign-in hold a web worker for minutes).
+HASH_PATTERN = re.compile(r"\$2[aby]\$(0[4-9]|1[0-6])\$[./A-Za-z0-9]{53}")
 #: bcrypt cost of new hashes (2**12 rounds: a fraction of a second per check).
 ROUNDS = 12
 #: Largest users file read (a few thousand users); anything bigger is refused, not read.
@@ -69,7 +71,7 @@ def parse_users(text: str, source: str = "users file") -> dict[str, str]:
             raise InvalidInput(f"{where}: {exc}") from None
         if not HASH_PATTERN.fullmatch(hashed):
             raise InvalidInput(f"{where}: the hash of {name!r} is not a bcrypt hash ($2a$, $2b$ or $2y$ with "
-                               "a cost of 04 to 31 and 53 more characters); make one with "
+                               "a cost of 04 to 16 and 53 more characters); make one with "
                                "`python -m fusion users add`")
         if name in users:
             raise InvalidInput(f"{where}: user {name!r} appears twice")
