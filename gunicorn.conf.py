@@ -34,11 +34,31 @@ app itself (``dashboard/access_log.py``) to the error log, so gunicorn's own acc
 """
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 
-from dashboard.config import from_env
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_READ_SETTINGS = ("import json; from dashboard.config import from_env; c = from_env(); "
+                  "print(json.dumps({'host': c.host, 'port': c.port, 'hover_processes': c.hover_processes}))")
 
-_config = from_env()  # validated here: a bad setting stops the server before it binds
+
+def _settings() -> dict:
+    """``dashboard.config.from_env()`` (all settings validated), run in a child interpreter.
+
+    Reading it here would import PyTorch into the master (the device check loads ``fusion``): the
+    master would hold it, the workers would inherit it half-loaded, and a reload (HUP) would keep
+    serving the old ``fusion`` and ``dashboard.config`` code. A bad setting stops the server here.
+    """
+    done = subprocess.run([sys.executable, "-c", _READ_SETTINGS], cwd=_HERE, capture_output=True, text=True)
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines() or ["(no message)"]
+        raise SystemExit(f"fusion-saliency: bad settings: {lines[-1]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+_config = _settings()
 
 
 def _cores() -> int:
@@ -71,9 +91,9 @@ def web_workers(cores: int, hover_processes: int, memory_gb: float, hover_memory
     return max(1, min(wanted, int((0.8 * memory_gb - 1.0) // per_worker)))
 
 
-bind = f"{_config.host}:{_config.port}"
+bind = f"{_config['host']}:{_config['port']}"
 worker_class = "gthread"
-workers = web_workers(_cores(), _config.hover_processes, _memory_gb(), _hover_memory_gb())
+workers = web_workers(_cores(), _config["hover_processes"], _memory_gb(), _hover_memory_gb())
 threads = 2
 worker_connections = threads
 keepalive = 0            # no idle connections held by a worker (a reverse proxy opens one per request)
