@@ -8,6 +8,7 @@
     "use strict";
 
     function mb(bytes) {
+        if (bytes < 1048576) { return Math.round(bytes / 1024) + " kB"; }
         return (bytes / 1048576).toFixed(bytes < 10485760 ? 1 : 0) + " MB";
     }
 

@@ -168,19 +168,18 @@ def _check_items(sent, declared: list[dict], what: str) -> None:
     if not isinstance(sent, list) or len(sent) != len(declared):
         raise BadBody(f"'{what}' must list the callback's {len(declared)} {what}")
     for item, want in zip(sent, declared, strict=True):
-        pattern = isinstance(want["id"], dict)
-        group = item if pattern and isinstance(item, list) else [item]
+        name, prop = want["id"], want["property"]
+        pattern = json.loads(name) if isinstance(name, str) and name.startswith("{") else name  # ALL ids: JSON
+        group = item if isinstance(pattern, dict) and isinstance(item, list) else [item]
         if len(group) > MAX_ITEMS:
-            raise BadBody(f"too many components in one {what} item")
+            raise BadBody(f"too many components in one item of '{what}'")
         for one in group:
-            if not isinstance(one, dict) or not _same_id(one.get("id"), want["id"]) \
-                    or one.get("property") != want["property"]:
-                raise BadBody(f"a {what} item is not the callback's {json.dumps(want['id'])[:80]}.{want['property']}")
-            check = _value_check(want["id"], want["property"])
+            if not isinstance(one, dict) or not _same_id(one.get("id"), pattern) or one.get("property") != prop:
+                raise BadBody(f"an item of '{what}' is not the callback's {str(name)[:80]}.{prop}")
+            check = _value_check(pattern, prop)
             problem = check(one.get("value")) if check else None
             if problem:
-                name = want["id"] if isinstance(want["id"], str) else json.dumps(want["id"])
-                raise BadBody(f"{name}.{want['property']} must be {problem}")
+                raise BadBody(f"{str(name)[:80]}.{prop} must be {problem}")
 
 
 def check_body(body, callback_map: dict) -> None:

@@ -198,6 +198,9 @@ def test_fuzz_server_with_malformed_requests(server):
         assert server.get(good_hover)[0] == 200
     server.post_json(route, body_for(upload, {"fs-upload-mri.contents": data_uri(good_files()["png"]),
                                               "fs-upload-mri.filename": "ok.png"}))
+    card = find(deps, "fs-card-modal.is_open")  # a callback that raises PreventUpdate: Dash's 204 is kept
+    status, data = server.post_json(route, {**body_for(card, {}), "inputs": [[]], "changedPropIds": []})
+    assert status == 204, data
     rss_before = server.rss_mb()
     server.answers.clear()
 
@@ -340,3 +343,25 @@ def test_fuzz_server_with_malformed_requests(server):
     assert status == 200 and json.loads(data)["models"]["weighted-average"]["dmri"] == pytest.approx(0.5)
     print(f"\n{len(answers)} malformed requests, statuses {sorted({a[1] for a in answers})}, slowest "
           f"{max(a[2] for a in answers):.2f} s; server RSS {rss_before:.0f} MB before, {rss_after:.0f} MB after")
+
+
+@pytest.mark.browser
+def test_the_page_says_why_the_browser_refused_a_large_file(dash_duo, tmp_path):
+    """dcc.Upload's max_size drops a larger file silently; assets/fs_upload_limit.js says why."""
+    import torch
+
+    import app as app_module
+    from dashboard.config import Config
+
+    threads = torch.get_num_threads()
+    try:
+        config = Config(cache_dir=str(tmp_path / "cache"), default_models=("weighted-average",), max_upload_mb=0.05)
+        dash_duo.start_server(app_module.create_app(config))
+        big = tmp_path / "big.png"
+        big.write_bytes(os.urandom(80_000))
+        dash_duo.find_element("#fs-upload-pet input[type=file]").send_keys(str(big))
+        dash_duo.wait_for_contains_text("#fs-upload-error", "big.png", timeout=30)
+        text = dash_duo.find_element("#fs-upload-error").text
+        assert "Upload refused: big.png (78 kB) is over the 51 kB a file may have on this server." in text, text
+    finally:
+        torch.set_num_threads(threads)
