@@ -175,6 +175,10 @@ class HoverProcesses:
         process, instead of waiting seconds for PyTorch to load in the workers."""
         return self._pid == os.getpid() and any(not future.done() for future in self._warming)
 
+    def ready(self) -> bool:
+        """Are the workers started (by ``warm``) and done preparing? (A server hovers in them only then.)"""
+        return self._pool is not None and self._pid == os.getpid() and not self.warming()
+
     def hover(self, tasks: list[tuple[str, str, int, int, str]], costs: list[float], shape: tuple[int, int]) -> list:
         """(name, pair_id, row, col, weights_hash) per model -> per task (seconds, PixelJacobian),
         or where the calling process must compute it: None (the workers built other weights) or

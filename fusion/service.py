@@ -236,7 +236,7 @@ class SaliencyService:
         self._work_locks: dict[tuple, threading.Lock] = {}
         self._plans: dict[tuple, tuple] = {}
         self._fields: dict[str, Field] = {}  # weights hash -> probed field
-        self._prepared: set[tuple] = set()  # (weights hashes, pair id) whose hover preparation was started
+        self._prepared: set[tuple] = set()  # (weights hash, pair id) whose hover preparation was started
         self._hover_seconds: dict[tuple, float] = {}  # (model, H, W) -> moving average of a hover's time
         self._windows_ready: set[tuple] = set()  # (weights hash, H, W) whose window programs are recorded
         processes = hover_processes_from_env() if hover_processes is None else int(hover_processes)
@@ -540,7 +540,9 @@ class SaliencyService:
             costs = {name: a.size if fields[name] is None else fields[name].rows * fields[name].cols
                      for name in missing}
         missing.sort(key=lambda n: -costs[n])
-        if len(missing) > 1 and self._hover_pool is not None and not self._hover_pool.warming():
+        pool = self._hover_pool  # a server hovers in workers once started and prepared (in the background)
+        in_workers = pool is not None and (pool.ready() if self.planning != "inline" else not pool.warming())
+        if len(missing) > 1 and in_workers:
             results = self._pixels_in_processes(missing, costs, pair_id, a, b, row, col)
         elif len(missing) > 1:  # small crops run single-threaded: two models at a time use both cores
             results = list(self._workers().map(lambda n: self._timed_pixel(n, pair_id, a, b, row, col), missing))
@@ -557,7 +559,7 @@ class SaliencyService:
         ``concurrent.futures.Future`` (done when the workers are prepared too)."""
         names = [names] if isinstance(names, str) else list(names)
         a, _ = self.get_pair(pair_id)  # an unknown pair fails here, not in the background
-        self._prepared.add((tuple(self.weights_hash(n) for n in names), pair_id))
+        self._prepared.update((self.weights_hash(n), pair_id) for n in names)
 
         def prepare():
             for name in names:
@@ -572,9 +574,9 @@ class SaliencyService:
 
     def _prepare_later(self, names: list[str], pair_id: str) -> None:
         """``prepare_hover`` once per process for models and pair hovered here (shown by another process)."""
-        key = (tuple(self.weights_hash(n) for n in names), pair_id)
-        if self.planning == "background" and key not in self._prepared:
-            self.prepare_hover(names, pair_id)
+        new = [n for n in names if (self.weights_hash(n), pair_id) not in self._prepared]
+        if self.planning == "background" and new:
+            self.prepare_hover(new, pair_id)
 
     def _prepare(self, names: list[str], pair_id: str) -> None:
         """For each model: the kept forward activations on the pair where hovers replay them, and the window
@@ -606,7 +608,8 @@ class SaliencyService:
     def _pixels_in_processes(self, names, costs, pair_id, a, b, row, col) -> list[PixelSaliency]:
         """The hovers of ``names`` in the worker processes, dealt out by ``costs``; whatever they cannot
         answer (other weights, a pair gone from the disk cache, a broken pool) is computed here."""
-        remote = [n for n in names if n not in self._local_only and self._dense_rows(n, pair_id) is None]
+        remote = [n for n in names if n not in self._local_only and self._dense_rows(n, pair_id) is None
+                  and (self.planning == "inline" or self._known_plan(n, *a.shape) is not None)]  # planned ones
         tasks = [(n, pair_id, row, col, self.weights_hash(n)) for n in remote]
         try:
             answers = self._hover_pool.hover(tasks, [costs[n] for n in remote], a.shape)
