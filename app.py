@@ -22,7 +22,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import dash  # noqa: E402
 
 import fusion  # noqa: E402
-from dashboard import auth, backend, callbacks, guard, health, jobs, layout  # noqa: E402
+from dashboard import access_log, auth, backend, callbacks, guard, health, jobs, layout  # noqa: E402
 from dashboard.config import Config, from_env  # noqa: E402
 from dashboard.state import ViewState  # noqa: E402
 
@@ -73,6 +73,7 @@ def create_app(config: Config | None = None) -> dash.Dash:
     app = dash.Dash(__name__, title="fusion-saliency", url_base_pathname=config.url_prefix,
                     background_callback_manager=background_manager(config),
                     suppress_callback_exceptions=True)
+    access_log.register(app.server)  # one line per request: user, route without its query, status, ms
     sign_in = auth.register(app, config)  # before the guard: other hooks run for signed-in users only
     health.register(app, config, sign_in)
     guard.register(app, config)  # body size, callback bodies, errors as short JSON (dashboard/guard.py)
@@ -86,4 +87,5 @@ server = app.server
 
 if __name__ == "__main__":
     cfg = backend.config()
+    backend.plan_ahead()  # gunicorn: gunicorn.conf.py does this in each web worker
     app.run(host=cfg.host, port=cfg.port, debug=cfg.debug)
