@@ -700,6 +700,8 @@ class SaliencyService:
         model = self.model(name)
         size_key = (weights, *a.shape)
         budget = self._records.max_bytes
+        if size_key not in self._record_bytes and budget > 0 and self.replay != "never":
+            self._record_bytes[size_key] = self._record_estimate(name, *a.shape)  # before paying for it
         if self.replay == "never" or budget <= 0 or self._record_bytes.get(size_key, 0) > budget:
             return None
         if not (verify_replay(model, *a.shape) if self.replay == "always"
@@ -720,6 +722,17 @@ class SaliencyService:
         with self._lock:
             self._work_locks.pop(("record", *key), None)  # one per pair: do not let them pile up
         return record if record.nbytes <= self._records.max_bytes else None
+
+    def _record_estimate(self, name: str, height: int, width: int, side: int = 32) -> float:
+        """Bytes a record of the model at this size would take: a ``side`` x ``side`` record's, per pixel
+        (activations grow with the pixels); ``math.inf`` where the model cannot be recorded."""
+        model = self.model(name)
+        a, b = (torch.rand(side, side, generator=torch.Generator().manual_seed(seed)) for seed in (1, 2))
+        try:
+            small = record_forward(model, a, b)
+        except Unsupported:
+            return math.inf
+        return small.nbytes * height * width / side**2
 
     def cached_dense(self, name: str, pair_id: str) -> DenseJacobian | None:
         """The dense result if it is in the cache (memory or disk), else None."""

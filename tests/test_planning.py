@@ -179,3 +179,20 @@ def test_full_image_answer_needs_no_field(monkeypatch):
     a, b = (torch.rand(20, 18) for _ in "ab")
     (result,) = pixel_jacobians(model, a, b, [(3, 4)], method="full-image")
     assert result.method == "full-image" and result.window == (0, 20, 0, 18)
+
+
+@pytest.mark.parametrize("budget_mb, records", [(0.5, 0), (512, 1)])
+def test_kept_activations_larger_than_the_budget_are_never_made(tmp_path, budget_mb, records):
+    """A pair whose kept forward pass would not fit ``hover_memory_bytes`` is not recorded at all (its size is
+    estimated from a small record first), so a large image costs no memory spike."""
+    svc = SaliencyService(cache_dir=tmp_path / "cache", checkpoint=None, planning="background", hover_processes=0,
+                          replay="always", hover_memory_bytes=int(budget_mb * 2**20))
+    try:
+        pair_id = svc.put_pair(*(x.astype(np.float32) for x in pair(64, 64, seed=5)))
+        svc.prepare_hover(["funfusean"], pair_id).result(timeout=300)
+        assert svc.computed["record"] == records
+        result = svc.pixel(["funfusean"], pair_id, 32, 32)["funfusean"]
+        (want,) = exact_rows(svc.model("funfusean"), *svc.get_pair(pair_id), [(32, 32)])
+        assert_exact([result], [want])
+    finally:
+        svc.close()
