@@ -68,9 +68,9 @@ _MAGIC = b"FSC1"
 PLANNING = ("inline", "background", "elsewhere")
 #: A call waits at most this long for a field being probed in the background (then: the full image).
 FIELD_WAIT_S = 2.0
-#: One process at a time plans a model at an image size, under a lease in the shared cache; the lease of a
-#: process killed while planning expires after this many seconds.
-PLAN_LEASE_S = 300
+#: One process at a time probes a model, or plans it at an image size, under a lease in the shared cache; the
+#: lease of a process killed meanwhile expires after this many seconds.
+PROBE_LEASE_S, PLAN_LEASE_S = 30, 300
 
 #: One fused pixel's saliency for one model (see ``fusion.saliency.PixelJacobian``):
 #: ja, jb (H x W float32), window (top, bottom, left, right; ends exclusive), value, method, reason.
@@ -365,8 +365,10 @@ class SaliencyService:
             return None
 
     def _probe_later(self, name: str):
-        """The Future of the model's field, probed in the probing thread (once)."""
-        return self._probing.submit(("field", name), FIELD, lambda: self._field(name))
+        """The Future of the model's field, probed in the probing thread (by one process at a time)."""
+        lease = ("field", self.weights_hash(name))
+        return self._probing.submit(("field", name), FIELD, lambda: self._one_at_a_time(
+            lease, PROBE_LEASE_S, lambda: self._known_field(name), lambda: self._field(name)))
 
     def _plan(self, name: str, height: int, width: int) -> tuple[str, Field, str | None]:
         """("crop" or "full-image", field, reason), the verdict shared through the cache (computed if needed)."""
@@ -393,18 +395,25 @@ class SaliencyService:
         return self._plans[memo_key]
 
     def _plan_shared(self, name: str, height: int, width: int) -> tuple[str, Field, str | None]:
-        """``_plan`` by one process at a time (a lease in the cache); the others wait for its verdict."""
-        lease = self._key("planning", self.weights_hash(name), f"{height}x{width}")
+        """``_plan`` by one process at a time; the others wait for its verdict."""
+        return self._one_at_a_time(("plan", self.weights_hash(name), f"{height}x{width}"), PLAN_LEASE_S,
+                                   lambda: self._known_plan(name, height, width),
+                                   lambda: self._plan(name, height, width))
+
+    def _one_at_a_time(self, lease: tuple, seconds: float, known, compute):
+        """``known()`` once it is not None; meanwhile, ``compute()`` by the one process that holds the lease
+        (an entry of the shared cache that expires after ``seconds``, should its holder be killed)."""
+        key = self._key("lease", *lease)
         while True:
-            known = self._known_plan(name, height, width)
-            if known is not None:
-                return known
-            if self.cache.add(lease, os.getpid(), expire=PLAN_LEASE_S):
+            found = known()
+            if found is not None:
+                return found
+            if self.cache.add(key, os.getpid(), expire=seconds):
                 try:
-                    return self._plan(name, height, width)
+                    return compute()
                 finally:
-                    self.cache.delete(lease)
-            time.sleep(0.5)
+                    self.cache.delete(key)
+            time.sleep(0.2)
 
     def _plan_job(self, name: str, height: int, width: int) -> tuple[str, Field, str | None]:
         """Background: plan the model at this size, then record the window programs of its hovers."""
