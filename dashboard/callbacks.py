@@ -375,6 +375,7 @@ def dense_srcs(maps: dict, fused: np.ndarray, mode: str, shared_ranges: dict | N
 
 @cb(
     Output("fs-dense-request", "data"), Output("fs-dense-job", "data"),
+    Output("fs-dense-progress", "data", allow_duplicate=True),
     Input("fs-dense-run", "n_clicks"), Input({"type": "retry", "model": ALL}, "n_clicks"),
     Input("fs-grid-version", "data"), Input({"type": "job-retry", "index": ALL}, "n_clicks"),
     State("fs-dense-request", "data"),
@@ -382,7 +383,8 @@ def dense_srcs(maps: dict, fused: np.ndarray, mode: str, shared_ranges: dict | N
 )
 def request_dense(run, retries, version, job_retries, previous):
     """Compute (all selected models), retry (one model) or retry a lost job: hand the list to the
-    background job (and forget the previous job's place in line or loss).
+    background job (and forget the previous job's place in line or loss, and its progress: the new
+    job may wait in line, and its columns must not show the old job's progress meanwhile).
 
     The grid version is an Input only so that Dash holds a click back until the grid is
     up to date: Dash does not wait for a State whose callback is still running, so a click
@@ -401,7 +403,7 @@ def request_dense(run, retries, version, job_retries, previous):
         models = [clicked[0]["model"]]
     else:  # retry buttons drawn afresh (no clicks yet)
         raise PreventUpdate
-    return {"models": models or version["models"], "pair": version["pair"], "t": time.time()}, None
+    return {"models": models or version["models"], "pair": version["pair"], "t": time.time()}, None, None
 
 
 @cb(

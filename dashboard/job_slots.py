@@ -12,7 +12,8 @@ order they came, while fewer than ``total`` tickets run and their user runs fewe
 writes a heartbeat every ``BEAT_EVERY`` s that lives ``LOST_AFTER`` s; a running ticket
 whose heartbeat is gone (a SIGKILLed job, a dead worker) is lost and its slot is free
 again. A started job gets ``START_GRACE`` s to send its first heartbeat (a message waiting
-in the broker, a starting process). A waiting ticket whose page stopped polling for
+in the broker, a starting process); once it has begun, only its heartbeat counts (a job
+requeued by Celery after its process died must begin again within ``LOST_AFTER`` s). A waiting ticket whose page stopped polling for
 ``PAGE_GONE`` s is dropped. A job whose ticket is no longer running when it starts (it was
 cancelled or lost, or Celery redelivered it late) does nothing; a ticket started
 ``MAX_STARTS`` times (its worker died each time) is lost.
@@ -252,7 +253,9 @@ class JobSlots:
     def _running_alive(self, key: str, ticket: dict, now: float) -> bool:
         if self.alive is not None and ticket.get("handle") is not None and not self.alive(ticket["handle"]):
             return False
-        return now - ticket["admitted"] < self.start_grace or self.store.get(f"beat:{key}") is not None
+        if self.store.get(f"beat:{key}") is not None:
+            return True
+        return ticket["starts"] == 0 and now - ticket["admitted"] < self.start_grace  # not begun yet
 
     def _sweep(self, state: dict, now: float) -> list[str]:
         """Lose silent jobs, drop unwatched waiting and old ended tickets, then admit in order."""

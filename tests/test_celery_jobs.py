@@ -1,10 +1,12 @@
-"""Dense jobs on a real Celery worker: the lab-server set-up (``REDIS_URL`` set) end to end.
+"""Dense jobs on real Celery workers: the lab-server set-up (``REDIS_URL`` set) end to end.
 
-A throw-away ``redis-server`` (free port, temporary directory, no persistence), a
-``celery -A app:celery_app worker`` subprocess and the dashboard in dash_duo (built by
-``app.create_app`` with the same settings as the worker) share one temporary service cache.
-A dense job started from the page must run on the worker (its log shows the task) and the
-page must show the finished maps, which it reads from the cache the worker wrote.
+A throw-away ``redis-server`` (free port, temporary directory, no persistence), two
+``celery -A app:celery_app worker`` subprocesses and the dashboard in dash_duo (built by
+``app.create_app`` with the same settings as the workers) share one temporary service cache.
+Dense jobs started from the page must run on the workers (their logs show the tasks) and the
+page must show the finished maps, which it reads from the cache the workers wrote; a job
+survives its worker: a SIGKILLed pool process's job is redone, a SIGKILLed worker's job is
+shown lost with a Retry that finishes it, and Cancel gives Compute back even for a dead job.
 
 Run with ``pytest --headless``. Needs Debian's ``redis-server`` and ``celery[redis]``
 (requirements-dev.txt; ``.ci/run`` installs both): in CI (``CI=true``) a missing one
@@ -70,13 +72,34 @@ def tail(path: Path, chars: int = 4000) -> str:
     return path.read_text(errors="replace")[-chars:] if path.exists() else "(no log)"
 
 
+class Worker:
+    """One ``celery worker`` subprocess (prefork pool of one process) and its log."""
+
+    def __init__(self, name: str, proc: subprocess.Popen, log: Path):
+        self.name, self.proc, self.log_path = name, proc, log
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def received(self, task: str) -> list[str]:
+        """Ids of the dense jobs this worker received, oldest first (a redelivered one twice)."""
+        return re.findall(rf"Task {task}\[([0-9a-f-]+)\] received", self.log())
+
+    def pool_process(self) -> int:
+        """The process id of the worker's one pool process (it runs the job)."""
+        import psutil
+
+        (child,) = psutil.Process(self.proc.pid).children()
+        return child.pid
+
+
 class CeleryStack:
-    """redis-server + one Celery worker in ``root``; ``close()`` ends both, whatever happened."""
+    """redis-server + Celery workers in ``root``; ``close()`` ends them all, whatever happened."""
 
     def __init__(self, root: Path):
         self.root = root
         self.procs: list[tuple[str, subprocess.Popen, object]] = []
-        self.worker_log = root / "worker.log"
+        self.workers: list[Worker] = []
         self.redis_log = root / "redis.log"
 
     def require(self) -> None:
@@ -118,24 +141,31 @@ class CeleryStack:
             self._stop(self.procs.pop())
         raise AssertionError(f"redis-server did not start; its log:\n{tail(self.redis_log)}")
 
-    def start_worker(self, env: dict, timeout: float = 240) -> subprocess.Popen:
-        """``celery -A app:celery_app worker`` as the README starts it (prefork pool, here one
-        process) with ``env``; waits until it is ready."""
-        args = [sys.executable, "-m", "celery", "-A", "app:celery_app", "worker", "--concurrency=1", "--loglevel=INFO",
-                "--without-gossip", "--without-mingle", "--without-heartbeat", "--hostname", "fusion-test@%h"]
-        proc = self._spawn("celery worker", args, self.worker_log, cwd=ROOT, env=env)
-        end = time.time() + timeout  # the worker imports torch and builds the app: slow on a busy machine
-        while time.time() < end:
-            if proc.poll() is not None:
-                raise AssertionError(f"the Celery worker exited with {proc.returncode}; its log:\n"
-                                     f"{tail(self.worker_log)}")
-            if re.search(r"fusion-test@\S+ ready", self.log()):
-                return proc
-            time.sleep(0.2)
-        raise AssertionError(f"the Celery worker was not ready after {timeout} s; its log:\n{tail(self.worker_log)}")
+    def start_workers(self, env: dict, names: tuple[str, ...], timeout: float = 300) -> list[Worker]:
+        """``celery -A app:celery_app worker`` as the README starts it (prefork pool, here one process
+        each), one per name, started together; waits until all are ready."""
+        started = []
+        for name in names:
+            log = self.root / f"{name}.log"
+            args = [sys.executable, "-m", "celery", "-A", "app:celery_app", "worker", "--concurrency=1",
+                    "--loglevel=INFO", "--without-gossip", "--without-mingle", "--without-heartbeat",
+                    "--hostname", f"{name}@%h"]
+            started.append(Worker(name, self._spawn(f"celery worker {name}", args, log, cwd=ROOT, env=env), log))
+        self.workers += started
+        end = time.time() + timeout  # each imports torch and builds the app: slow on a busy machine
+        for w in started:
+            while not re.search(rf"{w.name}@\S+ ready", w.log()):
+                if w.proc.poll() is not None:
+                    raise AssertionError(f"the Celery worker {w.name} exited with {w.proc.returncode}; its log:\n"
+                                         f"{tail(w.log_path)}")
+                if time.time() > end:
+                    raise AssertionError(f"the Celery worker {w.name} was not ready after {timeout} s; its log:\n"
+                                         f"{tail(w.log_path)}")
+                time.sleep(0.2)
+        return started
 
-    def log(self) -> str:
-        return self.worker_log.read_text(errors="replace") if self.worker_log.exists() else ""
+    def logs(self) -> str:
+        return "\n".join(f"--- {w.name} (end) ---\n{tail(w.log_path)}" for w in self.workers)
 
     @staticmethod
     def _stop(entry) -> None:
@@ -159,14 +189,14 @@ class CeleryStack:
 
     def close(self) -> None:
         errors = []
-        while self.procs:  # the worker first, then redis
+        while self.procs:  # the workers first, then redis
             entry = self.procs.pop()
             try:
                 self._stop(entry)
             except Exception as exc:  # noqa: BLE001 - stop the others anyway
                 errors.append(f"{entry[0]}: {exc!r}")
-        if self.worker_log.exists():  # shown with the report of a failed test
-            print(f"--- the Celery worker's log (end) ---\n{tail(self.worker_log)}")
+        if self.workers:  # shown with the report of a failed test
+            print(f"--- the Celery workers' logs ---\n{self.logs()}")
         assert not errors, f"could not stop: {errors}"
 
 
@@ -189,30 +219,52 @@ def press(dash_duo, selector: str) -> None:
     dash_duo.driver.execute_script("arguments[0].click()", dash_duo.find_element(selector))
 
 
-def test_dense_job_runs_on_the_celery_worker(celery_stack, dash_duo, tmp_path, monkeypatch):
+
+
+def test_dense_jobs_run_on_celery_workers_and_survive_them(celery_stack, dash_duo, tmp_path, monkeypatch):
     celery_stack.require()
     import dash
     import redis
     import torch
 
     import app as app_module
+    from dashboard import job_slots
 
-    # The worker and the web app get exactly the same settings, from the same environment.
+    # The workers and the web app get exactly the same settings, from the same environment.
     env = dict(os.environ)
     env.update(REDIS_URL=celery_stack.start_redis(), FUSION_CACHE_DIR=str(tmp_path / "cache"),
                FUSION_DASH_MODELS=MODEL, FUSION_JOB_THREADS="1", FUSION_DEVICE="cpu")
-    worker = celery_stack.start_worker(env)
-    tasks = set(re.findall(r"background_callback_[0-9a-f]+", celery_stack.log()))
+    workers = celery_stack.start_workers(env, ("fusion-a", "fusion-b"))
+    tasks = set(re.findall(r"background_callback_[0-9a-f]+", workers[0].log()))
     assert len(tasks) == 1, f"the worker should register the dashboard's one background callback: {tasks}"
     (task,) = tasks
+    store = job_slots.RedisStore(env["REDIS_URL"])
 
-    def jobs(event: str) -> list[str]:
-        """Ids of the worker's dense jobs that reached ``event`` (received, succeeded...), oldest first."""
-        return re.findall(rf"Task {task}\[([0-9a-f-]+)\] {event}", celery_stack.log())
+    def received() -> list[str]:
+        """Every dense job the workers received (a redelivered one twice)."""
+        return [job for w in workers for job in w.received(task)]
 
     def status() -> str:
-        assert worker.poll() is None, f"the Celery worker died; its log:\n{tail(celery_stack.worker_log)}"
         return dash_duo.find_element(css("status", MODEL)).text
+
+    def compute_enabled() -> bool:
+        return dash_duo.find_element("#fs-dense-run").get_attribute("disabled") is None
+
+    def start_job(seen: list[str]) -> tuple[str, Worker]:
+        """Compute, wait for the job's progress; returns the new job and the worker running it."""
+        press(dash_duo, "#fs-dense-run")
+        wait(lambda: dash_duo.find_elements(css("status", MODEL) + " .progress") and set(received()) - set(seen),
+             120, "the job's progress")
+        (job,) = set(received()) - set(seen)
+        (worker,) = [w for w in workers if job in w.received(task)]
+        return job, worker
+
+    def finished(what: str) -> None:
+        try:
+            wait(lambda: "ready" in status(), 300, what)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; the workers' logs:\n{celery_stack.logs()}") from None
+        wait_images(dash_duo, "img-dense", 4)
 
     monkeypatch.setitem(vars(app_module), "celery_app", None)  # create_app sets it; undone after the test
     threads = torch.get_num_threads()  # the app sets its own; give the other tests theirs back
@@ -221,49 +273,67 @@ def test_dense_job_runs_on_the_celery_worker(celery_stack, dash_duo, tmp_path, m
         manager = dash_app._background_manager
         assert isinstance(manager, dash.CeleryManager) and app_module.celery_app is manager.handle
         assert {f"background_callback_{key}" for key in manager.func_registry} == tasks, \
-            "the web app and the worker must register the same background callbacks"
+            "the web app and the workers must register the same background callbacks"
+        conf = manager.handle.conf
+        assert conf.task_acks_late and conf.task_reject_on_worker_lost and conf.worker_prefetch_multiplier == 1
         dash_duo.start_server(dash_app, port=free_port())
         wait_images(dash_duo, "img-fused", 1)
         # the secret that signs job handles is shared through redis and does not expire
         assert redis.Redis.from_url(env["REDIS_URL"]).ttl(manager.SIGNING_SECRET_KEY) == -1
 
-        # A small uploaded pair: the worker reads it from the shared cache, which the web process wrote.
+        # A small uploaded pair: the workers read it from the shared cache, which the web process wrote.
         upload_pair(dash_duo, tmp_path, shape=(48, 48))
         wait(lambda: fused_size(dash_duo, MODEL) == (48, 48), 60, "the fused image of the uploaded pair")
         assert "not computed" in status()
 
-        # Cancel: the worker terminates the running job (prefork pool) and Compute is offered again.
-        press(dash_duo, "#fs-dense-run")
-        wait(lambda: dash_duo.find_elements(css("status", MODEL) + " .progress"), 120,
-             "the first job's progress (from the worker)")
+        # 1. Cancel: the worker terminates the running job (prefork pool) and Compute is offered again.
+        first, worker = start_job([])
         press(dash_duo, "#fs-dense-cancel")
-        (first,) = jobs("received")
-        wait(lambda: f"Terminating {first}" in celery_stack.log(), 30, "the worker to terminate the cancelled job")
-        wait(lambda: dash_duo.find_element("#fs-dense-run").get_attribute("disabled") is None, 60,
-             "Compute to be enabled after Cancel")
-        assert "ready" not in status() and not jobs("succeeded")
+        wait(lambda: f"Terminating {first}" in worker.log(), 30, "the worker to terminate the cancelled job")
+        wait(compute_enabled, 60, "Compute to be enabled after Cancel")
+        assert "ready" not in status()
 
-        # Compute again: this job runs to the end on the worker and the page shows its maps.
-        press(dash_duo, "#fs-dense-run")
-        seen = set()
+        # 2. The pool process running the job is SIGKILLed: Celery requeues the job (acknowledged late),
+        #    a worker runs it again, and the page shows its maps.
+        second, worker = start_job(received())
+        os.kill(worker.pool_process(), signal.SIGKILL)
+        finished("the job of a killed pool process to be redone")
+        assert received().count(second) == 2, "the killed pool process's job was not redelivered"
+        assert not dash_duo.find_elements("#fs-job-lost")
+        runs = [t["starts"] for t in store.get(job_slots.JobSlots.STATE)["tickets"].values() if t["state"] == "done"]
+        assert runs == [2]
+        assert received().count(first) == 1, "a cancelled job must not be redelivered"
 
-        def finished():
-            if dash_duo.find_elements(css("status", MODEL) + " .progress"):
-                seen.add("progress")
-            return "ready" in status()
-        try:
-            wait(finished, 300, "the dense job to finish on the Celery worker")
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}; the worker's log:\n{tail(celery_stack.worker_log)}") from None
-        wait_images(dash_duo, "img-dense", 4)
-        assert "progress" in seen, "the worker's progress reports never reached the page"
-        dash_duo.wait_for_contains_text("#fs-hist", MODEL, timeout=60)
+        # 3. A whole worker is SIGKILLed: its job's message stays unacknowledged (until the broker's
+        #    visibility timeout), the page reports the job lost and gives Compute back; Retry starts
+        #    it again, on the other worker, which finishes it.
+        (tmp_path / "second").mkdir()  # another file path: the browser ignores the same file chosen again
+        upload_pair(dash_duo, tmp_path / "second", shape=(48, 46))
+        wait(lambda: fused_size(dash_duo, MODEL) == (46, 48), 60, "the second uploaded pair")
+        third, dead = start_job(received())
+        os.killpg(dead.proc.pid, signal.SIGKILL)
+        dead.proc.wait(timeout=30)
+        dash_duo.wait_for_contains_text("#fs-job-lost", "The job was lost (its worker stopped)", timeout=90)
+        wait(compute_enabled, 30, "Compute enabled after the loss")
+        assert "job lost" in status()
+        press(dash_duo, '[id*=\'"type":"job-retry"\']')
+        finished("the retried job to finish on the other worker")
+        (alive,) = [w for w in workers if w is not dead]
+        assert [j for j in alive.received(task) if j not in (first, second)], "the retry ran on the live worker"
+        assert not dash_duo.find_elements("#fs-job-lost") and compute_enabled()
 
-        # Both jobs ran on the worker (nothing ran in the web process: it has no other manager);
-        # the second finished there, and the maps the page shows came from the cache it wrote.
-        received, succeeded = jobs("received"), jobs("succeeded")
-        assert len(received) == 2 and received[0] == first and succeeded == received[1:], celery_stack.log()[-4000:]
-        assert "failed" not in status()
+        # 4. The last worker is SIGKILLed during a job and the user cancels: Compute comes back at once
+        #    (not only once the job is found lost), and the page says cancelled.
+        (tmp_path / "third").mkdir()
+        upload_pair(dash_duo, tmp_path / "third", shape=(46, 48))
+        wait(lambda: fused_size(dash_duo, MODEL) == (48, 46), 60, "the third uploaded pair")
+        start_job(received())
+        os.killpg(alive.proc.pid, signal.SIGKILL)
+        alive.proc.wait(timeout=30)
+        press(dash_duo, "#fs-dense-cancel")
+        wait(compute_enabled, 30, "Compute enabled after Cancel of a job whose worker is dead")
+        dash_duo.wait_for_contains_text(css("status", MODEL), "cancelled at", timeout=30)
+        assert not dash_duo.find_elements("#fs-job-lost")
         assert not [e for e in dash_duo.get_logs() if e["level"] == "SEVERE"]
     finally:
         torch.set_num_threads(threads)
