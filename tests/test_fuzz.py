@@ -359,7 +359,7 @@ def test_the_page_says_why_the_browser_refused_a_large_file(dash_duo, tmp_path):
         dash_duo.start_server(app_module.create_app(config))
         big = tmp_path / "big.png"
         big.write_bytes(os.urandom(80_000))
-        dash_duo.find_element("#fs-upload-pet input[type=file]").send_keys(str(big))
+        dash_duo.wait_for_element("#fs-upload-pet input[type=file]", timeout=60).send_keys(str(big))
         dash_duo.wait_for_contains_text("#fs-upload-error", "big.png", timeout=30)
         text = dash_duo.find_element("#fs-upload-error").text
         assert "Upload refused: big.png (78 kB) is over the 51 kB a file may have on this server." in text, text
