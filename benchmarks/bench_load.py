@@ -5,9 +5,10 @@
     python benchmarks/bench_load.py --users 5 --duration 20 --gunicorn-args "--workers 3"
     python benchmarks/bench_load.py --env FUSION_HOVER_PROCESSES=1 --duration 180
 
-The server gets a fresh temporary cache. The default pair is warmed first: one hover, ``--idle``
-seconds without requests (a server started before its users come, planning in the background),
-then load that is not counted, for at least ``--warmup`` seconds and until the rate of three 5 s
+The server gets a fresh temporary cache. The default pair is warmed first: one hover, then no
+requests until the server's processes are quiet (a server started before its users come: it plans
+the models and prepares the default pair in the background; at most ``--idle`` seconds), then load
+that is not counted, for at least ``--warmup`` seconds and until the rate of three 5 s
 chunks in a row settles (within 10 %; the engine plans and prepares in the background meanwhile).
 The baseline is one user hovering alone for ``--baseline`` seconds in the same run. Then every
 user hovers continuously for ``--duration`` seconds, like the page does: one request in flight
@@ -274,6 +275,21 @@ def monitor(master_pid: int, every: float, stop_event: threading.Event, rows: li
             return
 
 
+def wait_until_quiet(master_pid: int, most: float, hover: bool, every: float = 5.0, cpu: float = 0.25) -> float | None:
+    """Wait until the server's processes used less than ``cpu`` CPU seconds in ``every`` seconds, with hover
+    processes started if ``hover``; returns the seconds waited, None after ``most``."""
+    start, before = time.time(), None
+    while time.time() - start < most:
+        now = cpu_seconds(master_pid)
+        if before is not None:
+            used = sum(seconds - before.get(pid, (kind, 0.0))[1] for pid, (kind, seconds) in now.items())
+            if used < cpu and (not hover or any(kind == "hover" for kind, _ in now.values())):
+                return time.time() - start
+        before = now
+        time.sleep(every)
+    return None
+
+
 def kill_one_worker(master_pid: int, after: float, record: dict) -> None:
     time.sleep(after)
     workers = web_workers(master_pid)
@@ -297,8 +313,8 @@ def main() -> None:  # noqa: PLR0915 - one linear script
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of measured load")
     parser.add_argument("--warmup", type=float, default=30.0,
                         help="least seconds of load before measuring (more until the rate settles, at most 5x)")
-    parser.add_argument("--idle", type=float, default=30.0,
-                        help="seconds without load after the first hover (the server plans in the background)")
+    parser.add_argument("--idle", type=float, default=240.0,
+                        help="most seconds to wait, without requests, for the server's background work to end")
     parser.add_argument("--baseline", type=float, default=10.0, help="seconds of one user alone (the baseline)")
     parser.add_argument("--models", default=DEFAULT_MODELS)
     parser.add_argument("--kill-worker", action="store_true", help="SIGKILL one web worker half-way")
@@ -331,7 +347,10 @@ def main() -> None:  # noqa: PLR0915 - one linear script
         first = warm(port, pair_key, pair, args.models, timeout=900)
         print(f"first hover of {pair_key} ({shape[0]} x {shape[1]}, {len(args.models.split(','))} models): "
               f"{first:.1f} s")
-        time.sleep(args.idle)  # a server started before its users come: plans made in the background meanwhile
+        hover = extra.get("FUSION_HOVER_PROCESSES", os.environ.get("FUSION_HOVER_PROCESSES", "")).strip() != "0"
+        settled = wait_until_quiet(proc.pid, args.idle, hover)  # a server started before its users come
+        print(f"server quiet (background planning and preparation done) after {settled:.0f} s"
+              if settled is not None else f"server still busy after {args.idle:.0f} s without requests")
         rates, start = [], time.time()
         while True:  # until the rate settles: the engine plans and prepares in the background meanwhile
             chunk = summary(run_users(args.users, 5, port, pair, args.models, shape, args.seed + 10 + len(rates)), 5)
