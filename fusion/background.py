@@ -1,11 +1,15 @@
-"""One low-priority background thread per process, for one-off work a server must not do in a request.
+"""A background thread per process, for one-off work a server must not do in a request.
 
 Probing a model's field, verifying the fast paths at a new image size, timing the replay
 and recording window programs take from a fraction of a second to a minute. A server
 answers first with an exact path and hands that work to ``BackgroundWork``: a single
-daemon thread, at a lower CPU priority than the threads answering requests (Linux: the
-thread's own nice value), that runs one job at a time, the most urgent first, and runs a
-job submitted twice only once.
+daemon thread that runs one job at a time, the most urgent first, and runs a job
+submitted twice only once.
+
+The thread runs at the process's own priority. A lower one (a per-thread nice value)
+was tried and made hovers wait up to minutes on a busy machine: the thread holds the GIL
+between PyTorch calls, and a descheduled low-priority thread that holds it stops every
+request thread of the process (priority inversion).
 """
 from __future__ import annotations
 
@@ -20,8 +24,6 @@ log = logging.getLogger(__name__)
 
 #: Priorities (lower runs first): fields are needed by every plan, plans by every preparation.
 FIELD, PLAN, PREPARE = 0, 1, 2
-#: How much nicer than the process the background thread runs (0: as nice as the requests).
-NICENESS = 10
 
 
 class BackgroundWork:
@@ -32,8 +34,8 @@ class BackgroundWork:
     after ``close``).
     """
 
-    def __init__(self, niceness: int = NICENESS, name: str = "fusion-background"):
-        self.niceness, self.name = niceness, name
+    def __init__(self, name: str = "fusion-background"):
+        self.name = name
         self._lock = threading.Lock()
         self._order = itertools.count()
         self._queue: queue.PriorityQueue = queue.PriorityQueue()
@@ -71,7 +73,6 @@ class BackgroundWork:
             future.cancel()  # a running job's future is not cancelled: it completes
 
     def _run(self, jobs: queue.PriorityQueue, pending: dict) -> None:
-        lower_priority(self.niceness)
         while True:
             _, _, key, job, future = jobs.get()
             if job is None:
@@ -85,14 +86,3 @@ class BackgroundWork:
             with self._lock:
                 if pending.get(key) is future:
                     del pending[key]
-
-
-def lower_priority(niceness: int) -> None:
-    """Make the calling thread ``niceness`` nicer (Linux sets it per thread; elsewhere nothing happens)."""
-    if niceness <= 0 or not hasattr(os, "setpriority") or not hasattr(threading, "get_native_id"):
-        return
-    try:
-        tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, min(os.getpriority(os.PRIO_PROCESS, tid) + niceness, 19))
-    except OSError:  # not allowed here: run at the same priority
-        pass

@@ -166,8 +166,13 @@ class HoverProcesses:
         One task per worker: each takes long enough that the idle workers take one each; a worker
         that takes none records its window programs at first use.
         """
-        pool = self._executor()
-        self._warming = [pool.submit(_prepare, list(names), pair_id) for _ in range(self.workers)]
+        starting = Future()  # warming() from here on: starting the pool and queueing take seconds
+        self._warming = [starting]
+        try:
+            pool = self._executor()
+            self._warming = [pool.submit(_prepare, list(names), pair_id) for _ in range(self.workers)]
+        finally:
+            starting.set_result(None)
         return self._warming
 
     def warming(self) -> bool:

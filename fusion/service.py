@@ -66,8 +66,10 @@ HOVER_WORKERS = max(1, min(4, os.cpu_count() or 1))
 _MAGIC = b"FSC1"
 #: Where one-off planning runs (see ``SaliencyService``).
 PLANNING = ("inline", "background", "elsewhere")
-#: A call waits at most this long for a field being probed in the background (then: the full image).
-FIELD_WAIT_S = 2.0
+#: A call waits at most this long for a field being probed in the background, then takes the full image.
+#: A probe costs a fraction of a second per model; the full image at 256 x 256 seconds (many more on a busy
+#: machine), so waiting for the probe is the faster exact answer nearly always.
+FIELD_WAIT_S = 20.0
 #: One process at a time probes a model, or plans it at an image size, under a lease in the shared cache; the
 #: lease of a process killed meanwhile expires after this many seconds.
 PROBE_LEASE_S, PLAN_LEASE_S = 30, 300
@@ -216,8 +218,8 @@ class SaliencyService:
         if planning not in PLANNING:
             raise ValueError(f"planning must be one of {', '.join(map(repr, PLANNING))}, got {planning!r}")
         self.planning = planning
-        self._background = BackgroundWork()  # planning and preparation, at a lower priority than requests
-        self._probing = BackgroundWork(niceness=0, name="fusion-probe")  # short, and a first hover may wait for it
+        self._background = BackgroundWork()  # planning and preparation
+        self._probing = BackgroundWork(name="fusion-probe")  # short, and a first hover may wait for it
         self.replay = replay
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.size_limit_bytes = int(size_limit_bytes)
@@ -577,7 +579,11 @@ class SaliencyService:
             if pool is None:
                 self._prepare(names, pair_id)
                 return
-            for future in pool.warm(names, pair_id):  # after the plans: the workers read the verdicts
+            try:
+                warming = pool.warm(names, pair_id)  # after the plans: the workers read the verdicts
+            except RuntimeError:  # the service was closed meanwhile: nothing to prepare for
+                return
+            for future in warming:
                 future.result()
         return self._background.submit(("prepare", tuple(names), pair_id), PREPARE, prepare)
 
