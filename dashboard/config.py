@@ -32,6 +32,10 @@
     FUSION_MAX_MODELS     most models one request may name (unique registered names only)          (8)
     FUSION_JOBS_PER_USER  whole-image jobs one user may run at once; more wait in line           (1)
     FUSION_JOBS_TOTAL     whole-image jobs running at once on the server; more wait in line       (2)
+                          (with Celery: at most the workers' total concurrency, else an admitted job
+                          can wait in the broker past its start grace and be reported lost)
+                          Without sign-in every request is the one user "local". The line, its
+                          heartbeats and slots: dashboard/job_slots.py.
     FUSION_CACHE_MB       size limit of the shared disk cache (least recently used entries go)  (4096)
 """
 from __future__ import annotations

@@ -263,3 +263,46 @@ def test_pages_wait_in_line_and_a_lost_job_is_retried_without_a_reload(dash_duo,
         assert not [e for e in dash_duo.get_logs() if e["level"] == "SEVERE"]
     finally:
         torch.set_num_threads(threads)
+
+
+# ------------------------------------------------------------------ a web process killed and started again
+WEB = """
+import io, sys, time
+import numpy as np
+from PIL import Image
+import app  # the web app, built from the environment (FUSION_CACHE_DIR)
+from dashboard import backend
+
+def png(seed):
+    out = io.BytesIO()
+    Image.fromarray((np.random.default_rng(seed).random((32, 32)) * 255).astype(np.uint8)).save(out, "PNG")
+    return out.getvalue()
+
+if sys.argv[1] == "compute":
+    pair = backend.put_uploaded_pair(png(1), "mri.png", png(2), "pet.png")
+    backend.service().dense("weighted-average", pair)
+    print(pair, float(backend.dense_maps("weighted-average", pair)["mri_share"].sum()), flush=True)
+    time.sleep(600)  # killed here, as a web process is
+else:
+    maps = backend.dense_maps("weighted-average", sys.argv[2])
+    print(None if maps is None else float(maps["mri_share"].sum()), flush=True)
+"""
+
+
+def test_finished_results_outlive_a_killed_web_process(tmp_path):
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, FUSION_CACHE_DIR=str(tmp_path / "cache"), FUSION_HOVER_PROCESSES="0")
+    first = subprocess.Popen([sys.executable, "-c", WEB, "compute"], cwd=root, env=env, stdout=subprocess.PIPE,
+                             text=True)
+    try:
+        pair, total = first.stdout.readline().split()
+    finally:
+        first.send_signal(signal.SIGKILL)  # no exit handler runs, nothing is flushed on the way out
+        first.wait(timeout=30)
+    again = subprocess.run([sys.executable, "-c", WEB, "read", pair], cwd=root, env=env, capture_output=True,
+                           text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert again.stdout.split() == [total]  # the restarted process serves the finished maps
