@@ -409,9 +409,10 @@ def main() -> None:  # noqa: PLR0915 - one linear script
                       f"{kill.get('replaced_s', float('nan')):.2f} s, {len(after)} failed requests from then on")
         load_after = os.getloadavg()
         print(f"  load average after {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}")
-        goal = (load["failed"] == 0 or args.kill_worker, load["rate"] >= 70, load["p95"] <= 350)
-        print(f"goal (issue 11; 20 users, 60 s): 0 errors {'yes' if goal[0] else 'NO'}, >= 70 hovers/s "
-              f"{'yes' if goal[1] else 'NO'}, p95 <= 350 ms {'yes' if goal[2] else 'NO'}")
+        errors = (f"at most 2 failed with a worker killed {'yes' if load['failed'] <= 2 else 'NO'}" if args.kill_worker
+                  else f"0 errors {'yes' if load['failed'] == 0 else 'NO'}")
+        print(f"goal (issue 11; 20 users, 60 s): {errors}, >= 70 hovers/s {'yes' if load['rate'] >= 70 else 'NO'}, "
+              f"p95 <= 350 ms {'yes' if load['p95'] <= 350 else 'NO'}")
     finally:
         stop(proc)
         if args.keep_log:
