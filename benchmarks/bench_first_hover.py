@@ -10,6 +10,7 @@ the first hover. Prints, measured in this run:
     and dF/dPET at the pixel, and its MRI share against plain full-image autograd here);
   - hovers every second after that until the fast path is planned (the background planning
     competes with them for the cores), and the steady hover latency once planned;
+  - the first hover of a server killed and started again on the same cache;
   - the baseline, measured in this run: the same first hover through a ``SaliencyService`` that
     plans inline (in the request, as before), on its own fresh cache.
 """
@@ -149,6 +150,17 @@ def main() -> None:
                 print(f"{size} x {size}: hovers in the first 10 s after it: median {np.median(early) * 1e3:.0f} ms, "
                       f"max {max(early) * 1e3:.0f} ms; last 10 hovers: median {np.median(late) * 1e3:.0f} ms, "
                       f"max {max(late) * 1e3:.0f} ms")
+        finally:
+            os.killpg(server.pid, signal.SIGKILL)  # as a crash would: nothing is closed
+            server.wait(60)
+        server, base = start_server(cache, args.workers)
+        try:
+            for size in sizes:
+                row, col = size // 3, size // 2
+                seconds, body = get(hover_url(base, ids[size], row, col))
+                error = exactness(body, *pairs[size], row, col, models)
+                print(f"{size} x {size}: first hover after a restart on the same cache {seconds:.2f} s "
+                      f"(largest difference {error:.1e})")
         finally:
             os.killpg(server.pid, signal.SIGTERM)
             server.wait(60)
