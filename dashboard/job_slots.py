@@ -13,10 +13,10 @@ writes a heartbeat every ``BEAT_EVERY`` s that lives ``LOST_AFTER`` s; a running
 whose heartbeat is gone (a SIGKILLed job, a dead worker) is lost and its slot is free
 again. A started job gets ``START_GRACE`` s to send its first heartbeat (a message waiting
 in the broker, a starting process); once it has begun, only its heartbeat counts (a job
-requeued by Celery after its process died must begin again within ``LOST_AFTER`` s). A waiting ticket whose page stopped polling for
-``PAGE_GONE`` s is dropped. A job whose ticket is no longer running when it starts (it was
-cancelled or lost, or Celery redelivered it late) does nothing; a ticket started
-``MAX_STARTS`` times (its worker died each time) is lost.
+requeued by Celery after its process died must begin again within ``LOST_AFTER`` s). A waiting
+ticket whose page stopped polling for ``PAGE_GONE`` s is dropped. A job whose ticket is no
+longer running when it starts (it was cancelled or lost, or Celery redelivered it late) does
+nothing; a ticket started ``MAX_STARTS`` times (its worker died each time) is lost.
 
 Heartbeats are keys that expire (in Redis by Redis's own clock), so the clocks of
 worker machines never matter. Ticket times are the web processes' clocks.
