@@ -167,6 +167,8 @@ class Tally:
     ok: list[tuple[float, float]] = field(default_factory=list)
     failed: list[tuple[float, str]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    start: float = 0.0
+    until: float = 0.0  # users send no request after this; answers that come later are not in the rate
 
 
 def check(status: int, body: bytes, n_models: int) -> str | None:
@@ -226,8 +228,8 @@ def user(port: int, pair: str, models: str, shape: tuple[int, int], seed: int, u
 
 
 def run_users(n: int, seconds: float, port: int, pair: str, models: str, shape, seed: int) -> Tally:
-    tally = Tally()
-    until = time.time() + seconds
+    tally = Tally(start=time.time())
+    until = tally.until = tally.start + seconds
     threads = [threading.Thread(target=user, args=(port, pair, models, shape, seed * 1000 + k, until, tally),
                                 daemon=True) for k in range(n)]
     for t in threads:
@@ -246,9 +248,11 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
-def summary(tally: Tally, seconds: float) -> dict:
+def summary(tally: Tally) -> dict:
+    """Hovers/s (answers that came by the end of the run, over its length), latency over all answers."""
     latencies = [ms for _, ms in tally.ok]
-    return {"hovers": len(latencies), "rate": len(latencies) / seconds, "failed": len(tally.failed),
+    in_time = sum(end <= tally.until for end, _ in tally.ok)
+    return {"hovers": len(latencies), "rate": in_time / (tally.until - tally.start), "failed": len(tally.failed),
             "p50": percentile(latencies, 0.5), "p95": percentile(latencies, 0.95),
             "max": max(latencies, default=float("nan"))}
 
@@ -317,6 +321,7 @@ def main() -> None:  # noqa: PLR0915 - one linear script
                         help="most seconds to wait, without requests, for the server's background work to end")
     parser.add_argument("--baseline", type=float, default=10.0, help="seconds of one user alone (the baseline)")
     parser.add_argument("--models", default=DEFAULT_MODELS)
+    parser.add_argument("--memory-every", type=float, default=10.0, help="seconds between memory samples")
     parser.add_argument("--kill-worker", action="store_true", help="SIGKILL one web worker half-way")
     parser.add_argument("--port", type=int, default=0, help="default: a free port")
     parser.add_argument("--seed", type=int, default=0)
@@ -353,18 +358,18 @@ def main() -> None:  # noqa: PLR0915 - one linear script
               if settled is not None else f"server still busy after {args.idle:.0f} s without requests")
         rates, start = [], time.time()
         while True:  # until the rate settles: the engine plans and prepares in the background meanwhile
-            chunk = summary(run_users(args.users, 5, port, pair, args.models, shape, args.seed + 10 + len(rates)), 5)
+            chunk = summary(run_users(args.users, 5, port, pair, args.models, shape, args.seed + 10 + len(rates)))
             rates.append(chunk["rate"])
             settled = len(rates) >= 3 and min(rates[-3:]) >= 0.9 * max(rates[-3:])
             if (time.time() - start >= args.warmup and settled) or time.time() - start >= 5 * args.warmup:
                 break
         print(f"warm-up, {args.users} users, not counted: hovers/s per 5 s {' '.join(f'{r:.0f}' for r in rates)}")
-        base = summary(run_users(1, args.baseline, port, pair, args.models, shape, args.seed + 2), args.baseline)
+        base = summary(run_users(1, args.baseline, port, pair, args.models, shape, args.seed + 2))
         print(f"baseline, 1 user for {args.baseline:.0f} s: {base['rate']:.1f} hovers/s, p50 {base['p50']:.0f} ms,"
               f" p95 {base['p95']:.0f} ms, {base['failed']} failed")
 
         stop_event, rows, kill = threading.Event(), [], {}
-        watch = threading.Thread(target=monitor, args=(proc.pid, 10.0, stop_event, rows), daemon=True)
+        watch = threading.Thread(target=monitor, args=(proc.pid, args.memory_every, stop_event, rows), daemon=True)
         watch.start()
         killer = None
         if args.kill_worker:
@@ -377,7 +382,7 @@ def main() -> None:  # noqa: PLR0915 - one linear script
         watch.join()
         if killer is not None:
             killer.join()
-        load = summary(tally, args.duration)
+        load = summary(tally)
         used = {"master": 0.0, "web": 0.0, "hover": 0.0}
         for pid, (kind, seconds) in cpu_after.items():
             used[kind] += seconds - cpu_before.get(pid, (kind, 0.0))[1]
