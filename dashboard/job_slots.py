@@ -2,7 +2,8 @@
 
 Every web process and every job process shares one record of the jobs ("tickets"), kept
 in a store they all reach: the background-job disk cache for local jobs, Redis when
-``REDIS_URL`` is set (Celery workers, possibly on other machines). A ticket is
+``REDIS_URL`` is set (Celery workers; they share the web server's disk cache, so they run on
+its machine: docs/deployment.md). A ticket is
 
     waiting  -> running (holds a slot; its job is started) -> done | lost | cancelled
 
