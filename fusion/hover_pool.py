@@ -144,6 +144,7 @@ class HoverProcesses:
         self._warming: list[Future] = []
         self._closed = False
         self._lock = threading.Lock()  # a hover and a background preparation may start the pool at once
+        self._queueing = threading.Lock()  # hovers are queued before a preparation, or not at all while it runs
 
     def _executor(self) -> ProcessPoolExecutor:
         with self._lock:
@@ -167,7 +168,8 @@ class HoverProcesses:
         that takes none records its window programs at first use.
         """
         starting = Future()  # warming() from here on: starting the pool and queueing take seconds
-        self._warming = [starting]
+        with self._queueing:
+            self._warming = [starting]
         try:
             pool = self._executor()
             self._warming = [pool.submit(_prepare, list(names), pair_id) for _ in range(self.workers)]
@@ -187,7 +189,8 @@ class HoverProcesses:
     def hover(self, tasks: list[tuple[str, str, int, int, str]], costs: list[float], shape: tuple[int, int]) -> list:
         """(name, pair_id, row, col, weights_hash) per model -> per task (seconds, PixelJacobian),
         or where the calling process must compute it: None (the workers built other weights) or
-        False (the pair is not in the disk cache).
+        False (the pair is not in the disk cache, or the workers are preparing: a hover never waits
+        behind a preparation in a worker's queue).
 
         The tasks are dealt out once, longest first to the least loaded worker by ``costs``
         (one message per worker: each round trip costs more than the smallest hovers).
@@ -199,8 +202,15 @@ class HoverProcesses:
             loads[worker] += costs[k]
             shares[worker].append(k)
         pool = self._executor()
+        with self._queueing:
+            if self.warming():  # a preparation came first: a hover must not wait behind it in the workers
+                return [False] * len(tasks)
+            try:
+                futures = [(share, pool.submit(_hover_many, [tasks[k] for k in share])) for share in shares if share]
+            except Exception:
+                self.close(kill=True)
+                raise
         try:
-            futures = [(share, pool.submit(_hover_many, [tasks[k] for k in share])) for share in shares if share]
             answers = {k: answer for share, future in futures
                        for k, answer in zip(share, future.result(timeout=self.timeout_s), strict=True)}
         except Exception:
