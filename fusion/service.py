@@ -483,18 +483,16 @@ class SaliencyService:
         model = self.model(name)
         field = self._field_soon(name)
         path = getattr(model, "checkpoint_path", None)
+        info = {"name": name, "checkpoint": path, "card": read_card(path) if path else None,
+                "weights_hash": self.weights_hash(name)}
         if field is None:  # still being probed in the background
-            return {"name": name, "receptive_field": None, "field": None, "method": "planning",
-                    "reason": "the receptive field is being probed in the background", "checkpoint": path,
-                    "card": read_card(path) if path else None, "weights_hash": self.weights_hash(name)}
-        return {"name": name,
+            return {**info, "receptive_field": None, "field": None, "method": "planning",
+                    "reason": "the receptive field is being probed in the background"}
+        return {**info,
                 "receptive_field": field.size if field.local else None,
                 "field": {k: getattr(field, k) for k in ("up", "down", "left", "right", "stride", "local")},
                 "method": "crop" if field.local else "full-image",
-                "reason": field.reason,
-                "checkpoint": path,
-                "card": read_card(path) if path else None,
-                "weights_hash": self.weights_hash(name)}
+                "reason": field.reason}
 
     # -------------------------------------------------------------- results
     def fuse(self, name: str, pair_id: str) -> np.ndarray:
