@@ -8,6 +8,13 @@ builds its own ``SaliencyService`` on the same disk cache, so pairs, fields and
 verdicts are read from it, never recomputed, and runs on one intra-op thread
 (two processes with two OpenMP threads each made hovers four times slower).
 
+Each worker is a lane of its own with a queue in the calling process. A hover deals its
+models out to the lanes, the longest first to the least loaded, so a model keeps to
+the same lane (its weights, kept activations and window programs stay in that
+process's caches). While a lane computes, the tasks of further hovers wait in its
+queue and then go as one message; the worker computes the pixels of one model and
+pair as one batch of crops, which costs far less per pixel than one at a time.
+
 A worker answers with the Jacobian values inside the pixel's window only; the
 caller rebuilds the H x W arrays. Anything a worker cannot answer (other weights,
 a pair no longer on disk, a broken pool) is computed in the calling process.
@@ -25,6 +32,10 @@ from dataclasses import replace
 
 import numpy as np
 
+#: The most pixels of one model a lane's batch usually holds: one per hover that a web process answers at
+#: once (gunicorn.conf.py: 2 threads). Window programs are recorded for batches up to this size; larger
+#: ones run without (exact, slower).
+LARGEST_BATCH = 2
 _SERVICE = None  # in a worker: its SaliencyService
 _OPEN: weakref.WeakSet = weakref.WeakSet()  # in a caller: the HoverProcesses whose workers may be running
 
@@ -52,6 +63,7 @@ def _start_worker(settings: dict, owner_pid: int) -> None:
     torch.set_num_threads(1)
     _SERVICE = SaliencyService(**settings, hover_processes=0)
     _SERVICE._concurrent_hovers = 1  # a worker hovers one model at a time
+    _SERVICE._largest_batch = LARGEST_BATCH
 
 
 def _exit_when_orphaned(owner_pid: int, every_s: float = 1.0) -> None:
@@ -91,31 +103,46 @@ def _prepare(names: list[str], pair_id: str) -> set[tuple]:
     return set(_SERVICE._windows_ready)
 
 
-def _hover(name: str, pair_id: str, row: int, col: int, weights_hash: str):
-    """In a worker: (seconds, the PixelJacobian with ja, jb cut to ``sent``, sent); None for other
-    weights, False for a pair that is not in the disk cache (any more)."""
+def _hover_many(tasks: list[tuple]) -> list:
+    """In a worker: per task (name, pair_id, row, col, weights_hash), (seconds, the PixelJacobian with ja, jb cut
+    to ``sent``, sent); None for other weights, False for a pair that is not in the disk cache (any more).
+
+    The pixels of one model and pair are computed together (``SaliencyService._pixel_batch``); seconds is
+    the batch's time shared out among them.
+    """
     from .errors import InvalidInput
 
-    svc = _SERVICE
-    if svc.weights_hash(name) != weights_hash:
-        return None
-    try:
-        a, b = svc.get_pair(pair_id)
-    except InvalidInput:
-        return False
-    start = time.perf_counter()
-    result = svc._pixel(name, pair_id, a, b, row, col)
-    seconds = time.perf_counter() - start
+    svc, answers, groups = _SERVICE, [None] * len(tasks), {}
+    for k, (name, pair_id, row, col, weights_hash) in enumerate(tasks):
+        groups.setdefault((name, pair_id, weights_hash), {}).setdefault((int(row), int(col)), []).append(k)
+    for (name, pair_id, weights_hash), by_pixel in groups.items():
+        if svc.weights_hash(name) != weights_hash:
+            continue
+        try:
+            a, b = svc.get_pair(pair_id)
+        except InvalidInput:
+            for members in by_pixel.values():
+                for k in members:
+                    answers[k] = False
+            continue
+        start = time.perf_counter()
+        results = svc._pixel_batch(name, pair_id, a, b, list(by_pixel))
+        seconds = (time.perf_counter() - start) / len(results)
+        for members, result in zip(by_pixel.values(), results, strict=True):
+            answer = (seconds, *_cut(result, a.shape))
+            for k in members:
+                answers[k] = answer
+    return answers
+
+
+def _cut(result, shape):
+    """(the PixelJacobian with ja, jb cut to its window, the window sent) for the trip back to the caller."""
     top, bottom, left, right = sent = result.window
     inside = (slice(top, bottom), slice(left, right))
     if any(np.count_nonzero(j) != np.count_nonzero(j[inside]) for j in (result.ja, result.jb)):
-        top, bottom, left, right = sent = (0, a.shape[0], 0, a.shape[1])  # never expected: send everything
-        inside = (slice(top, bottom), slice(left, right))
-    return seconds, replace(result, ja=result.ja[inside].copy(), jb=result.jb[inside].copy()), sent
-
-
-def _hover_many(tasks: list[tuple]) -> list:
-    return [_hover(*task) for task in tasks]
+        sent = (0, shape[0], 0, shape[1])  # never expected: send everything
+        inside = (slice(0, shape[0]), slice(0, shape[1]))
+    return replace(result, ja=result.ja[inside].copy(), jb=result.jb[inside].copy()), sent
 
 
 def _rebuild(result, sent, shape):
@@ -129,8 +156,17 @@ def _rebuild(result, sent, shape):
     return replace(result, ja=full[0], jb=full[1])
 
 
+class _Lane:
+    """One worker process (an executor of one) and the tasks waiting for it, sent as one batch when it is free."""
+
+    def __init__(self, executor: ProcessPoolExecutor):
+        self.executor = executor
+        self.waiting: list[tuple[tuple, Future]] = []
+        self.busy = False
+
+
 class HoverProcesses:
-    """A pool of worker processes for hovers, started on first use (see the module docstring).
+    """Worker processes for hovers, one lane each, started on first use (see the module docstring).
 
     ``settings``: the keyword arguments of the workers' ``SaliencyService``.
     """
@@ -140,39 +176,50 @@ class HoverProcesses:
 
     def __init__(self, workers: int, settings: dict):
         self.workers, self.settings = workers, settings
-        self._pool, self._pid = None, None
+        self._lanes: list[_Lane] | None = None
+        self._pid = None
         self._warming: list[Future] = []
         self._closed = False
         self._lock = threading.Lock()  # a hover and a background preparation may start the pool at once
         self._queueing = threading.Lock()  # hovers are queued before a preparation, or not at all while it runs
+        self._sending = threading.RLock()  # the lanes' queues (a batch's callback may run in the sending thread)
+        #: Batches sent to the workers and the tasks they held, since this object was made.
+        self.sent = {"batches": 0, "tasks": 0}
 
-    def _executor(self) -> ProcessPoolExecutor:
+    def _started(self) -> list[_Lane]:
+        """The lanes of this process, started now if they are not."""
         with self._lock:
             if self._closed:
                 raise RuntimeError("the hover worker processes were closed for good")
-            if self._pool is None or self._pid != os.getpid():
+            if self._lanes is None or self._pid != os.getpid():
                 methods = multiprocessing.get_all_start_methods()
                 context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
                 if "forkserver" in methods:
                     context.set_forkserver_preload(["fusion.service"])
-                self._pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_start_worker,
-                                                 initargs=(self.settings, os.getpid()))
+                self._lanes = [_Lane(ProcessPoolExecutor(1, mp_context=context, initializer=_start_worker,
+                                                         initargs=(self.settings, os.getpid())))
+                               for _ in range(self.workers)]
                 self._pid = os.getpid()
                 _OPEN.add(self)
-            return self._pool
+            return self._lanes
+
+    def pids(self) -> list[int]:
+        """The process ids of the workers running now (none before the first use)."""
+        lanes = self._lanes if self._pid == os.getpid() else None
+        return [pid for lane in lanes or [] for pid in list(lane.executor._processes or {})]
+
+    def queued(self) -> int:
+        """Tasks waiting in the lanes' queues for their worker to be free."""
+        with self._sending:
+            return sum(len(lane.waiting) for lane in self._lanes or [])
 
     def warm(self, names: list[str], pair_id: str) -> list[Future]:
-        """Start the workers, and prepare hovers of ``names`` on the pair in each (does not wait).
-
-        One task per worker: each takes long enough that the idle workers take one each; a worker
-        that takes none records its window programs at first use.
-        """
+        """Start the workers, and prepare hovers of ``names`` on the pair in each (does not wait)."""
         starting = Future()  # warming() from here on: starting the pool and queueing take seconds
         with self._queueing:
             self._warming = [starting]
         try:
-            pool = self._executor()
-            self._warming = [pool.submit(_prepare, list(names), pair_id) for _ in range(self.workers)]
+            self._warming = [lane.executor.submit(_prepare, list(names), pair_id) for lane in self._started()]
         finally:
             starting.set_result(None)
         return self._warming
@@ -184,7 +231,7 @@ class HoverProcesses:
 
     def ready(self) -> bool:
         """Are the workers started (by ``warm``) and done preparing? (A server hovers in them only then.)"""
-        return self._pool is not None and self._pid == os.getpid() and not self.warming()
+        return self._lanes is not None and self._pid == os.getpid() and not self.warming()
 
     def hover(self, tasks: list[tuple[str, str, int, int, str]], costs: list[float], shape: tuple[int, int]) -> list:
         """(name, pair_id, row, col, weights_hash) per model -> per task (seconds, PixelJacobian),
@@ -192,32 +239,63 @@ class HoverProcesses:
         False (the pair is not in the disk cache, or the workers are preparing: a hover never waits
         behind a preparation in a worker's queue).
 
-        The tasks are dealt out once, longest first to the least loaded worker by ``costs``
-        (one message per worker: each round trip costs more than the smallest hovers).
-        Raises what a worker raised; the pool is then replaced at the next call.
+        The tasks are dealt out once, longest first to the least loaded lane by ``costs``, and join
+        the lane's queue. Raises what a worker raised; the pool is then replaced at the next call.
         """
         loads, shares = [0.0] * self.workers, [[] for _ in range(self.workers)]
         for k in sorted(range(len(tasks)), key=lambda k: -costs[k]):
-            worker = loads.index(min(loads))
-            loads[worker] += costs[k]
-            shares[worker].append(k)
-        pool = self._executor()
+            lane = loads.index(min(loads))
+            loads[lane] += costs[k]
+            shares[lane].append(k)
+        lanes = self._started()
+        futures: list[Future] = [Future() for _ in tasks]
         with self._queueing:
             if self.warming():  # a preparation came first: a hover must not wait behind it in the workers
                 return [False] * len(tasks)
-            try:
-                futures = [(share, pool.submit(_hover_many, [tasks[k] for k in share])) for share in shares if share]
-            except Exception:
-                self.close(kill=True)
-                raise
+            with self._sending:
+                if lanes is not self._lanes:  # closed meanwhile (a failed hover of another thread)
+                    return [False] * len(tasks)
+                for lane, share in zip(lanes, shares, strict=True):
+                    lane.waiting += [(tasks[k], futures[k]) for k in share]
+                    if share and not lane.busy:
+                        self._send(lane)
+        deadline = time.monotonic() + self.timeout_s
         try:
-            answers = {k: answer for share, future in futures
-                       for k, answer in zip(share, future.result(timeout=self.timeout_s), strict=True)}
+            answers = [future.result(timeout=max(0.0, deadline - time.monotonic())) for future in futures]
         except Exception:
             self.close(kill=True)
             raise
-        return [answers[k] if answers[k] in (None, False) else
-                (answers[k][0], _rebuild(answers[k][1], answers[k][2], shape)) for k in range(len(tasks))]
+        return [answer if answer in (None, False) else (answer[0], _rebuild(answer[1], answer[2], shape))
+                for answer in answers]
+
+    def _send(self, lane: _Lane) -> None:
+        """Send the lane's waiting tasks as one batch (the caller holds ``_sending``)."""
+        batch, lane.waiting, lane.busy = lane.waiting, [], True
+        self.sent["batches"] += 1
+        self.sent["tasks"] += len(batch)
+        try:
+            sent = lane.executor.submit(_hover_many, [task for task, _ in batch])
+        except Exception as error:  # a broken or closed pool: the callers compute these themselves
+            lane.busy = False
+            for _, future in batch:
+                future.set_exception(error)
+            return
+        sent.add_done_callback(lambda done: self._answered(lane, batch, done))
+
+    def _answered(self, lane: _Lane, batch: list[tuple[tuple, Future]], done: Future) -> None:
+        """A batch's answers reach its callers; the tasks that waited meanwhile go next."""
+        try:
+            answers = done.result()
+        except BaseException as error:  # noqa: BLE001 - handed to every caller of the batch
+            for _, future in batch:
+                future.set_exception(error)
+        else:
+            for (_, future), answer in zip(batch, answers, strict=True):
+                future.set_result(answer)
+        with self._sending:
+            lane.busy = False
+            if lane.waiting and lane in (self._lanes or []):
+                self._send(lane)
 
     def close(self, kill: bool = False, final: bool = False) -> None:
         """Stop the workers (``kill``: at once, for a pool that failed or hangs; the next call starts new ones).
@@ -226,20 +304,26 @@ class HoverProcesses:
         workers nobody would stop, for example from a preparation still running in the background.
         """
         with self._lock:
-            pool, pid = self._pool, self._pid
-            self._pool, self._pid, self._warming = None, None, []
+            lanes, pid = self._lanes, self._pid
+            self._lanes, self._pid, self._warming = None, None, []
             self._closed = self._closed or final
-        if pool is not None and pid == os.getpid():
+        if lanes is None or pid != os.getpid():
+            return
+        for lane in lanes:
             # The pool's own dict, not a copy: a submit racing with this close may still spawn a worker
             # into it, up to the shutdown below (which waits for the submit's lock).
-            processes = pool._processes or {}
+            processes = lane.executor._processes or {}
             if kill:
                 for process in list(processes.values()):
                     process.kill()
-            pool.shutdown(wait=not kill, cancel_futures=True)
-            # The pool's manager thread stops its workers; where it died (dash.testing stops its server
+            lane.executor.shutdown(wait=not kill, cancel_futures=True)
+            # The pool's manager thread stops its worker; where it died (dash.testing stops its server
             # thread with an asynchronous SystemExit, which can land in a thread that reused its id),
-            # the workers would wait for work for ever and keep the interpreter from exiting.
+            # the worker would wait for work for ever and keep the interpreter from exiting.
             for process in list(processes.values()):
                 if process.is_alive():
                     process.kill()
+            with self._sending:
+                waiting, lane.waiting = lane.waiting, []
+            for _, future in waiting:
+                future.set_exception(RuntimeError("the hover worker processes were closed"))

@@ -252,6 +252,9 @@ class SaliencyService:
         self._local_only: set[str] = set()  # models whose weights the workers do not have
         #: Hovers running at once in this process (a hover worker process sets 1), as ``replay_pays`` times them.
         self._concurrent_hovers = 2
+        #: Pixels of one model computed at once by a hover (a hover worker process sets its lane's batch):
+        #: window programs of the interior are recorded for every batch size up to this.
+        self._largest_batch = 1
         #: How many times each kind of result was computed here (not served from a cache).
         self.computed: dict[str, int] = {"fuse": 0, "pixel": 0, "dense": 0, "record": 0}
 
@@ -604,7 +607,8 @@ class SaliencyService:
         key = (self.weights_hash(name), height, width, record is not None)
         if key not in self._windows_ready:
             if self._plan(name, height, width)[0] == "crop":
-                record_windows(self.model(name), height, width, record=record)
+                record_windows(self.model(name), height, width, record=record,
+                               batch_sizes=tuple(range(1, self._largest_batch + 1)))
             self._windows_ready.add(key)
 
     def _workers(self, attribute: str = "_pool", size: int = HOVER_WORKERS):
@@ -659,12 +663,14 @@ class SaliencyService:
         return dense if dense is not None and dense.band_a is not None else None
 
     def _pixel(self, name, pair_id, a, b, row, col) -> PixelSaliency:
+        return self._pixel_batch(name, pair_id, a, b, [(row, col)])[0]
+
+    def _pixel_batch(self, name, pair_id, a, b, pixels) -> list[PixelSaliency]:
+        """The model's saliency of every (row, col) in ``pixels`` on the pair (H x W arrays a, b), computed
+        together: crops of one geometry share one batch (``pixel_jacobians``). Not cached here."""
         dense = self._dense_rows(name, pair_id)
         if dense is not None:
-            ja, jb = dense.row(row, col)
-            return PixelSaliency(row, col, ja, jb, float(dense.fused[row, col]),
-                                 dense.field.box(row, col, *a.shape) if dense.field.local
-                                 else (0, a.shape[0], 0, a.shape[1]), "dense-cache", dense.reason)
+            return [self._dense_pixel(dense, row, col) for row, col in pixels]
         if self.planning == "inline":
             method = self._plan(name, *a.shape)[0]
             record = self._record(name, pair_id) if method == "crop" else None
@@ -672,29 +678,38 @@ class SaliencyService:
             known = self._known_plan(name, *a.shape)
             if known is None:
                 self._plan_later(name, *a.shape)
-                return self._first_answer(name, a, b, row, col)
+                return self._first_answers(name, a, b, pixels)
             method = known[0]
             record = self._records.get((self.weights_hash(name), pair_id)) if method == "crop" else None
-        self.computed["pixel"] += 1
+        self.computed["pixel"] += len(pixels)
         if record is not None:
             a, b = record.inputs  # the tensors the record was made on: no conversion, no comparison
-        return pixel_jacobians(self.model(name), a, b, [(row, col)], method=method, record=record,
-                               new_programs=self.planning == "inline")[0]
+        return pixel_jacobians(self.model(name), a, b, pixels, method=method, record=record,
+                               new_programs=self.planning == "inline")
 
-    def _first_answer(self, name, a, b, row, col) -> PixelSaliency:
-        """Before the model is planned at this size, an exact answer at once: the plain crop where the probed
+    @staticmethod
+    def _dense_pixel(dense: DenseJacobian, row: int, col: int) -> PixelSaliency:
+        ja, jb = dense.row(row, col)
+        height, width = dense.fused.shape
+        window = dense.field.box(row, col, height, width) if dense.field.local else (0, height, 0, width)
+        return PixelSaliency(row, col, ja, jb, float(dense.fused[row, col]), window, "dense-cache", dense.reason)
+
+    def _first_answers(self, name, a, b, pixels) -> list[PixelSaliency]:
+        """Before the model is planned at this size, exact answers at once: the plain crop where the probed
         field is local with stride 1 (no shrinking windows, no programs), else the full image."""
         field = self._field_soon(name)
         model = self.model(name)
-        self.computed["pixel"] += 1
+        self.computed["pixel"] += len(pixels)
         if field is not None and field.local and field.stride == 1:
-            result = pixel_jacobians(model, a, b, [(row, col)], method="crop", shrinking=False, new_programs=False)[0]
-            result.reason = "the plain crop, while the fast path for this image size is prepared"
+            results = pixel_jacobians(model, a, b, pixels, method="crop", shrinking=False, new_programs=False)
+            reason = "the plain crop, while the fast path for this image size is prepared"
         else:
-            result = pixel_jacobians(model, a, b, [(row, col)], method="full-image")[0]
-            result.reason = field.reason if field is not None and not field.local else \
+            results = pixel_jacobians(model, a, b, pixels, method="full-image")
+            reason = field.reason if field is not None and not field.local else \
                 "the full image, while the model's receptive field is probed"
-        return result
+        for result in results:
+            result.reason = reason
+        return results
 
     def _record(self, name: str, pair_id: str) -> ForwardRecord | None:
         """The kept full-image activations of model ``name`` on the pair (made once, in memory).

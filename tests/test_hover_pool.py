@@ -65,11 +65,55 @@ def test_hovers_do_not_wait_for_workers_that_are_still_warming(services):
     pooled._hover_pool._pid, pooled._hover_pool._warming = os.getpid(), [Future()]  # a warm-up still running
     assert pooled._hover_pool.warming()
     got = pooled.pixel(["funfusean", "deepfuse"], pair_id, 7, 9)
-    assert pooled._hover_pool._pool is None  # computed here: no worker was started or waited for
+    assert not pooled._hover_pool.pids()  # computed here: no worker was started or waited for
     want = local.pixel(["funfusean", "deepfuse"], pair_id, 7, 9)
-    for name in want:
-        np.testing.assert_array_equal(got[name].ja, want[name].ja)
+    for name in want:  # equal up to float32 rounding (the two models' threads may split sums differently)
+        np.testing.assert_allclose(got[name].ja, want[name].ja, rtol=0, atol=1e-5 * np.abs(want[name].ja).max())
     pooled._hover_pool._warming = []
+
+
+def test_hovers_that_wait_for_a_busy_worker_go_to_it_together(services):
+    """Hovers that arrive while a worker computes wait in its lane's queue and then go as one batch,
+    whose pixels of one model the worker computes together: the answers stay those of one at a time."""
+    import threading
+    import time
+
+    pooled, local = services
+    names = ["deepfuse", "masknet"]  # one per worker
+    pair_id = pooled.put_pair(*(x.astype(np.float32) for x in pair(40, 44, seed=9)))
+    pooled.pixel(names, pair_id, 0, 0)  # the workers are up
+    pool = pooled._hover_pool
+    before = dict(pool.sent)
+    pixels = [(20, 22), (21, 22), (39, 43), (5, 30), (21, 22)]  # interior ones share a batch of crops; a repeat
+    for pid in pool.pids():
+        os.kill(pid, signal.SIGSTOP)
+    got = [None] * len(pixels)
+    threads = [threading.Thread(target=lambda k=k: got.__setitem__(k, pooled.pixel(names, pair_id, *pixels[k])))
+               for k in range(len(pixels))]
+    try:
+        threads[0].start()
+        deadline = time.monotonic() + 60
+        while pool.sent["batches"] < before["batches"] + 2 and time.monotonic() < deadline:
+            time.sleep(0.01)  # the first hover's tasks are with the (stopped) workers
+        for thread in threads[1:]:
+            thread.start()
+        while pool.queued() < 2 * (len(pixels) - 1) and time.monotonic() < deadline:
+            time.sleep(0.01)  # the others wait in the lanes' queues
+        assert pool.queued() == 2 * (len(pixels) - 1)
+    finally:
+        for pid in pool.pids():
+            os.kill(pid, signal.SIGCONT)
+    for thread in threads:
+        thread.join(120)
+    assert {k: pool.sent[k] - before[k] for k in before} == {"batches": 4, "tasks": 2 * len(pixels)}
+    assert pooled.computed["pixel"] == len(names) * (1 + len(pixels)) and not pooled._local_only
+    for pixel, answer in zip(pixels, got, strict=True):
+        want = local.pixel(names, pair_id, *pixel)
+        for name in names:
+            scale = max(np.abs(want[name].ja).max(), np.abs(want[name].jb).max())
+            np.testing.assert_allclose(answer[name].ja, want[name].ja, rtol=0, atol=1e-5 * scale)
+            np.testing.assert_allclose(answer[name].jb, want[name].jb, rtol=0, atol=1e-5 * scale)
+            assert (answer[name].row, answer[name].col, answer[name].window) == (*pixel, want[name].window)
 
 
 def test_a_model_the_workers_do_not_have_and_a_broken_pool_are_computed_here(services):
@@ -84,14 +128,14 @@ def test_a_model_the_workers_do_not_have_and_a_broken_pool_are_computed_here(ser
     want = fusion.saliency.pixel_jacobians(pooled._models["funfusean"], *pooled.get_pair(pair_id), [(10, 12)])[0]
     np.testing.assert_allclose(got["funfusean"].ja, want.ja, rtol=0, atol=1e-6 * np.abs(want.ja).max())
 
-    for pid in list(pooled._hover_pool._pool._processes):  # the workers die: the hover is still answered
+    for pid in pooled._hover_pool.pids():  # the workers die: the hover is still answered
         os.kill(pid, signal.SIGKILL)
     got = pooled.pixel(["deepfuse", "masknet"], pair_id, 5, 5)
     want = local.pixel(["deepfuse", "masknet"], pair_id, 5, 5)
     np.testing.assert_allclose(got["masknet"].ja, want["masknet"].ja, rtol=0,
                                atol=1e-5 * np.abs(want["masknet"].ja).max())
     again = pooled.pixel(["deepfuse", "masknet"], pair_id, 6, 5)  # and a new pool serves the next
-    assert again["deepfuse"].method == "crop" and pooled._hover_pool._pool is not None
+    assert again["deepfuse"].method == "crop" and pooled._hover_pool.pids()
 
 
 def test_hover_processes_setting(monkeypatch, tmp_path):
@@ -106,14 +150,14 @@ def test_a_hung_worker_is_replaced_and_the_hover_answered_here(services, monkeyp
     pooled, local = services
     pair_id = pooled.put_pair(*(x.astype(np.float32) for x in pair(30, 30, seed=8)))
     pooled.pixel(["deepfuse", "masknet"], pair_id, 1, 1)  # the workers are up
-    for pid in list(pooled._hover_pool._pool._processes):
+    for pid in pooled._hover_pool.pids():
         os.kill(pid, signal.SIGSTOP)  # hung, not dead
     monkeypatch.setattr(pooled._hover_pool, "timeout_s", 1.0)
     got = pooled.pixel(["deepfuse", "masknet"], pair_id, 7, 9)
     want = local.pixel(["deepfuse", "masknet"], pair_id, 7, 9)
     np.testing.assert_allclose(got["deepfuse"].jb, want["deepfuse"].jb, rtol=0,
                                atol=1e-5 * np.abs(want["deepfuse"].jb).max())
-    assert pooled._hover_pool._pool is None  # replaced at the next hover
+    assert not pooled._hover_pool.pids()  # replaced at the next hover
 
 
 _ORPHANED_POOL = """
@@ -121,8 +165,8 @@ import ctypes, sys
 from fusion.hover_pool import HoverProcesses
 
 pool = HoverProcesses(2, {"cache_dir": sys.argv[1]})
-executor = pool._executor()
-executor.submit(int).result(timeout=300)  # the workers are up
+executor = pool._started()[0].executor
+executor.submit(int).result(timeout=300)  # the worker is up
 manager = executor._executor_manager_thread
 # What dash.testing does to its server thread, landing in the pool's manager thread instead:
 ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(manager.ident), ctypes.py_object(SystemExit))
@@ -151,10 +195,9 @@ import os, sys, time
 from fusion.hover_pool import HoverProcesses
 
 pool = HoverProcesses(2, {"cache_dir": sys.argv[1]})
-executor = pool._executor()
-for future in [executor.submit(time.sleep, 1.0) for _ in range(2)]:
+for future in [lane.executor.submit(time.sleep, 1.0) for lane in pool._started()]:
     future.result(timeout=300)
-print(" ".join(map(str, executor._processes)), flush=True)
+print(" ".join(map(str, pool.pids())), flush=True)
 os._exit(0)  # as SIGKILL would: no exit handler runs, nobody closes the pool
 """
 

@@ -274,12 +274,13 @@ def _axis_geometries(reach_before: int, reach_after: int, n: int) -> dict[tuple[
 
 
 def record_windows(model: nn.Module, height: int, width: int, limit: int = 256,
-                   record: ForwardRecord | None = None) -> int:
+                   record: ForwardRecord | None = None, batch_sizes: tuple[int, ...] = (1,)) -> int:
     """Record ahead of use the window programs (``run_windows``) of single-pixel hovers on an image of
     ``height`` x ``width``: the interior's and every one along the four edges (corner windows are
-    recorded at first use); with ``record`` (of this shape), those of hovers replaying it. A no-op
-    unless the shrinking windows are verified for this shape. Returns how many window geometries
-    it ran (recorded now or before).
+    recorded at first use); with ``record`` (of this shape), those of hovers replaying it. For each
+    larger batch size in ``batch_sizes``, the interior's program of that many hovers at once. A no-op
+    unless the shrinking windows are verified for this shape. Returns how many programs it ran
+    (recorded now or before).
     """
     if not verify_shrinking(model, height, width):
         return 0
@@ -289,16 +290,17 @@ def record_windows(model: nn.Module, height: int, width: int, limit: int = 256,
     middle_row = max(rows.values(), key=lambda pos: min(pos, height - 1 - pos))  # the most interior position
     middle_col = max(cols.values(), key=lambda pos: min(pos, width - 1 - pos))
     pixels = [(r, middle_col) for r in rows.values()] + [(middle_row, c) for c in cols.values()]
+    runs = [((r, c), 1) for r, c in list(dict.fromkeys(pixels))[:limit]]
+    runs += [((middle_row, middle_col), n) for n in sorted(set(batch_sizes) - {1})]
     dtype, device = model_dtype(model), model_device(model)
-    pixels = list(dict.fromkeys(pixels))[:limit]
     with pinned(model), torch.enable_grad():  # as a hover runs them: a model may look at requires_grad
-        for r, c in pixels:
+        for (r, c), n in runs:
             top, bottom, left, right = field.box(r, c, height, width)
-            a, b = (torch.zeros(1, 1, bottom - top, right - left, dtype=dtype, device=device, requires_grad=True)
+            a, b = (torch.zeros(n, 1, bottom - top, right - left, dtype=dtype, device=device, requires_grad=True)
                     for _ in "ab")
             run_windows(model, (top == 0, bottom == height, left == 0, right == width), a, b,
-                        record=record, origins=[(top, left)])
-    return len(pixels)
+                        record=record, origins=[(top, left)] * n)
+    return len(runs)
 
 
 def _shrinking_pick(windows_run, ca, cb, rr, cc, strict: bool) -> torch.Tensor | None:
