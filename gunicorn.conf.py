@@ -1,19 +1,21 @@
 """gunicorn settings of a shared lab server: ``gunicorn app:server`` in this directory reads this file.
 
 Where the time goes: a hover's saliency is computed in the hover worker processes that every web
-worker starts (``FUSION_HOVER_PROCESSES``, 2 by default), not in the web worker, which parses the
+worker starts (``FUSION_HOVER_PROCESSES``; see the sizing rule), not in the web worker, which parses the
 request, colours the small Jacobian windows into PNGs and writes the JSON. So the cores are used by
 the hover processes of all web workers together, and web workers are for resilience and for
 overlapping that web work with the computation.
 
 Sizing rule (the defaults below; any setting can be overridden on the command line, e.g. ``-w 4``):
-    hover processes  P = FUSION_HOVER_PROCESSES per web worker (default 2; 0 = hovers in threads
-                     of the web worker)
-    web workers      W = max(2, cores // P) (P = 0: W = cores, at least 2): every core busy with hover
-                     processes, and always a second web worker to serve while one is replaced;
+    web workers      W = max(2, cores // 2): always a second web worker to serve while one is replaced;
                      then lowered to what memory holds: W <= (0.8 x RAM - 1 GB) / (M_web + P x M_hover)
                      with M_web = 0.8 GB and M_hover = FUSION_HOVER_MEMORY_MB (1 GB) + 0.5 GB; a
                      Celery worker on the same machine needs about 1 GB per process besides
+    hover processes  P = max(1, cores // W) per web worker, so about one per core in all: the hover
+                     processes do the computing, and more of them than cores only take turns on the
+                     cores (docs/benchmarks.md: 2 x 1 against 2 x 2 on 2 cores). A web worker's two
+                     hovers at once meet in its hover processes and are computed as one batch. FUSION_HOVER_PROCESSES, where set, fixes P (0: hovers in
+                     threads of the web worker), and then W = max(2, cores // P)
     threads          2 per web worker: one colours and sends an answer while the other's hover is
                      computed. Each worker accepts only as many connections as it has threads, so
                      the rest wait in the listening socket, which every worker shares: a web worker
@@ -82,18 +84,30 @@ def _hover_memory_gb() -> float:
         return 1.0  # the service refuses the bad value with its own message
 
 
-def web_workers(cores: int, hover_processes: int, memory_gb: float, hover_memory_gb: float = 1.0) -> int:
-    """The sizing rule of the module docstring: W = max(2, cores // P), at most what memory holds, at least 1."""
-    wanted = max(2, cores // hover_processes if hover_processes else cores)
+def sizes(cores: int, memory_gb: float, hover_memory_gb: float = 1.0, hover_processes: int | None = None
+          ) -> tuple[int, int]:
+    """(web workers W, hover processes P per web worker) by the sizing rule of the module docstring.
+
+    ``hover_processes``: P where FUSION_HOVER_PROCESSES sets it, else None (one per core in all).
+    """
+    if hover_processes is None:
+        wanted = max(2, cores // 2)
+        processes = max(1, cores // wanted)
+    else:
+        wanted = max(2, cores // hover_processes if hover_processes else cores)
+        processes = hover_processes
     if memory_gb <= 0:
-        return wanted
-    per_worker = 0.8 + hover_processes * (hover_memory_gb + 0.5)
-    return max(1, min(wanted, int((0.8 * memory_gb - 1.0) // per_worker)))
+        return wanted, processes
+    per_worker = 0.8 + processes * (hover_memory_gb + 0.5)
+    return max(1, min(wanted, int((0.8 * memory_gb - 1.0) // per_worker))), processes
 
 
+_explicit = os.environ.get("FUSION_HOVER_PROCESSES", "").strip()
+workers, _hover_processes = sizes(_cores(), _memory_gb(), _hover_memory_gb(),
+                                  _config["hover_processes"] if _explicit else None)
+raw_env = [] if _explicit else [f"FUSION_HOVER_PROCESSES={_hover_processes}"]
 bind = f"{_config['host']}:{_config['port']}"
 worker_class = "gthread"
-workers = web_workers(_cores(), _config["hover_processes"], _memory_gb(), _hover_memory_gb())
 threads = 2
 worker_connections = threads
 keepalive = 0            # no idle connections held by a worker (a reverse proxy opens one per request)

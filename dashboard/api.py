@@ -61,7 +61,8 @@ def pixel_payload(pair_id: str, models: list[str], row: int, col: int, mode: str
     base = jac_spec(mode, gamma)
     for m, r in results.items():
         top, bottom, left, right = r.window
-        total_a, total_b = float(np.abs(r.ja).sum()), float(np.abs(r.jb).sum())
+        inside = (slice(top, bottom), slice(left, right))  # the Jacobian is zero outside its window
+        total_a, total_b = float(np.abs(r.ja[inside]).sum()), float(np.abs(r.jb[inside]).sum())
         entry = {"value": float(r.value), "dmri": float(r.ja[row, col]), "dpet": float(r.jb[row, col]),
                  "share": total_a / (total_a + total_b) if total_a + total_b > 0 else 0.5,
                  "method": r.method, "window": [int(top), int(bottom), int(left), int(right)], "ticks": {},

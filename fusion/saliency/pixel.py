@@ -148,11 +148,15 @@ def crop_rows(model: nn.Module, a: torch.Tensor, b: torch.Tensor, pixels, field:
         for members, windows, ga, gb, picked in crop_batches(model, a, b, pixels, field, shrinking, record,
                                                              new_programs=new_programs):
             for j, k in enumerate(members):
-                t, bt, lf, rt = windows[j]
+                # Only the pixel's field (within its crop): the row is zero outside it by definition, and so
+                # exactly zero here whatever the convolution algorithms left in the rest of a whole crop.
+                top, left = windows[j][0], windows[j][2]
+                t, bt, lf, rt = field.box(*pixels[k], height, width)
+                inside = (slice(t - top, bt - top), slice(lf - left, rt - left))
                 if ga is not None:
-                    rows_a[k, t:bt, lf:rt] = ga[j]
+                    rows_a[k, t:bt, lf:rt] = ga[j][inside]
                 if gb is not None:
-                    rows_b[k, t:bt, lf:rt] = gb[j]
+                    rows_b[k, t:bt, lf:rt] = gb[j][inside]
             values[members] = picked
     except _WholeCrops:
         return crop_rows(model, a, b, pixels, field, shrinking=False)
