@@ -16,7 +16,8 @@
                           10 s for one dense job while other processes kept both cores busy)
     FUSION_HOVER_PROCESSES  worker processes per web process that compute the hovers of several
                           models at once (default: 2 on a machine with 2 or more cores, else 0;
-                          0: threads of the web process). On the 2-core CPU, 2 gave 9.5 to 10.7 ms
+                          0: threads of the web process; gunicorn.conf.py sets one per core over
+                          its web workers unless this is set). On the 2-core CPU, 2 gave 9.5 to 10.7 ms
                           per hover of all five models against 11.3 to 12.7 ms in threads (the GIL
                           is not shared). Each holds PyTorch, the models and their kept activations
                           (up to FUSION_HOVER_MEMORY_MB, default 1024).
