@@ -14,8 +14,9 @@ Sizing rule (the defaults below; any setting can be overridden on the command li
     hover processes  P = max(1, cores // W) per web worker, so about one per core in all: the hover
                      processes do the computing, and more of them than cores only take turns on the
                      cores (docs/benchmarks.md: 2 x 1 against 2 x 2 on 2 cores). A web worker's two
-                     hovers at once meet in its hover processes and are computed as one batch. FUSION_HOVER_PROCESSES, where set, fixes P (0: hovers in
-                     threads of the web worker), and then W = max(2, cores // P)
+                     hovers at once meet in its hover processes and are computed as one batch.
+                     FUSION_HOVER_PROCESSES, where set, fixes P (0: hovers in threads of the web
+                     worker), and then W = max(2, cores // P)
     threads          2 per web worker: one colours and sends an answer while the other's hover is
                      computed. Each worker accepts only as many connections as it has threads, so
                      the rest wait in the listening socket, which every worker shares: a web worker
