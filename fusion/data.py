@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import load_pair
+from .io import Pair, load_pair
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "sample_data"
 AXES = {"sagittal": 0, "coronal": 1, "axial": 2}
@@ -43,8 +43,9 @@ def sample_paths(name: str) -> tuple[Path, Path]:
     return SAMPLE_DIR / f"{name}_mri.png", SAMPLE_DIR / f"{name}_pet.png"
 
 
-def load_sample(name: str) -> tuple[np.ndarray, np.ndarray]:
-    """A bundled pair as two float32 H x W arrays in [0, 1]."""
+def load_sample(name: str) -> Pair:
+    """A bundled pair (``fusion.io.Pair``): unpacks as two float32 H x W arrays in [0, 1]; a colour PET keeps
+    its chroma."""
     return load_pair(*sample_paths(name))
 
 
@@ -53,7 +54,7 @@ def load_samples() -> list[tuple[str, np.ndarray, np.ndarray]]:
 
 
 # ----------------------------------------------------------- MNI-based simulator
-def _nilearn_data_dir() -> Path:
+def nilearn_data_dir() -> Path:
     spec = importlib.util.find_spec("nilearn")
     if spec is None or not spec.submodule_search_locations:
         raise ImportError("simulating MRI/PET pairs needs the MNI152 template that ships in the "
@@ -75,7 +76,7 @@ def mni_volumes() -> Volumes:
     import nibabel as nib
     from scipy.ndimage import gaussian_filter
 
-    root = _nilearn_data_dir()
+    root = nilearn_data_dir()
 
     def read(kind: str) -> np.ndarray:
         path = root / f"mni_icbm152_{kind}_tal_nlin_sym_09a_converted.nii.gz"
@@ -87,7 +88,7 @@ def mni_volumes() -> Volumes:
     return Volumes(t1=t1, pet=pet, brain=(gm + wm) > 0.5)
 
 
-def _to_square(image: np.ndarray, size: int) -> np.ndarray:
+def to_square(image: np.ndarray, size: int) -> np.ndarray:
     """Pad to a square (zeros, centred), rotate to radiological display, resize."""
     from PIL import Image
 
@@ -113,15 +114,15 @@ def simulate_pair(axis: str, index: int, rng: np.random.Generator, size: int = 2
     vol = mni_volumes()
     take = [slice(None)] * 3
     take[AXES[axis]] = index
-    mri = _to_square(vol.t1[tuple(take)], size)
-    pet_clean = _to_square(vol.pet[tuple(take)], size)
+    mri = to_square(vol.t1[tuple(take)], size)
+    pet_clean = to_square(vol.pet[tuple(take)], size)
     peak = max(float(pet_clean.max()), 1e-6)
     noisy = rng.poisson(np.clip(pet_clean, 0, None) / peak * counts) / counts
     pet = gaussian_filter(noisy.astype(np.float32), 0.8)
-    return _unit(mri), _unit(pet)
+    return unit_scale(mri), unit_scale(pet)
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
+def unit_scale(x: np.ndarray) -> np.ndarray:
     lo, hi = float(x.min()), float(x.max())
     return ((x - lo) / max(hi - lo, 1e-12)).astype(np.float32)
 

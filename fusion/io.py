@@ -1,46 +1,46 @@
-"""Loading and validating image pairs.
+"""Loading and validating image pairs, grey or with a colour PET.
 
-Every image becomes a float32 H x W array min-max scaled to [0, 1]. Colour
-images are converted to grey with 0.2989 R + 0.5870 G + 0.1140 B (the
-convention of the Harvard atlas PET). Anything that cannot be fused raises
-``InvalidInput`` with a message a user can act on.
+Every image becomes a float32 (H, W) array min-max scaled to [0, 1]: the network
+input. A colour image (RGB, palette, CMYK... or an (H, W, 3) array) is converted to
+ITU-R BT.601 full-range YCbCr (``fusion.ycbcr``, as JPEG and Pillow); an image whose
+three channels are equal is grey. A colour MRI becomes its luminance Y. A colour
+PET/SPECT keeps its chroma: ``load_pair`` returns a ``Pair`` whose ``pet`` is the PET's
+Y min-max scaled for the network, ``pet_chroma`` its Cb/Cr (H, W, 2) and ``pet_range``
+the (lo, hi) of Y on [0, 1] that was scaled, so Y = lo + pet * (hi - lo).
 
-Files are untrusted: the encoded size is bounded (``max_bytes``) and the pixel
-count is read from the header (Pillow's lazy open, the ``.npy`` header, the
-NIfTI header, decompressing only its first bytes) and checked against
-``max_pixels`` before any pixel data is read or decompressed.
+Min-max scaling and colour: the networks and the saliency see only the scaled Y, so
+the Jacobians are dF_Y/dY_MRI and dF_Y/dY_PET on the network's [0, 1] scale (per unit
+of scaled luminance). ``Pair.colour_fused`` maps a fused Y back onto the PET's range
+(lo + F * (hi - lo)) and puts PET's Cb/Cr back; where that colour is brighter than
+RGB can show, the chroma is moved towards grey just enough (``fusion.ycbcr.rgb_with_y``),
+so the luminance of the colour image is the network's output, exactly. A grey PET
+has no chroma and ``pet_range`` (0, 1): its fused image stays on the network's scale.
+
+Colour values on [0, 1]: 8-bit images / 255, 16-bit / 65535; other arrays are taken as
+they are when within [0, 1], as 8-bit values when within [0, 255], else divided by their
+maximum; negative colour values are refused. An alpha channel is dropped.
+
+Anything that cannot be fused raises ``InvalidInput`` with a message a user can act on.
+Files are untrusted: ``fusion.readers`` bounds their size and pixel count before decoding.
 """
 from __future__ import annotations
 
-import gzip
-import io
 import math
 import os
-import re
-import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from .errors import InvalidInput
+from .readers import MAX_FILE_BYTES, MAX_PIXELS, MAX_VOLUME_BYTES, MIN_SIDE, check_size, read_source  # noqa: F401
+from .ycbcr import RGB_TO_YCBCR, rgb_to_ycbcr, rgb_with_y
 
-#: Largest image accepted, in pixels per image (guards against decompression bombs).
-MAX_PIXELS = 4096 * 4096
-#: Largest encoded file accepted (a path's size on disk, or the bytes passed).
-MAX_FILE_BYTES = 256 * 2**20
-#: Largest NIfTI volume accepted, in bytes of (decompressed) voxel data.
-MAX_VOLUME_BYTES = 256 * 2**20
-#: Smallest accepted side: below this there is nothing to explain.
-MIN_SIDE = 8
-_GREY_WEIGHTS = np.array([0.2989, 0.5870, 0.1140])
-_NIFTI_SUFFIXES = (".nii", ".nii.gz")
-_NIFTI_HEAD = 540  # a NIfTI-2 header; NIfTI-1 needs the first 348 bytes
-_GZIP_MAGIC = b"\x1f\x8b"
+_GREY_WEIGHTS = RGB_TO_YCBCR[0]  # BT.601 luminance
 
 
-def to_unit_grey(array: np.ndarray, name: str = "image", max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Validate an H x W (or H x W x 3/4 colour) array; return float32 H x W in [0, 1]."""
+def image_array(array: np.ndarray, name: str = "image", max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Check an image array's type, shape and size; returns (H, W) or (H, W, 3) (alpha dropped)."""
     array = np.asarray(array)
     if array.dtype == bool:
         array = array.astype(np.float32)
@@ -49,229 +49,214 @@ def to_unit_grey(array: np.ndarray, name: str = "image", max_pixels: int = MAX_P
     if np.iscomplexobj(array):
         raise InvalidInput(f"{name}: complex pixel values are not supported")
     if array.ndim == 3 and array.shape[-1] in (3, 4):
-        _check_size(array.shape[:2], name, max_pixels)
-        array = array[..., :3].astype(np.float64) @ _GREY_WEIGHTS
+        array = array[..., :3]
     elif array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
-    if array.ndim != 2:
-        raise InvalidInput(f"{name}: expected a 2-D grey or colour image, got shape {array.shape}")
-    _check_size(array.shape, name, max_pixels)
-    array = array.astype(np.float64)
+    if array.ndim != 2 and not (array.ndim == 3 and array.shape[-1] == 3):
+        raise InvalidInput(f"{name}: expected a 2-D grey or colour image (H x W, or H x W x 3 or 4 channels), "
+                           f"got shape {array.shape}")
+    check_size(array.shape, name, max_pixels)
+    return array
+
+
+def to_unit_grey(array: np.ndarray, name: str = "image", max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Validate an H x W (or H x W x 3/4 colour) array; return float32 H x W in [0, 1] (colour: its Y)."""
+    array = image_array(array, name, max_pixels)
+    if array.ndim == 3:
+        array = array.astype(np.float64) @ _GREY_WEIGHTS
+    return _min_max(array, name)[0]
+
+
+def _min_max(array: np.ndarray, name: str) -> tuple[np.ndarray, float, float]:
+    """(H, W) -> (float32 (H, W) scaled to [0, 1], lo, hi); non-finite or constant images are refused."""
+    array = np.asarray(array, np.float64)
     if not np.isfinite(array).all():
         raise InvalidInput(f"{name}: image contains NaN or infinite values")
     lo, hi = float(array.min()), float(array.max())
     if hi - lo <= 0:
         raise InvalidInput(f"{name}: image is constant (every pixel is {lo:g}); nothing to fuse")
-    return ((array - lo) / (hi - lo)).astype(np.float32)
+    return ((array - lo) / (hi - lo)).astype(np.float32), lo, hi
 
 
-def _check_size(shape, name: str, max_pixels: int) -> None:
-    """Both sides at least MIN_SIDE, at most ``max_pixels`` pixels (from a header or an array)."""
-    h, w = (int(s) for s in shape[:2])
-    if h < MIN_SIDE or w < MIN_SIDE:
-        raise InvalidInput(f"{name}: image is {h} x {w}; both sides must be at least {MIN_SIDE}")
-    if h * w > max_pixels:
-        raise InvalidInput(f"{name}: image is {h} x {w} pixels, more than the {max_pixels:,} allowed")
+@dataclass(frozen=True, eq=False)
+class ColourImage:
+    """One image as the networks see it: ``y`` (H, W) float32 luminance min-max scaled to [0, 1];
+    ``chroma`` (H, W, 2) float32 Cb, Cr in [0, 1], None for a grey image; ``y_range`` (lo, hi):
+    the Y on [0, 1] that was scaled (Y = lo + y * (hi - lo)), (0, 1) for a grey image."""
+
+    y: np.ndarray
+    chroma: np.ndarray | None = None
+    y_range: tuple[float, float] = (0.0, 1.0)
 
 
-def _read_raster(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Decode PNG, GIF, TIFF, JPEG, BMP... with Pillow; the size is checked before decoding."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as img:
-                w, h = img.size  # from the header: nothing decoded yet
-                if w * h > max_pixels:
-                    raise InvalidInput(f"{name}: image is {h} x {w} pixels, more than the {max_pixels:,} "
-                                       "allowed (refused before decoding)")
-                img.seek(0)  # first frame of an animated GIF or multi-page TIFF
-                if img.size != (w, h) and img.size[0] * img.size[1] > max_pixels:
-                    raise InvalidInput(f"{name}: the first frame is larger than the {max_pixels:,} pixels allowed")
-                if img.mode in ("P", "PA", "LA", "RGBA", "CMYK", "YCbCr", "HSV", "1", "L;16"):
-                    img = img.convert("RGB" if img.mode != "1" else "L")
-                img.load()
-                return np.asarray(img)
-    except InvalidInput:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        said = re.search(r"\((\d+) pixels\)", str(exc))  # Pillow's own check, at open, from the header
-        size = f" (its header says {int(said.group(1)):,})" if said else ""
-        raise InvalidInput(f"{name}: image is more than the {max_pixels:,} pixels allowed{size}; refused before "
-                           "decoding (a possible decompression bomb)") from exc
-    except Exception as exc:  # noqa: BLE001 - Pillow raises many types for damaged files
-        raise InvalidInput(f"{name}: not a readable image file ({type(exc).__name__}: {exc})") from exc
+def _unit_rgb(rgb: np.ndarray, name: str) -> np.ndarray:
+    """(H, W, 3) colour values -> float64 RGB on [0, 1] (see the module docstring for the scale)."""
+    if rgb.dtype in (np.uint8, np.uint16):
+        return rgb.astype(np.float64) / np.iinfo(rgb.dtype).max
+    values = rgb.astype(np.float64)
+    if not np.isfinite(values).all():
+        raise InvalidInput(f"{name}: image contains NaN or infinite values")
+    lo, hi = float(values.min()), float(values.max())
+    if lo < 0:
+        raise InvalidInput(f"{name}: colour values must not be negative (the smallest is {lo:g}); give RGB "
+                           "on [0, 1] or [0, 255], or a grey image")
+    return values if hi <= 1 else values / (255.0 if hi <= 255 else hi)
 
 
-def _read_npy(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """A ``.npy`` array; its header (shape, dtype) is checked before the data is read."""
-    fmt = np.lib.format
-    fp = io.BytesIO(data)
-    try:
-        version = fmt.read_magic(fp)
-        if version == (1, 0):
-            shape, _, dtype = fmt.read_array_header_1_0(fp)
-        elif version == (2, 0):
-            shape, _, dtype = fmt.read_array_header_2_0(fp)
-        else:
-            raise ValueError(f"format version {version[0]}.{version[1]} is not supported")
-    except Exception as exc:  # noqa: BLE001 - numpy raises ValueError or others for damaged headers
-        raise InvalidInput(f"{name}: not a readable .npy array ({exc})") from exc
-    if dtype.hasobject or dtype.kind not in "biufc" or dtype.fields is not None:
-        raise InvalidInput(f"{name}: not a readable .npy array (dtype {dtype} is not numeric; "
-                           "object arrays are refused)")
-    if not (len(shape) == 2 or (len(shape) == 3 and shape[-1] in (1, 3, 4))):
-        raise InvalidInput(f"{name}: expected a 2-D grey or colour image, got shape {tuple(shape)}")
-    _check_size(shape, name, max_pixels)
-    if len(data) - fp.tell() < math.prod(shape) * dtype.itemsize:
-        raise InvalidInput(f"{name}: the .npy file is truncated (its header promises {tuple(shape)} {dtype})")
-    try:
-        return np.load(io.BytesIO(data), allow_pickle=False)
-    except Exception as exc:  # noqa: BLE001
-        raise InvalidInput(f"{name}: not a readable .npy array ({exc})") from exc
+def to_unit_colour(array: np.ndarray, name: str = "image", max_pixels: int = MAX_PIXELS) -> ColourImage:
+    """Validate an (H, W) or (H, W, 3/4) array; its scaled luminance, and its chroma when it has colour.
 
-
-def _nifti_header(head: bytes, name: str, max_pixels: int, stored_bytes: int | None):
-    """Parse and check a NIfTI-1/2 header; returns (header class, shape).
-
-    ``stored_bytes``: size of an uncompressed file (None for gzip), to refuse truncated data.
+    Three equal channels are grey (chroma None). Raises InvalidInput.
     """
-    import nibabel as nib
-
-    sizes = {int.from_bytes(head[:4], order) for order in ("little", "big")} if len(head) >= 4 else set()
-    klass = nib.Nifti2Header if 540 in sizes else nib.Nifti1Header if 348 in sizes else None
-    if klass is None:
-        raise InvalidInput(f"{name}: not a readable NIfTI volume (no NIfTI-1 or NIfTI-2 header)")
-    needed = 540 if klass is nib.Nifti2Header else 348
-    if len(head) < needed:
-        raise InvalidInput(f"{name}: not a readable NIfTI volume (the header is cut short)")
-    try:
-        header = klass.from_fileobj(io.BytesIO(head[:needed]))
-        shape, dtype = tuple(int(s) for s in header.get_data_shape()), header.get_data_dtype()
-        offset = int(header.get_data_offset())
-    except Exception as exc:  # noqa: BLE001 - nibabel raises several types for bad headers
-        raise InvalidInput(f"{name}: not a readable NIfTI volume ({exc})") from exc
-    if len(shape) not in (2, 3) or min(shape) < 1:
-        raise InvalidInput(f"{name}: expected a 2-D or 3-D NIfTI volume, got shape {shape}")
-    if dtype.fields is not None or dtype.kind not in "biuf":
-        raise InvalidInput(f"{name}: NIfTI data type {dtype} is not supported (grey numbers only)")
-    _check_size(shape, name, max_pixels)
-    nbytes = math.prod(shape) * dtype.itemsize
-    if nbytes > MAX_VOLUME_BYTES:
-        raise InvalidInput(f"{name}: the volume {' x '.join(map(str, shape))} ({dtype}) holds {nbytes / 2**20:,.0f} MB "
-                           f"of data, more than the {MAX_VOLUME_BYTES / 2**20:,.0f} MB allowed")
-    if stored_bytes is not None and offset + nbytes > stored_bytes:
-        raise InvalidInput(f"{name}: the NIfTI file is truncated (its header promises {nbytes:,} bytes of data)")
-    return klass, shape
-
-
-def _nifti_slice(image, shape: tuple[int, ...], name: str) -> np.ndarray:
-    """The middle slice along the last axis of a checked, lazily loaded NIfTI image."""
-    try:
-        if len(shape) == 2:
-            return np.asarray(image.dataobj)
-        return np.asarray(image.dataobj[:, :, shape[2] // 2])
-    except Exception as exc:  # noqa: BLE001 - damaged or cut data
-        raise InvalidInput(f"{name}: not a readable NIfTI volume ({type(exc).__name__}: {exc})") from exc
-
-
-def _read_nifti_bytes(data: bytes, name: str, max_pixels: int) -> np.ndarray:
-    """The middle axial slice of NIfTI bytes (``.nii`` or gzip); only the header is read before the checks."""
-    from nibabel.fileholders import FileHolder
-
-    zipped = data[:2] == _GZIP_MAGIC
-
-    def stream():
-        return gzip.GzipFile(fileobj=io.BytesIO(data)) if zipped else io.BytesIO(data)
-
-    try:
-        head = stream().read(_NIFTI_HEAD)  # gzip: decompresses only the first bytes
-    except Exception as exc:  # noqa: BLE001 - bad gzip stream
-        raise InvalidInput(f"{name}: not a readable NIfTI volume ({exc})") from exc
-    klass, shape = _nifti_header(head, name, max_pixels, None if zipped else len(data))
-    image_class = {348: "Nifti1Image", 540: "Nifti2Image"}[klass.sizeof_hdr]
-    import nibabel as nib
-
-    try:
-        fileobj = stream()
-        image = getattr(nib, image_class).from_file_map({"header": FileHolder(fileobj=fileobj),
-                                                         "image": FileHolder(fileobj=fileobj)})
-    except Exception as exc:  # noqa: BLE001
-        raise InvalidInput(f"{name}: not a readable NIfTI volume ({exc})") from exc
-    return _nifti_slice(image, shape, name)
-
-
-def _read_nifti_path(path: Path, name: str, max_pixels: int) -> np.ndarray:
-    import nibabel as nib
-
-    try:
-        with path.open("rb") as raw:
-            zipped = raw.read(2) == _GZIP_MAGIC
-            raw.seek(0)
-            head = (gzip.GzipFile(fileobj=raw) if zipped else raw).read(_NIFTI_HEAD)
-    except Exception as exc:  # noqa: BLE001
-        raise InvalidInput(f"{name}: not a readable NIfTI volume ({exc})") from exc
-    _, shape = _nifti_header(head, name, max_pixels, None if zipped else path.stat().st_size)
-    try:
-        image = nib.load(str(path))
-    except Exception as exc:  # noqa: BLE001
-        raise InvalidInput(f"{name}: not a readable NIfTI volume ({exc})") from exc
-    return _nifti_slice(image, shape, name)
-
-
-def _too_big(size: int, name: str, max_bytes: int) -> InvalidInput:
-    return InvalidInput(f"{name}: the file is {size / 2**20:,.1f} MB, more than the "
-                        f"{max_bytes / 2**20:,.1f} MB allowed")
+    array = image_array(array, name, max_pixels)
+    if array.ndim == 2:
+        return ColourImage(_min_max(array, name)[0])
+    if (array[..., 0] == array[..., 1]).all() and (array[..., 1] == array[..., 2]).all():
+        return ColourImage(_min_max(array[..., 0], name)[0])
+    rgb = _unit_rgb(array, name)
+    y, lo, hi = _min_max(rgb @ _GREY_WEIGHTS, name)
+    chroma = np.clip(rgb_to_ycbcr(rgb)[..., 1:], 0.0, 1.0)
+    return ColourImage(y, chroma, (lo, hi))
 
 
 def load_image(source: str | os.PathLike | bytes, name: str | None = None, max_pixels: int = MAX_PIXELS,
                max_bytes: int = MAX_FILE_BYTES) -> np.ndarray:
-    """Load one image (a path, or raw file bytes) as float32 H x W in [0, 1].
+    """Load one image (a path, or raw file bytes) as float32 H x W in [0, 1] (a colour image: its Y).
 
     Formats: PNG, GIF, TIFF, JPEG, BMP (Pillow), NumPy ``.npy``, NIfTI
     ``.nii``/``.nii.gz`` (the middle axial slice). Files over ``max_bytes`` and
     images over ``max_pixels`` (read from the header, before decoding) are refused.
     ``name`` is only shown in messages. Raises InvalidInput.
     """
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        name = name or "uploaded file"
-        if len(source) > max_bytes:
-            raise _too_big(len(source), name, max_bytes)
-        data = bytes(source)
-        suffix = Path(name).suffix.lower()
-        is_nifti = name.lower().endswith(_NIFTI_SUFFIXES)
-    else:
-        path = Path(source)
-        name = name or path.name
-        if not path.is_file():
-            raise InvalidInput(f"{name}: no such file: {path}")
-        size = path.stat().st_size
-        if size == 0:
-            raise InvalidInput(f"{name}: the file is empty")
-        if size > max_bytes:
-            raise _too_big(size, name, max_bytes)
-        if path.name.lower().endswith(_NIFTI_SUFFIXES):
-            return to_unit_grey(_read_nifti_path(path, name, max_pixels), name, max_pixels)
-        data, suffix, is_nifti = path.read_bytes(), path.suffix.lower(), False
-    if not data:
-        raise InvalidInput(f"{name}: the file is empty")
-    if is_nifti:
-        return to_unit_grey(_read_nifti_bytes(data, name, max_pixels), name, max_pixels)
-    if suffix == ".npy" or data[:6] == b"\x93NUMPY":
-        return to_unit_grey(_read_npy(data, name, max_pixels), name, max_pixels)
-    return to_unit_grey(_read_raster(data, name, max_pixels), name, max_pixels)
+    array, name = read_source(source, name, max_pixels, max_bytes)
+    return to_unit_grey(array, name, max_pixels)
+
+
+def load_colour_image(source: str | os.PathLike | bytes, name: str | None = None, max_pixels: int = MAX_PIXELS,
+                      max_bytes: int = MAX_FILE_BYTES) -> ColourImage:
+    """Like ``load_image``, keeping a colour image's chroma (``ColourImage``). Raises InvalidInput."""
+    array, name = read_source(source, name, max_pixels, max_bytes)
+    return to_unit_colour(array, name, max_pixels)
+
+
 def check_pair(a: np.ndarray, b: np.ndarray, names: tuple[str, str] = ("MRI", "PET")) -> tuple[np.ndarray, np.ndarray]:
-    """Validate two arrays as a co-registered pair; return them as unit grey float32."""
+    """Validate two arrays as a co-registered pair; return them as unit grey float32 (colour: Y)."""
     a, b = to_unit_grey(a, names[0]), to_unit_grey(b, names[1])
-    if a.shape != b.shape:
+    _check_same_size(a, b, names)
+    return a, b
+
+
+def _check_same_size(a: np.ndarray, b: np.ndarray, names: tuple[str, str]) -> None:
+    if a.shape[:2] != b.shape[:2]:
         raise InvalidInput(f"the images differ in size: {names[0]} is {a.shape[0]} x {a.shape[1]}, "
                            f"{names[1]} is {b.shape[0]} x {b.shape[1]}; a pair must be co-registered")
-    return a, b
+
+
+@dataclass(frozen=True, eq=False)
+class Pair:
+    """A co-registered pair as the networks see it, with the PET's colour.
+
+    ``mri``, ``pet``: (H, W) float32 in [0, 1] (the PET's luminance Y, min-max scaled).
+    ``pet_chroma``: (H, W, 2) float32 Cb, Cr in [0, 1], or None for a grey PET.
+    ``pet_range``: (lo, hi), the PET's Y on [0, 1] that was scaled: Y = lo + pet * (hi - lo);
+    (0, 1) for a grey PET. Unpacks and indexes as ``(mri, pet)``.
+    """
+
+    mri: np.ndarray
+    pet: np.ndarray
+    pet_chroma: np.ndarray | None = None
+    pet_range: tuple[float, float] = (0.0, 1.0)
+
+    def __iter__(self):
+        return iter((self.mri, self.pet))
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, index):
+        return (self.mri, self.pet)[index]
+
+    @property
+    def is_colour(self) -> bool:
+        return self.pet_chroma is not None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.mri.shape
+
+    def colour_fused(self, fused_y: np.ndarray) -> np.ndarray:
+        """(H, W) fused Y on the network's scale -> (H, W, 3) float32 RGB in [0, 1].
+
+        ``fused_y`` is clipped to [0, 1] and put on the PET's range (lo + F * (hi - lo)); a colour
+        PET's Cb/Cr are put back (moved towards grey only where the colour cannot be that bright,
+        so the result's Y is exactly that luminance); a grey PET gives three equal channels.
+        """
+        fused = np.clip(np.asarray(fused_y, np.float64), 0.0, 1.0)
+        if fused.shape != self.pet.shape:
+            raise ValueError(f"the fused image is {fused.shape}, the pair {self.pet.shape}")
+        lo, hi = self.pet_range
+        y = lo + fused * (hi - lo)
+        if self.pet_chroma is None:
+            return np.repeat(y[..., None], 3, axis=-1).astype(np.float32)
+        return rgb_with_y(y, self.pet_chroma)
+
+    def colour_pet(self) -> np.ndarray:
+        """The PET as (H, W, 3) float32 RGB in [0, 1] (grey: three equal channels)."""
+        return self.colour_fused(self.pet)
+
+
+def check_colour_pair(a: np.ndarray, b: np.ndarray, pet_chroma: np.ndarray | None = None,
+                      pet_range: tuple[float, float] | None = None, names: tuple[str, str] = ("MRI", "PET"),
+                      max_pixels: int = MAX_PIXELS) -> Pair:
+    """Validate a pair of arrays, keeping the PET's colour; returns a ``Pair``.
+
+    Without ``pet_chroma``, ``b`` may be grey (H, W) or colour (H, W, 3/4): its chroma is kept.
+    With ``pet_chroma`` (H, W, 2) Cb/Cr in [0, 1], ``b`` is the PET's Y (H, W) and ``pet_range``
+    its (lo, hi) on [0, 1] (default (0, 1)); a ``b`` that does not span [0, 1] is rescaled and its
+    range adjusted to match. A grey PET's ``pet_range`` is ignored. Raises InvalidInput.
+    """
+    mri = to_unit_grey(a, names[0], max_pixels)
+    if pet_chroma is None:
+        pet = to_unit_colour(b, names[1], max_pixels)
+        _check_same_size(mri, pet.y, names)
+        return Pair(mri, pet.y, pet.chroma, pet.y_range)
+    raw = np.asarray(b)
+    if raw.ndim != 2:
+        raise InvalidInput(f"{names[1]}: with its chroma, give the PET's luminance as an H x W array, "
+                           f"got shape {raw.shape}")
+    y, b_lo, b_hi = _min_max(image_array(raw, names[1], max_pixels), names[1])
+    _check_same_size(mri, y, names)
+    chroma = np.asarray(pet_chroma)
+    if chroma.shape != (*y.shape, 2) or not np.issubdtype(chroma.dtype, np.number) or np.iscomplexobj(chroma):
+        raise InvalidInput(f"{names[1]}: the chroma must be a {y.shape[0]} x {y.shape[1]} x 2 array of Cb, Cr "
+                           f"numbers, got shape {chroma.shape} ({chroma.dtype})")
+    chroma = chroma.astype(np.float64)
+    if not (np.isfinite(chroma).all() and chroma.min() >= 0 and chroma.max() <= 1):
+        raise InvalidInput(f"{names[1]}: the chroma (Cb, Cr) must be finite and in [0, 1]")
+    lo, hi = _checked_range((0.0, 1.0) if pet_range is None else pet_range, names[1])
+    lo, hi = lo + b_lo * (hi - lo), lo + b_hi * (hi - lo)  # b itself was on [0, 1] of that range
+    if not (-1e-6 <= lo < hi <= 1 + 1e-6):
+        raise InvalidInput(f"{names[1]}: the luminance range ({lo:g}, {hi:g}) is not within [0, 1]")
+    return Pair(mri, y, chroma.astype(np.float32), (max(lo, 0.0), min(hi, 1.0)))
+
+
+def _checked_range(pet_range, name: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in pet_range)
+    except (TypeError, ValueError):
+        raise InvalidInput(f"{name}: the luminance range must be two numbers (lo, hi), got {pet_range!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and 0 <= lo < hi <= 1):
+        raise InvalidInput(f"{name}: the luminance range must satisfy 0 <= lo < hi <= 1, got ({lo:g}, {hi:g})")
+    return lo, hi
 
 
 def load_pair(path_a: str | os.PathLike | bytes, path_b: str | os.PathLike | bytes,
               names: tuple[str, str] | None = None, max_pixels: int = MAX_PIXELS,
-              max_bytes: int = MAX_FILE_BYTES) -> tuple[np.ndarray, np.ndarray]:
-    """Load a co-registered image pair as two float32 H x W arrays in [0, 1].
+              max_bytes: int = MAX_FILE_BYTES) -> Pair:
+    """Load a co-registered MRI / PET pair (paths or file bytes) as a ``Pair``.
+
+    ``a, b = load_pair(...)`` gives two float32 H x W arrays in [0, 1] as before; a colour
+    PET's chroma and luminance range are in ``pet_chroma`` and ``pet_range``.
 
     Raises:
         InvalidInput: a file is missing, damaged, not an image, empty, constant,
@@ -280,6 +265,6 @@ def load_pair(path_a: str | os.PathLike | bytes, path_b: str | os.PathLike | byt
     if names is None:
         names = tuple(label if isinstance(p, (bytes, bytearray)) else Path(p).name
                       for p, label in ((path_a, "first image"), (path_b, "second image")))
-    a = load_image(path_a, names[0], max_pixels, max_bytes)
-    b = load_image(path_b, names[1], max_pixels, max_bytes)
-    return check_pair(a, b, names)
+    a, name_a = read_source(path_a, names[0], max_pixels, max_bytes)
+    b, name_b = read_source(path_b, names[1], max_pixels, max_bytes)
+    return check_colour_pair(a, b, names=(name_a, name_b), max_pixels=max_pixels)

@@ -39,7 +39,7 @@ from .checkpoints import read_card
 from .devices import pick_device
 from .errors import InvalidInput
 from .hover_pool import HoverProcesses
-from .io import check_pair
+from .io import Pair, check_colour_pair
 from .saliency.dense import DenseJacobian, dense_jacobian
 from .saliency.pixel import PixelJacobian, pixel_jacobians, record_windows
 from .saliency.receptive_field import (
@@ -104,11 +104,17 @@ def hover_memory_from_env() -> int:
 
 
 # ------------------------------------------------------------------ hashing
-def pair_hash(a: np.ndarray, b: np.ndarray) -> str:
-    """Content hash of a validated pair (shape and float32 bytes of both images)."""
+def pair_hash(a: np.ndarray, b: np.ndarray, pet_chroma: np.ndarray | None = None,
+              pet_range: tuple[float, float] | None = None) -> str:
+    """Content hash of a validated pair (shape and float32 bytes of both images; a colour PET's
+    chroma and Y range too, so a colour pair and its grey version differ)."""
     digest = hashlib.sha256(f"pair:{a.shape[0]}x{a.shape[1]}".encode())
     for x in (a, b):
         digest.update(np.ascontiguousarray(x, dtype=np.float32).tobytes())
+    if pet_chroma is not None:
+        lo, hi = pet_range if pet_range is not None else (0.0, 1.0)
+        digest.update(f"colour:{float(lo)!r}:{float(hi)!r}".encode())
+        digest.update(np.ascontiguousarray(pet_chroma, dtype=np.float32).tobytes())
     return digest.hexdigest()[:32]
 
 
@@ -231,6 +237,8 @@ class SaliencyService:
         self._models: dict[str, nn.Module] = {}
         self._hashes: dict[str, str] = {}
         self._pairs = LRU(8)
+        self._colours = LRU(8)  # pair id -> (pet_chroma or None, pet_range)
+        self._colour_fused = LRU(16)  # (weights hash, pair id) -> (H, W, 3) RGB
         self._pixels = LRU(256)
         self._dense = LRU(4)
         self._records = LRU(64, hover_memory_from_env() if hover_memory_bytes is None else int(hover_memory_bytes))
@@ -301,14 +309,23 @@ class SaliencyService:
             self._cache = None
 
     # -------------------------------------------------------------- pairs
-    def put_pair(self, a, b) -> str:
-        """Validate (``fusion.io.check_pair``) and store a pair; returns its id (hex content hash)."""
-        a, b = check_pair(a, b)
-        pair_id = pair_hash(a, b)
+    def put_pair(self, a, b, pet_chroma=None, pet_range=None) -> str:
+        """Validate (``fusion.io.check_colour_pair``) and store a pair; returns its id (hex content hash).
+
+        A colour PET: ``b`` its scaled Y (H, W), ``pet_chroma`` (H, W, 2) Cb/Cr and ``pet_range`` (lo, hi)
+        as in ``fusion.io.Pair`` (or ``b`` an (H, W, 3) RGB array); the id hashes the colour too.
+        """
+        pair = check_colour_pair(a, b, pet_chroma, pet_range)
+        a, b = pair
+        pair_id = pair_hash(a, b, pair.pet_chroma, pair.pet_range)
         self._pairs.put(pair_id, (a, b))
+        self._colours.put(pair_id, (pair.pet_chroma, pair.pet_range))
         key = self._key("pair", pair_id)
         if self._load(key) is None:
-            self._store(key, {"a": a, "b": b}, {"pair_id": pair_id})
+            arrays, header = {"a": a, "b": b}, {"pair_id": pair_id}
+            if pair.is_colour:
+                arrays["pet_chroma"], header["pet_range"] = pair.pet_chroma, list(pair.pet_range)
+            self._store(key, arrays, header)
         return pair_id
 
     def get_pair(self, pair_id: str) -> tuple[np.ndarray, np.ndarray]:
@@ -320,6 +337,28 @@ class SaliencyService:
         if entry is None:
             raise InvalidInput(f"unknown or expired image pair {pair_id!r}: load or upload the images again")
         return self._pairs.put(pair_id, (entry[0]["a"], entry[0]["b"]))
+
+    def pair_colour(self, pair_id: str) -> tuple[np.ndarray, tuple[float, float]] | None:
+        """(pet_chroma (H, W, 2) float32, pet_range (lo, hi)) of a stored colour pair, None for a grey one;
+        raises InvalidInput for an unknown id."""
+        hit = self._colours.get(pair_id)
+        if hit is None:
+            entry = self._load(self._key("pair", pair_id)) if isinstance(pair_id, str) else None
+            if entry is None:
+                raise InvalidInput(f"unknown or expired image pair {pair_id!r}: load or upload the images again")
+            arrays, header = entry
+            chroma, (lo, hi) = arrays.get("pet_chroma"), header.get("pet_range", (0.0, 1.0))
+            hit = self._colours.put(pair_id, (chroma, (float(lo), float(hi))))
+        return None if hit[0] is None else hit
+
+    def colour_pair(self, pair_id: str) -> Pair:
+        """A stored pair with its colour (``fusion.io.Pair``); raises InvalidInput for an unknown id."""
+        colour = self.pair_colour(pair_id)
+        return Pair(*self.get_pair(pair_id), *(colour or ()))
+
+    def pet_colour(self, pair_id: str) -> np.ndarray:
+        """The PET input as (H, W, 3) float32 RGB in [0, 1] (a grey PET: three equal channels)."""
+        return self.colour_pair(pair_id).colour_pet()
 
     # -------------------------------------------------------------- models
     def model(self, name: str) -> nn.Module:
@@ -519,6 +558,16 @@ class SaliencyService:
         self.computed["fuse"] += 1
         self._store(key, {"fused": fused}, {"model": name, "pair_id": pair_id})
         return fused
+
+    def fused_colour(self, name: str, pair_id: str) -> np.ndarray:
+        """The fused image in colour, (H, W, 3) float32 RGB in [0, 1] (``fusion.io.Pair.colour_fused`` of
+        ``fuse``): the fused Y on the PET's range with PET's Cb/Cr; a grey pair's in three equal channels."""
+        key = (self.weights_hash(name), pair_id)
+        hit = self._colour_fused.get(key)
+        if hit is None:
+            fused = self.fuse(name, pair_id)
+            hit = self._colour_fused.put(key, self.colour_pair(pair_id).colour_fused(fused))
+        return hit
 
     def pixel(self, names, pair_id: str, row: int, col: int) -> dict[str, PixelSaliency]:
         """Saliency of fused pixel (row, col) for every model in ``names``: {name: PixelSaliency}.

@@ -50,3 +50,28 @@ def ycbcr_to_rgb(ycbcr: np.ndarray) -> np.ndarray:
 def luminance(rgb: np.ndarray) -> np.ndarray:
     """(H, W, 3) RGB in [0, 1] -> (H, W) float32 Y."""
     return (_channels_last(rgb, "rgb") @ RGB_TO_YCBCR[0]).astype(np.float32)
+
+
+def rgb_with_y(y: np.ndarray, chroma: np.ndarray) -> np.ndarray:
+    """(H, W) luminance and (H, W, 2) Cb/Cr in [0, 1] -> (H, W, 3) float32 RGB in [0, 1] whose Y is exactly ``y``.
+
+    Where (y, Cb, Cr) lies outside the RGB cube (a bright Y under a saturated colour),
+    Cb and Cr are moved towards grey (0.5) by the smallest factor that brings every
+    channel into [0, 1], so the hue is kept and the luminance is never changed (plain
+    ``ycbcr_to_rgb`` clips the channels instead, which changes Y). Elsewhere the result
+    equals ``ycbcr_to_rgb``.
+
+    >>> y = np.array([[0.9]], dtype=np.float32)
+    >>> red = rgb_to_ycbcr(np.array([[[1.0, 0.0, 0.0]]]))[..., 1:]
+    >>> round(float(luminance(rgb_with_y(y, red))[0, 0]), 6)
+    0.9
+    """
+    y = np.clip(np.asarray(y, np.float64), 0.0, 1.0)
+    chroma = np.asarray(chroma, np.float64)
+    if y.ndim != 2 or chroma.shape != (*y.shape, 2):
+        raise ValueError(f"y must be (H, W) and chroma (H, W, 2), got {y.shape} and {chroma.shape}")
+    offset = (chroma - 0.5) @ YCBCR_TO_RGB[:, 1:].T  # (H, W, 3): what the chroma adds to each channel
+    with np.errstate(divide="ignore", invalid="ignore"):
+        room = np.where(offset > 0, (1.0 - y[..., None]) / offset, np.where(offset < 0, -y[..., None] / offset, np.inf))
+    scale = np.clip(room.min(axis=-1, initial=1.0), 0.0, 1.0)
+    return np.clip(y[..., None] + scale[..., None] * offset, 0.0, 1.0).astype(np.float32)
