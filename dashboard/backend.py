@@ -37,6 +37,7 @@ def configure(config: Config) -> None:
         _memory.clear()
         _dense_maps.clear()
     model_info.cache_clear()
+    sample_label.cache_clear()
 
 
 def set_threads(n: int) -> None:
@@ -102,13 +103,41 @@ def resolve_pair(key: str) -> dict:
     svc = service()
     if key.startswith(SAMPLE_PREFIX):
         name = key[len(SAMPLE_PREFIX):]
-        a, b = data.load_sample(name)
-        pair_id, label = svc.put_pair(a, b), f"sample {name}"
+        pair_id, label = put_pair(data.load_sample(name)), f"sample {name}"
     else:
-        a, b = svc.get_pair(key)
         pair_id, label = key, f"uploaded pair {key[:8]}"
-    return _memory.put(("pair", key), {"key": key, "id": pair_id, "label": label,
+    a, _ = svc.get_pair(pair_id)
+    return _memory.put(("pair", key), {"key": key, "id": pair_id, "label": label, "colour": is_colour(pair_id),
                                        "h": int(a.shape[0]), "w": int(a.shape[1])})
+
+
+def put_pair(pair) -> str:
+    """Store a ``fusion.io.Pair`` (a colour PET keeps its chroma and Y range) in the service; returns its id."""
+    return service().put_pair(pair.mri, pair.pet, pet_chroma=pair.pet_chroma, pet_range=pair.pet_range)
+
+
+@functools.lru_cache(maxsize=256)
+def sample_label(name: str) -> str:
+    """The picker's label of a bundled sample: its name, and whether its PET is in colour."""
+    return f"sample {name}" + (" · colour PET" if data.load_sample(name).is_colour else "")
+
+
+def pair_colour(pair_id: str):
+    """(pet_chroma (H, W, 2), pet_range (lo, hi)) of a pair with a colour PET; None for a grey PET."""
+    hit = _memory.get(("colour", pair_id))
+    return (hit if hit is not None else _memory.put(("colour", pair_id), (service().pair_colour(pair_id),)))[0]
+
+
+def is_colour(pair_id: str) -> bool:
+    return pair_colour(pair_id) is not None
+
+
+def pet_colour(pair_id: str) -> np.ndarray | None:
+    """The PET input in its own colours, (H, W, 3) RGB in [0, 1]; None for a grey PET."""
+    if not is_colour(pair_id):
+        return None
+    hit = _memory.get(("pet-rgb", pair_id))
+    return hit if hit is not None else _memory.put(("pet-rgb", pair_id), service().pet_colour(pair_id))
 
 
 def pair_arrays(pair_id: str) -> tuple[np.ndarray, np.ndarray]:
@@ -123,14 +152,13 @@ def load_upload(data: bytes, name: str):
 
 
 def put_uploaded_pair(mri: bytes, mri_name: str, pet: bytes, pet_name: str) -> str:
-    """Validate two uploaded files with the fusion core and store the pair; returns its id.
-
-    Raises fusion.InvalidInput with a message meant for the user.
+    """Validate two uploaded files with the fusion core and store the pair (a colour PET keeps its
+    chroma); returns its id. Raises fusion.InvalidInput with a message meant for the user.
     """
-    a = load_upload(mri, mri_name)
-    b = load_upload(pet, pet_name)
-    a, b = fusion.io.check_pair(a, b, (mri_name, pet_name))
-    return service().put_pair(a, b)
+    cfg = config()
+    pair = fusion.load_pair(mri, pet, names=(mri_name, pet_name), max_pixels=cfg.max_pixels,
+                            max_bytes=int(cfg.max_upload_mb * 2**20))
+    return put_pair(pair)
 
 
 def open_hdf5(data: bytes, filename: str) -> dict:
@@ -192,16 +220,29 @@ def rf_offsets(info: dict) -> tuple[int, int, int, int] | None:
 
 
 def fused(name: str, pair_id: str) -> np.ndarray:
+    """The network's output, (H, W) Y on its [0, 1] scale."""
     key = ("fused", name, pair_id)
     cached = _memory.get(key)
     return cached if cached is not None else _memory.put(key, service().fuse(name, pair_id))
+
+
+def fused_colour(name: str, pair_id: str) -> np.ndarray:
+    """The fused image in colour, (H, W, 3) RGB in [0, 1]: Y in the PET's range, PET's Cb/Cr (grey PET: grey)."""
+    key = ("fused-rgb", name, pair_id)
+    cached = _memory.get(key)
+    return cached if cached is not None else _memory.put(key, service().fused_colour(name, pair_id))
+
+
+def fused_image(name: str, pair_id: str, y_only: bool = False) -> np.ndarray:
+    """The fused image as shown: (H, W, 3) RGB for a colour PET unless ``y_only``, else (H, W) Y."""
+    return fused(name, pair_id) if y_only or not is_colour(pair_id) else fused_colour(name, pair_id)
 
 
 def plan_ahead() -> None:
     """A server's start: plan every registered model at the bundled samples' sizes and prepare the hovers of
     the default pair, in the service's low-priority background thread (requests never wait for it)."""
     cfg = config()
-    shapes = {tuple(data.load_sample(name)[0].shape) for name in data.list_samples()}
+    shapes = {tuple(data.load_sample(name).shape) for name in data.list_samples()}
     service().plan_ahead(fusion.list_models(), sorted(shapes))
     default = [m for m in cfg.default_models if m in fusion.list_models()]
     if default:

@@ -5,6 +5,7 @@ Hover runs in the browser (``assets/fs_hover.js``): it draws the crosshair on
 every image at once and asks ``/fs-api/pixel`` (``api.py``) for the Jacobian
 images (small PNGs), tick labels and readout values, which it swaps in itself.
 Per-model panels are served by one callback each, over pattern-matching ``ALL`` ids.
+The input and fused images (colour or Y only) are shown by ``colour_view``.
 """
 from __future__ import annotations
 
@@ -45,6 +46,8 @@ def clientside(*args, **kwargs):
 def register(app) -> None:
     """Attach every callback of this module (and the hover endpoint) to ``app``."""
     api.register(app)
+    from . import colour_view  # noqa: F401 - records its callbacks with ``cb`` (it imports this module)
+
     for args, kwargs, func in _CALLBACKS:
         app.callback(*args, **kwargs)(func)
     for args, kwargs in _CLIENTSIDE:
@@ -92,7 +95,8 @@ def grey_uri(image: np.ndarray) -> str:
 
 # ------------------------------------------------------------------ URL <-> controls
 CONTROLS = (("fs-pair-select", "value"), ("fs-models", "value"), ("fs-pinned", "data"), ("fs-jac-mode", "value"),
-            ("fs-shared", "value"), ("fs-window", "value"), ("fs-gamma-j", "value"), ("fs-gamma-g", "value"))
+            ("fs-shared", "value"), ("fs-window", "value"), ("fs-gamma-j", "value"), ("fs-gamma-g", "value"),
+            ("fs-y-only", "value"))
 
 
 @cb(
@@ -102,7 +106,7 @@ CONTROLS = (("fs-pair-select", "value"), ("fs-models", "value"), ("fs-pinned", "
     State("fs-uploads", "data"),
     prevent_initial_call="initial_duplicate",
 )
-def sync_url(search, pair, models, pinned, jac, shared, window, gamma_j, gamma_g, href, uploads):
+def sync_url(search, pair, models, pinned, jac, shared, window, gamma_j, gamma_g, y_only, href, uploads):
     """On load, the URL sets the controls; afterwards, the controls write the URL (one callback, no loop).
 
     A linked uploaded pair gets its dropdown option in the same response: a Dropdown
@@ -113,12 +117,12 @@ def sync_url(search, pair, models, pinned, jac, shared, window, gamma_j, gamma_g
         view = decode(search, default_view(), fusion.list_models())
         pixel = None if view.pixel is None else {"row": view.pixel[0], "col": view.pixel[1]}
         return (no_update, view.pair, list(view.models), pixel, view.jac, view.range == "shared", view.window,
-                view.gamma_j, view.gamma_g, base + encode(view), pair_options(uploads, view.pair))
+                view.gamma_j, view.gamma_g, view.y_only, base + encode(view), pair_options(uploads, view.pair))
     order = fusion.list_models()
     view = ViewState(pair=pair or "", models=tuple(m for m in order if m in (models or [])),
                      pixel=None if not pinned else (int(pinned["row"]), int(pinned["col"])),
                      jac=jac, range="shared" if shared else "per-map", window=window,
-                     gamma_j=clamp_gamma(gamma_j), gamma_g=clamp_gamma(gamma_g))
+                     gamma_j=clamp_gamma(gamma_j), gamma_g=clamp_gamma(gamma_g), y_only=bool(y_only))
     search = encode(view)
     return (search, *[no_update] * len(CONTROLS), base + search, no_update)
 
@@ -127,7 +131,7 @@ def sync_url(search, pair, models, pinned, jac, shared, window, gamma_j, gamma_g
 def pair_options(uploads: list | None, current: str | None) -> list[dict]:
     from fusion import data
 
-    options = [{"label": f"sample {s}", "value": f"{backend.SAMPLE_PREFIX}{s}"} for s in data.list_samples()]
+    options = [{"label": backend.sample_label(s), "value": f"{backend.SAMPLE_PREFIX}{s}"} for s in data.list_samples()]
     for item in uploads or []:
         options.append({"label": item["label"], "value": item["id"]})
     if current and all(o["value"] != current for o in options):
@@ -149,15 +153,6 @@ def choose_pair(key, uploads):
         message = dbc.Alert(f"Could not open pair {key!r}: {exc}. Showing {pair['label']} instead; "
                             "upload the images again to share them.", color="warning", className="mt-2 small")
     return pair, message, pair_options(uploads, key)
-
-
-@cb(
-    Output("fs-input-mri", "src"), Output("fs-input-pet", "src"),
-    Input("fs-pair", "data"),
-)
-def show_inputs(pair):
-    a, b = backend.pair_arrays(pair["id"])
-    return grey_uri(a), grey_uri(b)
 
 
 #: Longest file name accepted from an upload (names are only shown, never used as paths).
@@ -281,25 +276,6 @@ def render_grid(models, window, pair):
             infos[m] = {"name": m, "method": "unavailable", "reason": str(exc)}
     version = {"models": models, "window": window, "pair": pair["id"], "t": time.time()}
     return grid(models, infos, window, offsets), version
-
-
-@cb(
-    Output({"type": "img-fused", "view": ALL, "model": ALL}, "src"),
-    Output({"type": "cbar-fused", "view": ALL, "model": ALL}, "src"),
-    Output({"type": "ticks-fused", "view": ALL, "model": ALL}, "children"),
-    Input("fs-grid-version", "data"), Input("fs-shared", "value"),
-    State("fs-pair", "data"),
-)
-def show_fused(version, shared, pair):
-    """Fused images on a grey scale over their actual value range (tanh outputs may be negative)."""
-    models = [i["model"] for i in output_ids(0)]
-    images = {m: backend.fused(m, pair["id"]) for m in models}
-    backend.prepare_hover(models, pair["id"])
-    ranges = colour.limits(images, "linear", bool(shared))
-    specs = {m: colour.ColourSpec(colour.GREY, "linear", *ranges[m]) for m in models}
-    return ([colour.map_uri(images[m], specs[m]) for m in models],
-            [colour.colourbar_uri(specs[m]) for m in models],
-            [ticks_children(specs[m]) for m in models])
 
 
 @cb(
@@ -773,9 +749,10 @@ def brushed_region(selected, _clear):
     State("fs-pair", "data"), State("fs-grid-version", "data"), State("fs-pixel-rest", "data"),
     State("fs-pinned", "data"), State("fs-jac-mode", "value"), State("fs-shared", "value"),
     State("fs-gamma-j", "value"), State("fs-gamma-g", "value"), State("fs-stats-rows", "data"),
+    State("fs-y-only", "value"),
     prevent_initial_call=True,
 )
-def download(_png, _csv, h5_clicks, pair, version, rest, pinned, mode, shared, gamma_j, gamma_g, rows):
+def download(_png, _csv, h5_clicks, pair, version, rest, pinned, mode, shared, gamma_j, gamma_g, rows, y_only):
     """The current figures as one PNG sheet, the statistics as CSV, or one model's dense result as HDF5."""
     trigger = ctx.triggered_id
     if trigger == "fs-dl-csv":
@@ -796,13 +773,14 @@ def download(_png, _csv, h5_clicks, pair, version, rest, pinned, mode, shared, g
             result.to_hdf5(path)
             return dcc.send_bytes(path.read_bytes(), path.name)
     if trigger == "fs-dl-png":
-        return dcc.send_bytes(figure_sheet(pair, version, pinned or rest, mode, shared, gamma_j, gamma_g),
-                              "fusion-saliency.png")
+        return dcc.send_bytes(figure_sheet(pair, version, pinned or rest, mode, shared, gamma_j, gamma_g,
+                                           bool(y_only)), "fusion-saliency.png")
     raise PreventUpdate
 
 
-def figure_sheet(pair, version, pixel, mode, shared, gamma_j, gamma_g) -> bytes:
-    """Re-colour the current view on the server into one labelled PNG sheet."""
+def figure_sheet(pair, version, pixel, mode, shared, gamma_j, gamma_g, y_only=False) -> bytes:
+    """Re-colour the current view on the server into one labelled PNG sheet (fused images in colour
+    for a colour PET unless ``y_only``)."""
     models = (version or {}).get("models", [])
     row, col = clamp_pixel(pixel, pair)
     results = backend.pixels(models, pair["id"], row, col) if models else {}
@@ -811,10 +789,10 @@ def figure_sheet(pair, version, pixel, mode, shared, gamma_j, gamma_g) -> bytes:
         top, bottom, left, right = r.window
         jac[(m, "jmri")], jac[(m, "jpet")] = r.ja[top:bottom, left:right], r.jb[top:bottom, left:right]
     ranges = colour.limits(jac, mode, bool(shared))
-    fused = {m: backend.fused(m, pair["id"]) for m in models}
-    rows = [("Fused F", [colour.colourise(fused[m], colour.ColourSpec(colour.GREY, "linear",
-                                                                         *colour.finite_range([fused[m]])))
-                         for m in models])]
+    fused = {m: backend.fused_image(m, pair["id"], y_only) for m in models}
+    rows = [("Fused F", [colour.image_pixels(f) if f.ndim == 3 else
+                         colour.colourise(f, colour.ColourSpec(colour.GREY, "linear", *colour.finite_range([f])))
+                         for f in fused.values()])]
     for view in JACOBIAN_VIEWS:
         rows.append((f"{VIEW_BY_KEY[view].title} at ({row},{col})",
                      [colour.colourise(jac[(m, view)], colour.with_range(jac_spec(mode, gamma_j, ""),

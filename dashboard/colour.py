@@ -186,6 +186,19 @@ def data_uri(pixels: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(png_bytes(pixels)).decode("ascii")
 
 
+def image_pixels(image: np.ndarray) -> np.ndarray:
+    """An image on [0, 1], (H, W) grey or (H, W, 3) RGB, as uint8 (clipped, rounded), as the command line saves it."""
+    image = np.asarray(image, dtype=np.float32)  # float32 throughout, as ``python -m fusion fuse``: same bytes
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
+        raise ValueError(f"expected an (H, W) or (H, W, 3) image, got shape {image.shape}")
+    return np.rint(np.clip(np.nan_to_num(image, nan=0.0), 0.0, 1.0) * 255).astype(np.uint8)
+
+
+def image_uri(image: np.ndarray) -> str:
+    """PNG data URI of an (H, W) grey or (H, W, 3) RGB image on [0, 1], shown as it is (no rescaling)."""
+    return data_uri(image_pixels(image))
+
+
 def map_uri(values: np.ndarray, spec: ColourSpec) -> str:
     """Colour a float map and return its PNG data URI."""
     return data_uri(colourise(values, spec))

@@ -23,6 +23,12 @@ def _max_upload_bytes() -> int:
     return int(config().max_upload_mb * 2**20)
 
 
+def _sample_label(name: str) -> str:
+    from .backend import sample_label
+
+    return sample_label(name)
+
+
 def _upload(id_: str, label: str, accept: str | None = None):
     # max_size: the browser drops a larger file without a word; assets/fs_upload_limit.js says why
     return dcc.Upload(id=id_, children=html.Div([html.B(label), html.Br(), html.Small("drop or click")]),
@@ -47,12 +53,15 @@ def controls(samples: list[str], models: list[str], default: ViewState):
     return dbc.Card(dbc.CardBody([
         _section("Image pair",
                  dcc.Dropdown(id="fs-pair-select", clearable=False, value=default.pair,
-                              options=[{"label": f"sample {s}", "value": f"sample:{s}"} for s in samples]),
+                              options=[{"label": _sample_label(s), "value": f"sample:{s}"} for s in samples]),
                  html.Div([_upload("fs-upload-mri", "MRI"), _upload("fs-upload-pet", "PET"),
                            _upload("fs-upload-h5", "HDF5", accept=".h5,.hdf5")], className="fs-uploads mt-2",
                           **{"data-max-bytes": str(_max_upload_bytes())}),
                  html.Div(id="fs-upload-msg", className="fs-upload-msg", role="status"),
                  html.Div(id="fs-pair-msg"),
+                 dbc.Switch(id="fs-y-only", label="Y only (the luminance the networks see)", value=default.y_only,
+                            className="mt-2 mb-0"),
+                 html.Small(id="fs-colour-note", className="text-muted d-block"),
                  help_text="a bundled pair, two co-registered images, or a dense result (HDF5) with its pair"),
         _section("Models",
                  dbc.Checklist(id="fs-models", options=[{"label": m, "value": m} for m in models],
@@ -95,8 +104,9 @@ def controls(samples: list[str], models: list[str], default: ViewState):
                      dbc.Button("figures PNG", id="fs-dl-png", size="sm", outline=True, color="primary"),
                      dbc.Button("statistics CSV", id="fs-dl-csv", size="sm", outline=True, color="primary"),
                  ], className="mt-2"),
-                 html.Small("dense results (HDF5): the ⤓ in each model’s column", className="text-muted d-block"),
-                 dcc.Download(id="fs-download")),
+                 html.Small("each model’s column: “png” its fused image, ⤓ its dense result (HDF5)",
+                            className="text-muted d-block"),
+                 dcc.Download(id="fs-download"), dcc.Download(id="fs-download-fused")),
     ]), className="fs-controls")
 
 

@@ -96,6 +96,8 @@ def model_header(model: str, info: dict):
         html.Div([html.Span(model, className="fs-model-name"),
                   dbc.Button("card", id=pid("card-btn", model), size="sm", color="link", className="fs-card-btn",
                              title=f"model card of {model}"),
+                  dbc.Button("png", id=pid("fused-png", model), size="sm", color="link", className="fs-card-btn",
+                             title=f"download the fused image of {model} (PNG; in colour when the PET is colour)"),
                   dbc.Button("⤓", id=pid("h5", model), size="sm", color="link", className="fs-card-btn",
                              title=f"download the dense result of {model} (HDF5)")], className="fs-head-top"),
         html.Div(badges, className="fs-badges"),

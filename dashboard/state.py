@@ -1,7 +1,9 @@
 """The view state that lives in the URL, so that a link reproduces the view.
 
     ?pair=sample:axial-095&models=funfusean,masknet&px=128,100&jac=signed
-     &range=shared&win=rf&gj=0.5&gg=1
+     &range=shared&win=rf&gj=0.5&gg=1&y=1
+
+``y=1`` (only written when on): images show the luminance Y alone, not a colour PET's colours.
 
 ``decode`` never raises: a hand-edited or stale link falls back to defaults
 for the parts it cannot read, and unknown models are dropped.
@@ -28,6 +30,7 @@ class ViewState:
     window: str = "rf"                   # Jacobian panels: the model's RF window, or full size
     gamma_j: float = 1.0                 # gamma of the Jacobian maps
     gamma_g: float = 1.0                 # gamma of the guidance maps
+    y_only: bool = False                 # images: luminance Y alone (a colour PET shown grey)
     extra: dict = field(default_factory=dict, compare=False)
 
     def to_dict(self) -> dict:
@@ -56,6 +59,8 @@ def encode(state: ViewState) -> str:
         params["px"] = f"{state.pixel[0]},{state.pixel[1]}"
     params.update(jac=state.jac, range=state.range, win=state.window,
                   gj=f"{clamp_gamma(state.gamma_j):g}", gg=f"{clamp_gamma(state.gamma_g):g}")
+    if state.y_only:
+        params["y"] = "1"
     return "?" + urlencode(params, safe=",:")
 
 
@@ -90,4 +95,5 @@ def decode(search: str | None, default: ViewState, known_models: list[str] | Non
         window=_choice(get("win"), WINDOW_MODES, state.window),
         gamma_j=clamp_gamma(get("gj")) if get("gj") is not None else state.gamma_j,
         gamma_g=clamp_gamma(get("gg")) if get("gg") is not None else state.gamma_g,
+        y_only={"1": True, "0": False}.get(get("y"), state.y_only),
     )

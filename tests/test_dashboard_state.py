@@ -62,3 +62,10 @@ def test_device_setting_is_checked_when_read():
     assert config.from_env({"FUSION_DEVICE": "auto"}).device == "auto"
     with pytest.raises(ValueError, match="FUSION_DEVICE: unknown device 'gpu'"):
         config.from_env({"FUSION_DEVICE": "gpu"})
+
+
+def test_y_only_round_trips_and_is_left_out_when_off():
+    on = state.ViewState(pair="sample:axial-095", models=("masknet",), y_only=True)
+    assert state.encode(on).endswith("&y=1") and state.decode(state.encode(on), DEFAULT, MODELS) == on
+    assert "y=" not in state.encode(DEFAULT)  # links made before the switch read the same
+    assert state.decode("?y=maybe", DEFAULT, MODELS).y_only is False

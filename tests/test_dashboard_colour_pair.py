@@ -1,0 +1,157 @@
+"""A colour PET on the page: inputs, fused images, the sheet and the fused-image download (issue 12).
+
+API-level tests build a pair with a pseudo-colour ("hot") PET, store it as the upload
+does, and read what the dashboard would send; one browser test uploads it through the
+page and flips "Y only". Run with ``pytest --headless``.
+"""
+import base64
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dashboard import backend, callbacks, colour_view
+from dashboard.config import Config
+
+SHAPE = (40, 48)
+
+
+def hot(t: np.ndarray) -> np.ndarray:
+    """A "hot" colour map: black, red, yellow, white; (H, W) in [0, 1] -> (H, W, 3) uint8."""
+    rgb = np.clip(np.stack([3 * t, 3 * t - 1, 3 * t - 2], axis=-1), 0, 1)
+    return np.rint(rgb * 255).astype(np.uint8)
+
+
+def colour_pair_files(folder, shape=SHAPE) -> tuple[bytes, bytes]:
+    """(MRI PNG, hot-colour PET PNG) bytes, also written to ``folder`` as mri.png and pet.png."""
+    rows, cols = np.mgrid[0:shape[0], 0:shape[1]]
+    mri = (np.random.default_rng(1).random(shape) * 200 + 30).astype(np.uint8)
+    blob = np.exp(-((rows - shape[0] / 2) ** 2 + (cols - shape[1] / 3) ** 2) / (2 * 8.0 ** 2))
+    out = []
+    for name, image in (("mri.png", Image.fromarray(mri)), ("pet.png", Image.fromarray(hot(blob), "RGB"))):
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        (folder / name).write_bytes(buffer.getvalue())
+        out.append(buffer.getvalue())
+    return out[0], out[1]
+
+
+def decoded(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)))
+
+
+def src_pixels(uri: str) -> np.ndarray:
+    """An image ``src`` (PNG data URI) as an (H, W, channels) uint8 array (grey: 1 channel)."""
+    array = decoded(base64.b64decode(uri.split(",", 1)[1]))
+    return array[..., None] if array.ndim == 2 else array
+
+
+def channel_spread(pixels: np.ndarray) -> int:
+    """The largest difference between two colour channels of one pixel (0 for a grey PNG)."""
+    if pixels.shape[-1] == 1:
+        return 0
+    rgb = pixels[..., :3].astype(int)
+    return int((rgb.max(-1) - rgb.min(-1)).max())
+
+
+def is_colour_image(pixels: np.ndarray) -> bool:
+    return channel_spread(pixels) > 10
+
+
+def is_grey_image(pixels: np.ndarray) -> bool:
+    """Equal channels, up to the page's grey scale (Plotly's "gray" is up to 2 levels warm)."""
+    return channel_spread(pixels) <= 2
+
+
+@pytest.fixture
+def service(tmp_path):
+    threads = torch.get_num_threads()
+    backend.configure(Config(cache_dir=str(tmp_path / "cache")))
+    yield backend.service()
+    backend.configure(Config(cache_dir=str(tmp_path / "cache")))  # close its hover workers
+    torch.set_num_threads(threads)
+
+
+def uploaded(tmp_path) -> dict:
+    mri, pet = colour_pair_files(tmp_path)
+    return backend.resolve_pair(backend.put_uploaded_pair(mri, "mri.png", pet, "pet.png"))
+
+
+def test_an_uploaded_colour_pet_keeps_its_colour(service, tmp_path):
+    pair = uploaded(tmp_path)
+    assert pair["colour"] and backend.is_colour(pair["id"])
+    shown = backend.pet_colour(pair["id"])
+    original = decoded((tmp_path / "pet.png").read_bytes()) / 255
+    np.testing.assert_allclose(shown, original, atol=1.5 / 255)  # the PET as uploaded, to 8-bit rounding
+    _, pet_y = backend.pair_arrays(pair["id"])
+    assert pet_y.min() == 0 and pet_y.max() == 1  # the networks see the scaled Y, as before
+    # the same images, grey: another pair, shown as before
+    grey = Image.open(tmp_path / "pet.png").convert("L")
+    buffer = io.BytesIO()
+    grey.save(buffer, format="PNG")
+    grey_id = backend.put_uploaded_pair((tmp_path / "mri.png").read_bytes(), "mri.png", buffer.getvalue(), "g.png")
+    assert grey_id != pair["id"] and not backend.is_colour(grey_id) and backend.pet_colour(grey_id) is None
+
+
+def test_fused_png_is_rgb_for_a_colour_pet_and_grey_otherwise(service, tmp_path):
+    pair = uploaded(tmp_path)
+    data, name = colour_view.fused_png("weighted-average", pair)
+    rgb = decoded(data)
+    assert name == f"weighted-average-{pair['id'][:8]}-fused.png" and rgb.shape == (*SHAPE, 3)
+    assert is_colour_image(rgb)
+    np.testing.assert_array_equal(rgb, np.rint(service.fused_colour("weighted-average", pair["id"]) * 255))
+    # its luminance is the network's output on the PET's range (to 8-bit rounding), its chroma PET's
+    lo, hi = backend.pair_colour(pair["id"])[1]
+    fused_y = service.fuse("weighted-average", pair["id"])
+    got = np.asarray(Image.fromarray(rgb).convert("YCbCr"), dtype=float) / 255
+    np.testing.assert_allclose(got[..., 0], lo + fused_y * (hi - lo), atol=2 / 255)
+    pet = np.asarray(Image.open(tmp_path / "pet.png").convert("YCbCr"), dtype=float) / 255
+    unclipped = (rgb > 0).all(-1) & (rgb < 255).all(-1)
+    np.testing.assert_allclose(got[..., 1:][unclipped], pet[..., 1:][unclipped], atol=3 / 255)
+
+    y_data, y_name = colour_view.fused_png("weighted-average", pair, y_only=True)
+    assert y_name.endswith("-fused-y.png") and Image.open(io.BytesIO(y_data)).mode == "L"
+    np.testing.assert_array_equal(decoded(y_data), np.rint(np.clip(fused_y, 0, 1) * 255))
+
+    grey = backend.resolve_pair(backend.default_pair_key())
+    g_data, g_name = colour_view.fused_png("weighted-average", grey)
+    assert not grey["colour"] and g_name.endswith("-fused.png") and Image.open(io.BytesIO(g_data)).mode == "L"
+    np.testing.assert_array_equal(decoded(g_data),
+                                  np.rint(np.clip(service.fuse("weighted-average", grey["id"]), 0, 1) * 255))
+
+
+def fused_tile(sheet: bytes) -> np.ndarray:
+    """The first model's "Fused F" tile of a ``figures.sheet_png`` sheet (label 150 px, heading 52, pad 6)."""
+    return decoded(sheet)[52 + 10:52 + 182, 156 + 10:156 + 182]
+
+
+def test_sheet_shows_the_fused_image_in_colour_unless_y_only(service, tmp_path):
+    pair = uploaded(tmp_path)
+    version = {"models": ["weighted-average"]}
+    sheet = callbacks.figure_sheet(pair, version, None, "signed", False, 1.0, 1.0)
+    assert is_colour_image(fused_tile(sheet))
+    assert is_grey_image(fused_tile(callbacks.figure_sheet(pair, version, None, "signed", False, 1, 1, True)))
+    grey = backend.resolve_pair(backend.default_pair_key())
+    assert is_grey_image(fused_tile(callbacks.figure_sheet(grey, version, None, "signed", False, 1.0, 1.0)))
+
+
+def test_a_colour_sample_is_labelled_and_stored_with_its_colour(service, tmp_path, monkeypatch):
+    from fusion import data
+
+    grey = data.list_samples()[0]
+    assert backend.sample_label(grey) == f"sample {grey}"  # a grey sample: its name alone
+    colour_pair_files(tmp_path)
+    (tmp_path / "mri.png").rename(tmp_path / "head-01_mri.png")
+    (tmp_path / "pet.png").rename(tmp_path / "head-01_pet.png")
+    monkeypatch.setattr(data, "SAMPLE_DIR", tmp_path)
+    backend.sample_label.cache_clear()
+    try:
+        assert backend.sample_label("head-01") == "sample head-01 · colour PET"
+        assert callbacks.pair_options([], None) == [{"label": "sample head-01 · colour PET",
+                                                      "value": "sample:head-01"}]
+        pair = backend.resolve_pair("sample:head-01")
+        assert pair["colour"] and is_colour_image(np.rint(backend.pet_colour(pair["id"]) * 255))
+    finally:
+        backend.sample_label.cache_clear()
