@@ -14,6 +14,7 @@ import numpy as np
 
 
 def _save_png(image: np.ndarray, path: Path) -> None:
+    """(H, W) grey or (H, W, 3) RGB in [0, 1] -> an 8-bit "L" or "RGB" PNG."""
     from PIL import Image
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -40,23 +41,25 @@ def cmd_list(args) -> int:
 def cmd_fuse(args) -> int:
     from . import create_model, load_pair
 
-    a, b = load_pair(args.mri, args.pet)
+    pair = load_pair(args.mri, args.pet)
     model = create_model(args.model, args.checkpoint)
-    _save_png(_fuse(model, a, b), Path(args.out))
-    print(f"wrote {args.out}")
+    fused = _fuse(model, *pair)
+    _save_png(pair.colour_fused(fused) if pair.is_colour else fused, Path(args.out))
+    print(f"wrote {args.out}" + (" (RGB: the fused Y with the PET's colour)" if pair.is_colour else ""))
     return 0
 
 
 def cmd_demo(args) -> int:
     """Fuse every bundled sample pair with every model and write a montage PNG."""
     from . import create_model, list_models
-    from .data import load_samples
+    from .data import list_samples, load_sample
 
     models = [(name, create_model(name)) for name in (args.models or list_models())]
     rows = []
-    for sample, a, b in load_samples():
-        fused = [np.clip(_fuse(model, a, b), 0, 1) for _, model in models]
-        rows.append(np.concatenate([a, b, *fused], axis=1))
+    for sample in list_samples():
+        pair = load_sample(sample)
+        fused = [pair.colour_fused(_fuse(model, *pair)) for _, model in models]
+        rows.append(np.concatenate([np.repeat(pair.mri[..., None], 3, axis=-1), pair.colour_pet(), *fused], axis=1))
         print(f"{sample}: fused with {', '.join(n for n, _ in models)}")
     _save_png(np.concatenate(rows, axis=0), Path(args.out))
     print(f"columns: MRI, PET, {', '.join(n for n, _ in models)}\nwrote {args.out}")
@@ -89,14 +92,15 @@ def cmd_saliency(args) -> int:
 
     if args.sample:
         try:
-            a, b = load_sample(args.sample)
+            pair = load_sample(args.sample)
         except KeyError as exc:
             raise InvalidInput(exc.args[0]) from None
     else:
-        a, b = load_pair(*args.pair)
+        pair = load_pair(*args.pair)
+    a, b = pair
     checkpoint = None if args.checkpoint.lower() == "none" else args.checkpoint
     service = SaliencyService(cache_dir=args.cache_dir, device=args.device, checkpoint=checkpoint)
-    pair_id = service.put_pair(a, b)
+    pair_id = service.put_pair(a, b, pair.pet_chroma, pair.pet_range)
     with tqdm(desc=f"{args.model} {a.shape[0]}x{a.shape[1]}", unit="pass", total=1, disable=args.quiet) as bar:
         def progress(done, total):
             bar.total, bar.n = total, done
@@ -159,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default="default")
     p.add_argument("mri")
     p.add_argument("pet")
-    p.add_argument("--out", required=True, help="fused image (PNG)")
+    p.add_argument("--out", required=True, help="fused image (PNG): RGB when the PET is colour (the fused Y "
+                   "on the PET's luminance range, with the PET's Cb/Cr), grey otherwise")
     p.set_defaults(func=cmd_fuse)
 
     p = sub.add_parser("demo", help="fuse the bundled sample pairs with every model into a montage")

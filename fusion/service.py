@@ -826,7 +826,7 @@ class SaliencyService:
             influence_a=arrays["influence_a"], influence_b=arrays["influence_b"], fused=arrays["fused"],
             method=header["method"], field=Field(**header["field"]), band_a=arrays.get("band_a"),
             band_b=arrays.get("band_b"), reason=header["reason"], meta=header["meta"],
-            model=self.model(name), inputs=self.get_pair(pair_id))
+            model=self.model(name), inputs=self.colour_pair(pair_id))
         return self._dense.put(memo_key, dense)
 
     def dense(self, name: str, pair_id: str, progress=None, cancel=None) -> DenseJacobian:
@@ -868,7 +868,7 @@ class SaliencyService:
             raise ValueError(f"it was computed by method version {meta.get('method_version') or '?'}; "
                              f"this library is at version {METHOD_VERSION}")
         dense.meta = {**meta, "model": name}
-        dense.model, dense.inputs = self.model(name), (a, b)
+        dense.model, dense.inputs = self.model(name), self.colour_pair(pair_id)  # a Pair: HDF5 keeps colour
         arrays = {**{k: getattr(dense, k) for k in ("guidance_a", "guidance_b", "influence_a", "influence_b")},
                   "fused": dense.fused}
         if dense.band_a is not None and dense.band_a.nbytes * 2 <= self.max_band_bytes:

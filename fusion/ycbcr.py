@@ -3,7 +3,8 @@
 MRI-PET fusion papers fuse luminance and keep the functional image's colour: the
 PET's RGB becomes YCbCr, the networks fuse Y(MRI) with Y(PET), and PET's Cb/Cr are
 put back. The conversion is JPEG's (and Pillow's "YCbCr" mode), with every value
-divided by 255, so Cb and Cr are centred on 0.5:
+divided by 255, so Cb and Cr are centred on 0.5 (JPEG's 8-bit Cb, Cr, centred on 128, are
+255 Cb + 0.5 and 255 Cr + 0.5: the same within 8-bit rounding):
 
     Y  =       0.299    R + 0.587    G + 0.114    B
     Cb = 0.5 - 0.168736 R - 0.331264 G + 0.5      B

@@ -1,7 +1,8 @@
 """HDF5 export and import of a dense Jacobian (h5py).
 
 Format versions: 1 had no ``/pair`` (still read, with ``inputs`` None); 2 added the
-input images, so that a file alone reopens its pair. ``load_hdf5`` treats a file as
+input images, so that a file alone reopens its pair (a ``fusion.io.Pair``, with a colour
+PET's chroma and luminance range when the file holds them: optional, so version 2 still). ``load_hdf5`` treats a file as
 untrusted: links, data stored outside the file, non-float or non-finite data,
 inconsistent shapes, maps over ``max_pixels`` (default ``fusion.io.MAX_PIXELS``) and
 chunks over ``MAX_CHUNK_BYTES`` are refused with ValueError before any data is read; a
@@ -15,7 +16,9 @@ File layout (also written into the file's ``layout`` attribute):
     /maps/influence_a, influence_b    (H, W) float32  sum over q of |dF(p)/da(q)|, |dF(p)/db(q)|
     /maps/mri_share                   (H, W) float32  influence_a / (influence_a + influence_b)
     /maps/fused                       (H, W) float32  the fused image
-    /pair/a, /pair/b                  (H, W) float32  the input images (MRI, PET) in [0, 1]; optional
+    /pair/a, /pair/b                  (H, W) float32  the input images (MRI, PET's Y) in [0, 1]; optional
+    /pair/pet_chroma                  (H, W, 2) float32  a colour PET's Cb, Cr in [0, 1]; optional, with
+                                      /pair attribute pet_range (lo, hi): Y = lo + b * (hi - lo)
     /band/a, /band/b                  (H, W, rows, cols) float32, gzip, chunked; optional:
                                       band[r, c, i, j] = dF(r, c)/dx(r - up + i, c - left + j)
     attributes: format, format_version, method, reason, field (JSON: up, down, left, right,
@@ -32,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import MAX_PIXELS
+from ..io import MAX_PIXELS, Pair
 from .dense import DenseJacobian
 from .receptive_field import Field
 
@@ -68,6 +71,10 @@ def save_hdf5(dense: DenseJacobian, path: str | os.PathLike) -> Path:
                 pair = f.create_group("pair")
                 for name, array in zip("ab", dense.inputs, strict=True):
                     pair.create_dataset(name, data=np.asarray(array, np.float32))
+                chroma = getattr(dense.inputs, "pet_chroma", None)
+                if chroma is not None:
+                    pair.create_dataset("pet_chroma", data=np.asarray(chroma, np.float32))
+                    pair.attrs["pet_range"] = np.asarray(dense.inputs.pet_range, np.float64)
             if dense.band_a is not None:
                 band = f.create_group("band")
                 height, width, rows, cols = dense.band_a.shape
@@ -149,6 +156,20 @@ def _read_array(dataset, shape: tuple[int, ...]) -> np.ndarray:
     return array
 
 
+def _with_colour(f, inputs: Pair, shape: tuple[int, int]) -> Pair:
+    """The pair with its PET's chroma and luminance range, checked: Cb, Cr in [0, 1], 0 <= lo < hi <= 1."""
+    chroma = _read_array(_dataset(f, "pair/pet_chroma", 3), (*shape, 2))
+    if chroma.min() < 0 or chroma.max() > 1:
+        raise ValueError("/pair/pet_chroma holds values outside [0, 1]")
+    raw = np.asarray(f["pair"].attrs.get("pet_range", []))
+    if raw.shape != (2,) or raw.dtype.kind not in "fiu":
+        raise ValueError("/pair has a pet_chroma but no pet_range (lo, hi)")
+    lo, hi = (float(v) for v in raw)
+    if not (math.isfinite(lo) and math.isfinite(hi) and 0 <= lo < hi <= 1):
+        raise ValueError(f"/pair's pet_range ({lo:g}, {hi:g}) is not within 0 <= lo < hi <= 1")
+    return Pair(inputs.mri, inputs.pet, chroma, (lo, hi))
+
+
 def _field(text: str) -> Field:
     """The ``field`` attribute, checked: known keys, non-negative reach, stride at least 1."""
     try:
@@ -179,7 +200,9 @@ def _read(f, max_band_bytes: int | None, max_pixels: int = MAX_PIXELS) -> DenseJ
     maps = {key: _read_array(_dataset(f, f"maps/{key}", 2), shape) for key in MAP_KEYS}
     inputs = None
     if f.get("pair", getlink=True) is not None:  # never resolves a link
-        inputs = tuple(_read_array(_dataset(f, f"pair/{key}", 2), shape) for key in "ab")
+        inputs = Pair(*(_read_array(_dataset(f, f"pair/{key}", 2), shape) for key in "ab"))
+        if f["pair"].get("pet_chroma", getlink=True) is not None:
+            inputs = _with_colour(f, inputs, shape)
     field = _field(_text(f.attrs.get("field")))
     band_a = band_b = None
     if f.get("band", getlink=True) is not None:
