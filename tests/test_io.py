@@ -45,7 +45,7 @@ def test_colour_pet_converted_with_luma_weights(tmp_path):
     rgb[8:, :, 1] = 100  # green bottom half
     path = save(tmp_path / "pet.png", rgb)
     image = fusion.load_image(path)
-    red, green = 0.2989 * 200, 0.5870 * 100
+    red, green = 0.299 * 200, 0.587 * 100  # BT.601 luminance
     lo, hi = min(red, green), max(red, green)
     np.testing.assert_allclose(image[0, 0], (red - lo) / (hi - lo), atol=1e-6)
     np.testing.assert_allclose(image[15, 0], (green - lo) / (hi - lo), atol=1e-6)
