@@ -9,11 +9,14 @@ import io
 
 import numpy as np
 import pytest
+import test_dashboard_browser as browser
 import torch
 from PIL import Image
 
 from dashboard import backend, callbacks, colour_view
 from dashboard.config import Config
+
+cache_dir, start = browser.cache_dir, browser.start  # the browser tests' app fixtures
 
 SHAPE = (40, 48)
 
@@ -155,3 +158,41 @@ def test_a_colour_sample_is_labelled_and_stored_with_its_colour(service, tmp_pat
         assert pair["colour"] and is_colour_image(np.rint(backend.pet_colour(pair["id"]) * 255))
     finally:
         backend.sample_label.cache_clear()
+
+
+# ------------------------------------------------------------------ in the browser
+@pytest.mark.browser
+def test_page_shows_a_colour_upload_in_colour_and_y_only_grey(dash_duo, start, tmp_path):
+    click, css, downloaded, wait = browser.click, browser.css, browser.downloaded, browser.wait
+    start(models=("weighted-average",))
+    switch = "#fs-y-only"
+    wait(lambda: dash_duo.find_element(switch).get_attribute("disabled") is not None, 30,
+         "the switch disabled for the grey sample")
+    mri, pet = colour_pair_files(tmp_path)
+    dash_duo.find_element("#fs-upload-mri input[type=file]").send_keys(str(tmp_path / "mri.png"))
+    dash_duo.find_element("#fs-upload-pet input[type=file]").send_keys(str(tmp_path / "pet.png"))
+    dash_duo.wait_for_element("#fs-upload-ok", timeout=60)
+
+    def shown():
+        pet_src = dash_duo.find_element("#fs-input-pet").get_attribute("src")
+        fused_src = dash_duo.find_element(css("img-fused", "weighted-average")).get_attribute("src")
+        return src_pixels(pet_src), src_pixels(fused_src)
+
+    def in_colour():
+        pet_px, fused_px = shown()
+        return pet_px.shape[:2] == SHAPE and fused_px.shape[:2] == SHAPE and all(map(is_colour_image, (pet_px,
+                                                                                                        fused_px)))
+    wait(in_colour, 60, "the uploaded PET and its fused image in colour")
+    assert dash_duo.find_element(switch).get_attribute("disabled") is None
+    assert "colour" in dash_duo.find_element("#fs-colour-note").text
+
+    click(dash_duo, switch)
+    wait(lambda: all(p.shape[:2] == SHAPE and is_grey_image(p) for p in shown()), 30, "Y only: both images grey")
+    assert "y=1" in dash_duo.driver.current_url
+    click(dash_duo, switch)
+    wait(in_colour, 30, "colour again")
+
+    click(dash_duo, css("fused-png", "weighted-average"))
+    pair_id = backend.put_uploaded_pair(mri, "mri.png", pet, "pet.png")  # the same content: the same id
+    fused = decoded(downloaded(dash_duo, f"weighted-average-{pair_id[:8]}-fused.png"))
+    assert fused.shape == (*SHAPE, 3) and is_colour_image(fused)
