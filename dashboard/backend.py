@@ -177,7 +177,9 @@ def open_hdf5(data: bytes, filename: str) -> dict:
     except ValueError as exc:
         raise fusion.InvalidInput(str(exc)) from None
     model, pair_id = dense.meta.get("model", ""), dense.meta.get("pair_id", "")
-    if dense.inputs is not None:
+    if isinstance(dense.inputs, fusion.Pair):  # a colour PET keeps its chroma (and so its pair id)
+        pair_id = put_pair(dense.inputs)
+    elif dense.inputs is not None:
         pair_id = svc.put_pair(*dense.inputs)
     else:
         try:

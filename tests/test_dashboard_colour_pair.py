@@ -160,6 +160,15 @@ def test_a_colour_sample_is_labelled_and_stored_with_its_colour(service, tmp_pat
         backend.sample_label.cache_clear()
 
 
+def test_a_dense_result_of_a_colour_pair_opens_in_colour(service, tmp_path):
+    pair = uploaded(tmp_path)
+    service.dense("weighted-average", pair["id"]).to_hdf5(tmp_path / "wa.h5")  # the ⤓ download's file
+    backend.configure(Config(cache_dir=str(tmp_path / "another-server")))
+    opened = backend.open_hdf5((tmp_path / "wa.h5").read_bytes(), "wa.h5")
+    assert opened["pair_id"] == pair["id"] and opened["installed"]  # the colour pair's id: chroma kept
+    np.testing.assert_array_equal(backend.pet_colour(pair["id"]), service.pet_colour(pair["id"]))
+
+
 # ------------------------------------------------------------------ in the browser
 @pytest.mark.browser
 def test_page_shows_a_colour_upload_in_colour_and_y_only_grey(dash_duo, start, tmp_path):
