@@ -19,6 +19,7 @@ File layout (also written into the file's ``layout`` attribute):
     /pair/a, /pair/b                  (H, W) float32  the input images (MRI, PET's Y) in [0, 1]; optional
     /pair/pet_chroma                  (H, W, 2) float32  a colour PET's Cb, Cr in [0, 1]; optional, with
                                       /pair attribute pet_range (lo, hi): Y = lo + b * (hi - lo)
+    a, b and F are luminance on the network's [0, 1] scale: the maps are dF_Y/dY_MRI and dF_Y/dY_PET
     /band/a, /band/b                  (H, W, rows, cols) float32, gzip, chunked; optional:
                                       band[r, c, i, j] = dF(r, c)/dx(r - up + i, c - left + j)
     attributes: format, format_version, method, reason, field (JSON: up, down, left, right,
