@@ -104,6 +104,13 @@ def test_colour_pet_png_loads_with_its_y_chroma_and_range(tmp_path):
     np.testing.assert_allclose(fusion.load_image(tmp_path / "pet.png"), pair.pet, atol=1e-6)
 
 
+def test_a_colour_mri_becomes_its_luminance(tmp_path):
+    pet = hot_pet()
+    pair = fusion.load_pair(save(tmp_path / "mri.png", pet), save(tmp_path / "pet.png", grey_mri()))
+    assert not pair.is_colour
+    np.testing.assert_allclose(pair.mri, expected_colour(pet)[0], atol=1e-6)
+
+
 def test_equal_channels_are_grey(tmp_path):
     grey = grey_mri(seed=3)
     rgb = np.repeat(grey[..., None], 3, axis=-1)
