@@ -136,11 +136,13 @@ def brain_slices(axis: str, min_fraction: float = 0.12) -> list[int]:
 
 
 def sample_slice_indices() -> dict[str, list[int]]:
-    """The slices bundled as sample pairs (held out from training)."""
+    """The template slices bundled as sample pairs (held out from training): brain-only pairs
+    named ``AXIS-NNN`` and simulated head pairs named ``head-AXIS-NNN`` alike."""
     out: dict[str, list[int]] = {axis: [] for axis in AXES}
     for name in list_samples():
-        axis, index = name.rsplit("-", 1)
-        out[axis].append(int(index))
+        axis, index = name.removeprefix("head-").rsplit("-", 1)
+        if axis in AXES and index.isdigit():
+            out[axis].append(int(index))
     return out
 
 
