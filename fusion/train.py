@@ -2,11 +2,13 @@
 
     python -m fusion train --model funfusean --data mni --out checkpoints/
 
-Data: ``mni`` (pairs simulated on the fly from the MNI152 template, the bundled
-sample slices held out), ``samples`` (the bundled pairs, for smoke tests), or a
-directory holding ``NAME_mri.EXT`` / ``NAME_pet.EXT`` files. Training draws
-random crops with flips and right-angle rotations; each step's batch is seeded
-by (seed, step), so a resumed run continues exactly where it stopped.
+Data: ``mni`` (pairs simulated on the fly from the MNI152 template: 80 % whole
+heads with colour PET/SPECT seen as Y, 20 % skull-stripped brain slices; held-out
+heads and the bundled sample slices never drawn), ``samples`` (the bundled
+pairs, for smoke tests), or a directory holding ``NAME_mri.EXT`` /
+``NAME_pet.EXT`` files. Training draws random crops with flips and right-angle
+rotations; each step's batch is seeded by (seed, step), so a resumed run
+continues exactly where it stopped.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ import torch
 from tqdm import tqdm
 
 from . import data as sample_data
+from . import head_pairs, heads
 from .checkpoints import save_checkpoint
 from .devices import pick_device
 from .errors import InvalidInput
@@ -69,6 +72,10 @@ class TrainConfig:
 
 
 # ------------------------------------------------------------------ data
+#: Share of ``--data mni`` pairs that are whole simulated heads (the rest: skull-stripped brain slices).
+HEAD_FRACTION = 0.8
+
+
 class PairSource:
     """Training pairs drawn at random, and a fixed validation set."""
 
@@ -81,19 +88,42 @@ class PairSource:
 
 
 class SimulatedMNI(PairSource):
-    def __init__(self, seed: int, val_pairs: int):
+    """Pairs simulated on the fly: mostly whole heads (``fusion.head_pairs``), some brain-only.
+
+    A head pair comes from one of ``heads.training_heads()`` (never a held-out or validation head),
+    at a slice not within 4 of a bundled sample's; a brain-only pair is the older skull-stripped
+    MRI + FDG simulation (``fusion.data.simulate_pair``) on ``data.training_slices()``. Each draw
+    depends only on the rng it is given, so a step's batch is fixed by (seed, step).
+    """
+
+    def __init__(self, seed: int, val_pairs: int, head_fraction: float = HEAD_FRACTION):
         slices = sample_data.training_slices()
         order = np.random.default_rng(seed).permutation(len(slices))
-        val_idx, train_idx = order[:val_pairs], order[val_pairs:]
+        n_head_val = int(round(val_pairs * head_fraction))
+        val_idx, train_idx = order[:val_pairs - n_head_val], order[val_pairs:]
         self.train_slices = [slices[i] for i in train_idx]
+        self.head_fraction = head_fraction
+        self.heads = heads.training_heads()
+        self.excluded = sample_data.sample_slice_indices()
         val_rng = np.random.default_rng([seed, 999_999])
         self.validation = [sample_data.simulate_pair(*slices[i], val_rng) for i in val_idx]
+        for _ in range(n_head_val):
+            pair = head_pairs.draw_head_pair(val_rng, list(heads.VALIDATION_HEADS), self.excluded)
+            self.validation.append((pair.mri, pair.pet))
         self.description = (
-            f"MRI/simulated FDG-PET pairs from the MNI ICBM152 2009 template (nilearn wheel), "
-            f"{len(self.train_slices)} training slices (axial, coronal, sagittal; fresh Poisson PET noise "
-            f"per draw), {val_pairs} validation slices; bundled sample slices (+-4) held out")
+            f"{head_fraction:.0%} whole-head pairs simulated on the fly around the MNI ICBM152 2009 brain "
+            f"(nilearn wheel; fusion.head_pairs: scalp, fat, skull, marrow, eyes, sinuses, face, neck; T1/T2/PD "
+            f"spin echo with bias field and Rician noise; FDG, amyloid PET and DaT, perfusion SPECT with Poisson "
+            f"noise through hot/jet/rainbow/grey colour maps, the network sees Y) from "
+            f"{len(self.heads)} training heads (ids {self.heads[0]}-{self.heads[-1]}; held-out ids < 900 never "
+            f"drawn); {1 - head_fraction:.0%} skull-stripped MRI/FDG pairs from {len(self.train_slices)} template "
+            f"slices; slices within 4 of a bundled sample held out; {val_pairs} validation pairs "
+            f"({n_head_val} from validation heads {heads.VALIDATION_HEADS.start}-{heads.VALIDATION_HEADS.stop - 1})")
 
     def draw(self, rng):
+        if rng.random() < self.head_fraction:
+            pair = head_pairs.draw_head_pair(rng, self.heads, self.excluded)
+            return pair.mri, pair.pet
         return sample_data.simulate_pair(*self.train_slices[rng.integers(len(self.train_slices))], rng)
 
 
