@@ -246,3 +246,15 @@ def held_out_settings() -> list[Settings]:
             replace(base, contrast="PD", tracer="fdg", colour_map="jet"),
             replace(base, contrast="T1", tracer="amyloid", colour_map="hot", amyloid_positive=True),
             replace(base, contrast="T2", tracer="dat", colour_map="rainbow", counts=30.0, fwhm_mm=10.0)]
+
+
+_REALISTIC = Settings(mri_noise=0.015, bias=0.1, texture=0.02)
+#: The bundled head samples (``fusion/sample_data/head-AXIS-NNN_*.png``, ``scripts/make_samples.py --heads``):
+#: (head id, axis, template slice, settings), held-out heads, one contrast and tracer each.
+BUNDLED_SAMPLES = [
+    (1, "axial", 90, replace(_REALISTIC, contrast="T2", tracer="fdg", colour_map="hot", counts=120.0, fwhm_mm=5.0)),
+    (2, "axial", 40, replace(_REALISTIC, contrast="T1", tracer="perfusion", colour_map="rainbow", counts=40.0,
+                             fwhm_mm=10.0)),
+    (3, "axial", 75, replace(_REALISTIC, contrast="PD", tracer="dat", colour_map="rainbow", counts=30.0,
+                             fwhm_mm=10.0)),
+]

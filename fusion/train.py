@@ -200,11 +200,14 @@ def evaluate(model: torch.nn.Module, pairs, weights: LossWeights, device="cpu") 
     return {"loss": round(loss, 5), "ssim_mri": round(s_a, 4), "ssim_pet": round(s_b, 4)}
 
 
-def held_out_quality(model: torch.nn.Module, weights: LossWeights, device="cpu") -> dict:
-    """The model against the weighted average on the bundled (held-out) sample pairs."""
-    pairs = [(a, b) for _, a, b in sample_data.load_samples()]
+def held_out_quality(model: torch.nn.Module, weights: LossWeights, device="cpu",
+                     names: list[str] | None = None) -> dict:
+    """The model against the weighted average on the bundled (held-out) sample pairs: all of them,
+    or ``names`` (a card's ``held_out_quality.pairs``, to recompute exactly what it reports)."""
+    names = sample_data.list_samples() if names is None else list(names)
+    pairs = [tuple(sample_data.load_sample(name))[:2] for name in names]
     baseline = create_model("weighted-average").to(device)
-    return {"pairs": sample_data.list_samples(), "model": evaluate(model, pairs, weights, device),
+    return {"pairs": names, "model": evaluate(model, pairs, weights, device),
             "weighted_average_baseline": evaluate(baseline, pairs, weights, device)}
 
 

@@ -227,3 +227,20 @@ def test_training_never_draws_a_held_out_head_or_slice(monkeypatch):
     for step in range(40):
         source.draw(np.random.default_rng([0, step]))
     assert drawn and all(H.is_training_head(i) for i in drawn)
+
+
+def test_bundled_head_samples_are_colour_pairs_from_held_out_heads():
+    from fusion.data import list_samples, sample_paths
+
+    heads = [name for name in list_samples() if name.startswith("head-")]
+    assert len(heads) >= 2
+    assert all(not H.is_training_head(h) and h not in H.VALIDATION_HEADS for h, *_ in P.BUNDLED_SAMPLES)
+    assert {f"head-{axis}-{index:03d}" for _, axis, index, _ in P.BUNDLED_SAMPLES} == set(heads)
+    excluded = sample_slice_indices()
+    for name in heads:
+        pair = fusion.load_pair(*sample_paths(name))
+        assert pair.is_colour and pair.mri.shape == (256, 256)
+        axis, index = name.removeprefix("head-").rsplit("-", 1)
+        assert int(index) in excluded[axis]
+    notice = (sample_paths(heads[0])[0].parent / "NOTICE.txt").read_text()
+    assert "head-AXIS-NNN" in notice and "McConnell" in notice

@@ -22,7 +22,8 @@ def save(path, array, fmt=None):
 
 def test_bundled_samples_load_as_unit_float_pairs():
     names = list_samples()
-    assert len(names) >= 5 and {n.split("-")[0] for n in names} == {"axial", "coronal", "sagittal"}
+    axes = {n.removeprefix("head-").split("-")[0] for n in names}  # head-AXIS-NNN: simulated whole heads
+    assert len(names) >= 5 and axes == {"axial", "coronal", "sagittal"}
     a, b = load_sample(names[0])
     assert a.shape == b.shape == (256, 256)
     assert a.dtype == b.dtype == np.float32
