@@ -20,10 +20,12 @@ so tissue boundaries are smooth. The head id seeds every random choice (layer
 thicknesses and their smooth variation over the head, eye position, sinus sizes),
 so one id always gives the same head, and different ids give different heads.
 
-Splits (documented in the README of the data): ids in ``VALIDATION_HEADS`` are
-for the training run's validation loss, ids in ``training_heads()`` are the only
-ones the training sampler draws, every other id (0-899 in particular, which the
-bundled samples and benchmarks use) is held out.
+Splits: ids in ``VALIDATION_HEADS`` (900-915) are for the training run's validation
+loss, ids in ``training_heads()`` (1000 on) are the only ones the training sampler
+(``fusion.train``, ``--data mni``) draws; every other id (0-899: the bundled samples
+use 1-3, ``benchmarks/bench_heads.py`` 10 on) is held out. All heads share the one
+template brain, so training also never sees a slice within 4 mm of a bundled
+sample's (``fusion.data.sample_slice_indices``) in any head.
 """
 from __future__ import annotations
 
@@ -224,7 +226,7 @@ def build_head(head_id: int, grid: Template) -> Head:
     intracranial = sd_hull <= np.clip(csf, 1.0, 3.0)
     sd_ic = signed_distance(intracranial, step)
 
-    # skull thickness: thin over the temporal squama, thicker at the occiput and the frontal midline
+    # skull thickness: thin over the temporal squama, thicker at the occiput
     lateral = np.abs(nx)
     temporal = bump(lateral, 1.0, 0.25) * bump(nz, 0.05, 0.3) * bump(ny, 0.1, 0.5)
     occipital = bump(ny, -1.0, 0.35) * bump(nz, 0.0, 0.35)
@@ -261,7 +263,7 @@ def build_head(head_id: int, grid: Template) -> Head:
     for e in eyes:
         envelope |= ellipsoid(x, y, z, e, (eye_radius + 2.5,) * 3) <= 1
     envelope = closing(envelope, 8.0, step)
-    depth = ndi.distance_transform_edt(envelope).astype(np.float32) * step   # mm from the air
+    depth = (ndi.distance_transform_edt(envelope).astype(np.float32) - 0.5) * step  # mm from the surface
 
     # layer coordinates, continuous in space: bone 0-1 inner table, 1-2 diploe, 2-3 outer table;
     # soft tissue from the air 0-1 skin, 1-2 fat, then muscle
@@ -274,9 +276,9 @@ def build_head(head_id: int, grid: Template) -> Head:
     shape = grid.shape
     sd_ic, bone, soft = (upsample2(f, shape) for f in (sd_ic, bone, soft))
     labels = np.full(shape, AIR, np.uint8)
-    labels[soft > 0.25 * grid.voxel_mm / 2.0] = MUSCLE
-    labels[(soft > 0.25 * grid.voxel_mm / 2.0) & (soft <= 2)] = FAT
-    labels[(soft > 0.25 * grid.voxel_mm / 2.0) & (soft <= 1)] = SKIN
+    labels[soft > 0] = MUSCLE
+    labels[(soft > 0) & (soft <= 2)] = FAT
+    labels[(soft > 0) & (soft <= 1)] = SKIN
     in_bone = (sd_ic > 0) & (bone <= 3) & (soft > 1)
     labels[in_bone] = OUTER_TABLE
     labels[in_bone & (bone <= 2)] = DIPLOE
