@@ -71,7 +71,7 @@ def cmd_train(args) -> int:
 
     card = train(TrainConfig(model=args.model, data=args.data, out=args.out, steps=args.steps,
                              crop=args.crop, batch=args.batch, lr=args.lr, seed=args.seed,
-                             val_every=args.val_every, device=args.device, resume=args.resume,
+                             val_every=args.val_every, device=args.device, resume=args.resume, init=args.init,
                              time_limit_min=args.time_limit_min, stop_after=args.stop_after,
                              freeze_batchnorm=args.freeze_batchnorm,
                              command="python -m fusion " + shlex.join(args.argv)))
@@ -184,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-every", type=int, default=250)
     p.add_argument("--device", default="auto")
     p.add_argument("--resume", help="a NAME.train.pt file written by an earlier run")
+    p.add_argument("--init", help="fine-tune: start from this checkpoint's weights (NAME.pt beside its model card) "
+                                  "with a new optimiser and schedule; the card records where it came from")
     p.add_argument("--time-limit-min", type=float, help="stop (and save) after this many minutes")
     p.add_argument("--stop-after", type=int, help="stop (resumably) after this many steps of this run")
     p.add_argument("--freeze-batchnorm", action="store_true",

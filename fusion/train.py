@@ -13,6 +13,7 @@ continues exactly where it stopped.
 from __future__ import annotations
 
 import datetime
+import json
 import math
 import platform
 import time
@@ -25,7 +26,7 @@ from tqdm import tqdm
 
 from . import data as sample_data
 from . import head_pairs, heads
-from .checkpoints import save_checkpoint
+from .checkpoints import apply_state_dict, load_state_dict, read_card, save_checkpoint, sha256_file
 from .devices import pick_device
 from .errors import InvalidInput
 from .io import load_pair
@@ -64,6 +65,7 @@ class TrainConfig:
     val_every: int = 250
     device: str = "auto"
     resume: str | None = None
+    init: str | None = None      # a checkpoint (NAME.pt with its card) whose weights a new run starts from
     time_limit_min: float | None = None
     stop_after: int | None = None  # stop (resumably) after this many steps in this run
     recalibration_batches: int = 100  # BatchNorm statistics re-estimated at the end
@@ -279,6 +281,15 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     baseline = evaluate(create_model("weighted-average"), source.validation, recipe.weights)["loss"]
 
     start, elapsed_before, history, commands, frozen_from = 0, 0.0, [], [cfg.command], -1
+    initialised_from = None
+    if cfg.init and cfg.resume:
+        raise ValueError("--init starts a new run from a checkpoint's weights and --resume continues a run: "
+                         "give one of them")
+    if cfg.init:
+        apply_state_dict(model, load_state_dict(cfg.init), str(cfg.init))
+        earlier = read_card(cfg.init) or {}
+        initialised_from = {"checkpoint": str(cfg.init), "sha256": sha256_file(cfg.init),
+                            **{key: earlier.get(key) for key in ("training_data", "steps", "wall_time_s", "command")}}
     if cfg.resume:
         state = torch.load(cfg.resume, map_location=device, weights_only=True)
         model.load_state_dict(state["model"])
@@ -287,6 +298,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         history = [list(map(float, row)) for row in state["history"].tolist() if row[0] > 0]
         commands = [*state.get("commands", []), cfg.command]
         frozen_from = int(state.get("batchnorm_frozen_from", -1))
+        initialised_from = json.loads(state.get("initialised_from", "null"))
     if cfg.freeze_batchnorm and frozen_from < 0 and batchnorms(model):
         # statistics from the cumulative average of many batches, not the last few, before freezing them
         recalibrate_batchnorm(model, source, cfg, batch, device)
@@ -296,7 +308,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     def save_state(step: int, elapsed: float):
         torch.save({"model": model.state_dict(), "optimizer": optimiser.state_dict(), "step": step,
                     "elapsed_s": elapsed, "history": torch.tensor(history or [[0.0, 0.0, 0.0]]),
-                    "commands": commands, "batchnorm_frozen_from": frozen_from}, state_path)
+                    "commands": commands, "batchnorm_frozen_from": frozen_from,
+                    "initialised_from": json.dumps(initialised_from)}, state_path)
 
     def progress_fraction(step: int, elapsed: float) -> float:
         by_time = elapsed / (60 * cfg.time_limit_min) if cfg.time_limit_min else 0.0
@@ -360,6 +373,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
                     for s, t, v in history],
         "held_out_quality": held_out_quality(model, recipe.weights, device),
         "command": " && ".join(commands),  # a resumed run lists every leg
+        **({"initialised_from": initialised_from} if initialised_from else {}),  # the run before this one
         "software": {"torch": torch.__version__, "python": platform.python_version()},
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
