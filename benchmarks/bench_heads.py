@@ -43,10 +43,10 @@ FIRST_HEAD = 10
 
 def held_out_pairs(count: int, heads: int, size: int, seed: int):
     """``count`` HeadPairs from heads FIRST_HEAD.. (``heads`` of them) at held-out slices."""
-    rng = np.random.default_rng([seed, 4242])
     bands = [(axis, index) for axis, indices in sample_slice_indices().items() for index in indices]
     pairs = []
     for n in range(count):
+        rng = np.random.default_rng([seed, 4242, n])  # one stream per pair: pair n is pair n whatever else changes
         head_id = FIRST_HEAD + n % heads
         assert not is_training_head(head_id)
         axis, centre = bands[rng.integers(len(bands))]
