@@ -13,11 +13,15 @@ continues exactly where it stopped.
 from __future__ import annotations
 
 import datetime
+import itertools
 import json
 import math
+import multiprocessing
+import os
 import platform
 import time
-from dataclasses import asdict, dataclass
+from collections import deque
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +75,8 @@ class TrainConfig:
     recalibration_batches: int = 100  # BatchNorm statistics re-estimated at the end
     freeze_batchnorm: bool = False  # BatchNorm layers use (and keep) their running statistics while training
     command: str = ""  # the command line that ran this, for the model card
+    # processes making batches ahead of time (0: none); the batches are the same either way
+    data_workers: int = field(default_factory=lambda: int(os.environ.get("FUSION_DATA_WORKERS", "0")))
 
 
 # ------------------------------------------------------------------ data
@@ -188,6 +194,53 @@ def random_crop_batch(source: PairSource, batch: int, crop: int, rng: np.random.
     return to_tensor(a_list), to_tensor(b_list)
 
 
+_WORKER: dict = {}
+
+
+def _start_batch_worker(source: PairSource, batch: int, crop: int) -> None:
+    _WORKER.update(source=source, batch=batch, crop=crop)
+
+
+def _batch_in_worker(key) -> tuple[np.ndarray, np.ndarray]:
+    a, b = random_crop_batch(_WORKER["source"], _WORKER["batch"], _WORKER["crop"], np.random.default_rng(key))
+    return a.numpy(), b.numpy()
+
+
+class Batches:
+    """The batches of a run, each fixed by its rng key (e.g. ``[seed, step]``), as ``random_crop_batch``
+    makes them: here, one at a time (``workers=0``), or ahead of time in ``workers`` processes (at most
+    4 per worker waiting). The same batches either way; simulated heads are then built in parallel too.
+    ``FUSION_DATA_WORKERS`` sets ``TrainConfig.data_workers``."""
+
+    def __init__(self, source: PairSource, batch: int, crop: int, workers: int = 0):
+        self.source, self.batch, self.crop, self.workers = source, batch, crop, max(0, int(workers))
+        self.pool = None
+        if self.workers:
+            context = multiprocessing.get_context("spawn")  # no fork of a process that may hold CUDA
+            self.pool = context.Pool(self.workers, _start_batch_worker, (source, batch, crop))
+
+    def iterate(self, keys):
+        """(a, b) tensors, (batch, 1, crop, crop), for each key in order."""
+        keys = iter(keys)
+        if self.pool is None:
+            for key in keys:
+                yield random_crop_batch(self.source, self.batch, self.crop, np.random.default_rng(key))
+            return
+        waiting = deque(self.pool.apply_async(_batch_in_worker, (key,))
+                        for key in itertools.islice(keys, 4 * self.workers))
+        while waiting:
+            a, b = waiting.popleft().get()
+            for key in itertools.islice(keys, 1):
+                waiting.append(self.pool.apply_async(_batch_in_worker, (key,)))
+            yield torch.from_numpy(a), torch.from_numpy(b)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()
+            self.pool = None
+
+
 # ------------------------------------------------------------ evaluation
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, pairs, weights: LossWeights, device="cpu") -> dict[str, float]:
@@ -238,7 +291,7 @@ def training_mode(model: torch.nn.Module, freeze_batchnorm: bool) -> None:
 
 @torch.no_grad()
 def recalibrate_batchnorm(model: torch.nn.Module, source: PairSource, cfg: TrainConfig, batch: int,
-                          device) -> int:
+                          device, batches: Batches | None = None) -> int:
     """Re-estimate BatchNorm running statistics as plain averages over training batches.
 
     The running statistics that training leaves behind are an exponential average
@@ -253,9 +306,9 @@ def recalibrate_batchnorm(model: torch.nn.Module, source: PairSource, cfg: Train
         norm.reset_running_stats()
         norm.momentum = None  # cumulative average
     model.train()
-    for i in range(cfg.recalibration_batches):
-        rng = np.random.default_rng([cfg.seed, 10_000_000 + i])
-        a, b = (x.to(device) for x in random_crop_batch(source, batch, cfg.crop, rng))
+    batches = batches or Batches(source, batch, cfg.crop)
+    for pair in batches.iterate([cfg.seed, 10_000_000 + i] for i in range(cfg.recalibration_batches)):
+        a, b = (x.to(device) for x in pair)
         model(a, b)
     for norm in norms:
         norm.momentum = 0.1
@@ -278,6 +331,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         raise ValueError(f"model {cfg.model!r} has no trainable parameters")
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     source = make_source(cfg.data, cfg.seed, cfg.val_pairs)
+    batches = Batches(source, batch, cfg.crop, cfg.data_workers)
     baseline = evaluate(create_model("weighted-average"), source.validation, recipe.weights)["loss"]
 
     start, elapsed_before, history, commands, frozen_from = 0, 0.0, [], [cfg.command], -1
@@ -301,7 +355,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         initialised_from = json.loads(state.get("initialised_from", "null"))
     if cfg.freeze_batchnorm and frozen_from < 0 and batchnorms(model):
         # statistics from the cumulative average of many batches, not the last few, before freezing them
-        recalibrate_batchnorm(model, source, cfg, batch, device)
+        recalibrate_batchnorm(model, source, cfg, batch, device, batches)
         frozen_from = start
     training_mode(model, cfg.freeze_batchnorm)
 
@@ -319,14 +373,14 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     step, running = start, None
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not progress,
                desc=f"train {cfg.model}", dynamic_ncols=True)
+    stream = batches.iterate([cfg.seed, s] for s in range(start, cfg.steps))
     for step in bar:
         fraction = progress_fraction(step, elapsed_before + time.perf_counter() - t0)
         if fraction >= 1.0 or (cfg.stop_after is not None and step - start >= cfg.stop_after):
             break
         for group in optimiser.param_groups:
             group["lr"] = lr * learning_rate_factor(fraction)
-        rng = np.random.default_rng([cfg.seed, step])
-        a, b = (x.to(device) for x in random_crop_batch(source, batch, cfg.crop, rng))
+        a, b = (x.to(device) for x in next(stream))
         loss = fusion_loss(model(a, b), a, b, recipe.weights).mean()
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
@@ -348,7 +402,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
 
     recalibrated = 0
     if not cfg.freeze_batchnorm:  # frozen statistics are the ones the last leg trained against: keep them
-        recalibrated = recalibrate_batchnorm(model, source, cfg, batch, device)  # after save_state: resume unaffected
+        recalibrated = recalibrate_batchnorm(model, source, cfg, batch, device, batches)  # after save_state
+    batches.close()
     val = evaluate(model, source.validation, recipe.weights, device)
     card = {
         "model": cfg.model,

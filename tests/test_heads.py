@@ -4,6 +4,7 @@ Heads are built on the 2 mm grid here (``voxel_mm=2``), which uses exactly the s
 """
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from scipy import ndimage as ndi
 
@@ -244,3 +245,21 @@ def test_bundled_head_samples_are_colour_pairs_from_held_out_heads():
         assert int(index) in excluded[axis]
     notice = (sample_paths(heads[0])[0].parent / "NOTICE.txt").read_text()
     assert "head-AXIS-NNN" in notice and "McConnell" in notice
+
+
+def test_batches_made_ahead_by_workers_are_the_serial_batches():
+    from fusion.train import Batches, make_source
+
+    source = make_source("samples", seed=0, val_pairs=1)
+    keys = [[0, step] for step in range(6)]
+    serial = list(Batches(source, 2, 32).iterate(keys))
+    ahead = Batches(source, 2, 32, workers=2)
+    try:
+        parallel = list(ahead.iterate(keys))
+    finally:
+        ahead.close()
+    assert len(parallel) == len(serial) == 6
+    for (a1, b1), (a2, b2) in zip(serial, parallel, strict=True):
+        assert a1.shape == (2, 1, 32, 32)
+        assert torch.equal(a1, a2) and torch.equal(b1, b2)
+    assert not torch.equal(serial[0][0], serial[1][0])
