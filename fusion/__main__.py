@@ -183,8 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-every", type=int, default=250)
     p.add_argument("--device", default="auto")
-    p.add_argument("--resume", help="a NAME.train.pt file written by an earlier run")
-    p.add_argument("--init", help="fine-tune: start from this checkpoint's weights (NAME.pt beside its model card) "
+    start = p.add_mutually_exclusive_group()
+    start.add_argument("--resume", help="a NAME.train.pt file written by an earlier run")
+    start.add_argument("--init", help="fine-tune: start from this checkpoint's weights (NAME.pt beside its model card) "
                                   "with a new optimiser and schedule; the card records where it came from")
     p.add_argument("--time-limit-min", type=float, help="stop (and save) after this many minutes")
     p.add_argument("--stop-after", type=int, help="stop (resumably) after this many steps of this run")

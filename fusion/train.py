@@ -318,6 +318,8 @@ def recalibrate_batchnorm(model: torch.nn.Module, source: PairSource, cfg: Train
 
 def train(cfg: TrainConfig, progress: bool = True) -> dict:
     """Train ``cfg.model`` and write ``OUT/NAME.pt`` with its model card. Returns the card."""
+    if cfg.init and cfg.resume:
+        raise ValueError("init starts a new run from a checkpoint's weights and resume continues a run: give one")
     recipe = RECIPES.get(cfg.model, DEFAULT_RECIPE)
     batch, lr = cfg.batch or recipe.batch, cfg.lr or recipe.lr
     device = pick_device(cfg.device)
@@ -336,9 +338,6 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
 
     start, elapsed_before, history, commands, frozen_from = 0, 0.0, [], [cfg.command], -1
     initialised_from = None
-    if cfg.init and cfg.resume:
-        raise ValueError("--init starts a new run from a checkpoint's weights and --resume continues a run: "
-                         "give one of them")
     if cfg.init:
         apply_state_dict(model, load_state_dict(cfg.init), str(cfg.init))
         earlier = read_card(cfg.init) or {}

@@ -1,6 +1,7 @@
 """Training from the command line: a short run, its model card, and an exact resume."""
 import json
 
+import pytest
 import torch
 
 import fusion
@@ -64,6 +65,26 @@ def test_frozen_batchnorm_leg_keeps_statistics_and_resumes_exactly(tmp_path):
     again = weights(resumed / "deepfuse.pt")
     for key in final:
         torch.testing.assert_close(again[key], final[key], rtol=1e-5, atol=1e-6)
+
+
+def test_init_fine_tunes_from_a_checkpoint_and_records_it(tmp_path, capsys):
+    first, tuned = tmp_path / "first", tmp_path / "tuned"
+    assert main(train_args(first, 2)) == 0
+    start = first / "deepfuse.pt"
+    # --stop-after 0: the fine-tuning run ends before its first step, so it must hold the given weights
+    assert main(train_args(tuned, 4, "--init", str(start), "--stop-after", "0", "--lr", "1e-9")) == 0
+    unchanged, given = weights(tuned / "deepfuse.train.pt")["model"], weights(start)
+    for key in given:
+        torch.testing.assert_close(unchanged[key], given[key], rtol=0, atol=0)
+    assert main(train_args(tuned, 4, "--resume", str(tuned / "deepfuse.train.pt"))) == 0
+    card = json.loads((tuned / "deepfuse.json").read_text())
+    earlier = json.loads((first / "deepfuse.json").read_text())
+    assert card["initialised_from"]["checkpoint"] == str(start)  # carried through the resumed leg
+    assert card["initialised_from"]["sha256"] == earlier["sha256"]
+    assert card["initialised_from"]["command"] == earlier["command"] and card["steps"] == 4
+    with pytest.raises(SystemExit):
+        main(train_args(tuned, 4, "--init", str(start), "--resume", str(tuned / "deepfuse.train.pt")))
+    assert "not allowed with argument" in capsys.readouterr().err
 
 
 def test_training_a_parameter_free_model_is_refused(tmp_path, capsys):
