@@ -49,20 +49,40 @@ def cmd_fuse(args) -> int:
     return 0
 
 
-def cmd_demo(args) -> int:
-    """Fuse every bundled sample pair with every model and write a montage PNG."""
-    from . import create_model, list_models
-    from .data import list_samples, load_sample
+#: The montage's rows by default: the three whole-head samples (colour PET/SPECT) and two brain-only ones.
+DEMO_SAMPLES = ("head-axial-090", "head-axial-075", "head-axial-040", "coronal-100", "sagittal-070")
 
+
+def demo_samples(names: list[str] | None) -> list[str]:
+    """The bundled samples a montage shows: ``names`` (``["all"]``: every one), default ``DEMO_SAMPLES``."""
+    from .data import list_samples
+    from .errors import InvalidInput
+
+    bundled = list_samples()
+    if names == ["all"]:
+        return bundled
+    chosen = list(names or [s for s in DEMO_SAMPLES if s in bundled] or bundled)
+    unknown = [n for n in chosen if n not in bundled]
+    if unknown:
+        raise InvalidInput(f"unknown sample pair {unknown[0][:40]!r}; bundled pairs: {', '.join(bundled)}")
+    return chosen
+
+
+def cmd_demo(args) -> int:
+    """Fuse bundled sample pairs (``--samples``) with every model and write a montage PNG, a row per pair."""
+    from . import create_model, list_models
+    from .data import load_sample
+
+    samples = demo_samples(args.samples)
     models = [(name, create_model(name)) for name in (args.models or list_models())]
     rows = []
-    for sample in list_samples():
+    for sample in samples:
         pair = load_sample(sample)
         fused = [pair.colour_fused(_fuse(model, *pair)) for _, model in models]
         rows.append(np.concatenate([np.repeat(pair.mri[..., None], 3, axis=-1), pair.colour_pet(), *fused], axis=1))
         print(f"{sample}: fused with {', '.join(n for n, _ in models)}")
     _save_png(np.concatenate(rows, axis=0), Path(args.out))
-    print(f"columns: MRI, PET, {', '.join(n for n, _ in models)}\nwrote {args.out}")
+    print(f"rows: {', '.join(samples)}\ncolumns: MRI, PET, {', '.join(n for n, _ in models)}\nwrote {args.out}")
     return 0
 
 
@@ -167,8 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "on the PET's luminance range, with the PET's Cb/Cr), grey otherwise")
     p.set_defaults(func=cmd_fuse)
 
-    p = sub.add_parser("demo", help="fuse the bundled sample pairs with every model into a montage")
+    p = sub.add_parser("demo", help="fuse bundled sample pairs with every model into a montage")
     p.add_argument("--models", nargs="*")
+    p.add_argument("--samples", nargs="+", help="bundled pairs, one row each, or 'all' "
+                   f"(default: {' '.join(DEMO_SAMPLES)})")
     p.add_argument("--out", default="fused_samples.png")
     p.set_defaults(func=cmd_demo)
 
