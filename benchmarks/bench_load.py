@@ -5,7 +5,9 @@
     python benchmarks/bench_load.py --users 5 --duration 20 --gunicorn-args "--workers 3"
     python benchmarks/bench_load.py --env FUSION_HOVER_PROCESSES=1 --duration 180
 
-The server gets a fresh temporary cache. The default pair is warmed first: one hover, then no
+The server gets a fresh temporary cache. The dashboard's default pair (``default_pair_key``:
+head-axial-090, a colour PET; runs before the head samples used axial-095; both 256 x 256, and
+hovers see Y alone) is warmed first: one hover, then no
 requests until the server's processes are quiet (a server started before its users come: it plans
 the models and prepares the default pair in the background; at most ``--idle`` seconds), then load
 that is not counted, for at least ``--warmup`` seconds and until the rate of three 5 s
@@ -149,10 +151,12 @@ def cpu_seconds(master_pid: int) -> dict[int, tuple[str, float]]:
 def pair_id_of(sample: str) -> str:
     """The id the page sends for a bundled sample (its content hash, as the service stores it)."""
     from fusion.data import load_sample
-    from fusion.io import check_pair
+    from fusion.io import check_colour_pair
     from fusion.service import pair_hash
 
-    return pair_hash(*check_pair(*load_sample(sample)))
+    pair = load_sample(sample)
+    pair = check_colour_pair(pair.mri, pair.pet, pair.pet_chroma, pair.pet_range)  # as put_pair validates it
+    return pair_hash(pair.mri, pair.pet, pair.pet_chroma, pair.pet_range)  # a colour PET's chroma included
 
 
 def hover_path(pair: str, models: str, row: int, col: int, seq: int) -> str:

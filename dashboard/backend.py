@@ -75,12 +75,17 @@ _memory = LRU(64)          # fused images and pairs
 SAMPLE_PREFIX = "sample:"
 
 
+#: The bundled sample the page opens on: a whole head (T2 MRI + FDG PET in a hot colour map).
+DEFAULT_SAMPLE = "head-axial-090"
+
+
 def default_pair_key(cfg: Config | None = None) -> str:
-    """The pair shown first: $FUSION_DASH_PAIR, else the first axial sample."""
+    """The pair shown first: $FUSION_DASH_PAIR, else ``DEFAULT_SAMPLE``, else the middle axial sample."""
     cfg = cfg or config()
     samples = data.list_samples()
-    if cfg.default_pair and cfg.default_pair in samples:
-        return SAMPLE_PREFIX + cfg.default_pair
+    for name in (cfg.default_pair, DEFAULT_SAMPLE):
+        if name and name in samples:
+            return SAMPLE_PREFIX + name
     axial = [s for s in samples if s.startswith("axial")]
     return SAMPLE_PREFIX + (axial[len(axial) // 2] if axial else samples[0])
 

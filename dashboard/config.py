@@ -5,7 +5,7 @@
     FUSION_DASH_DEBUG     1 = Dash debug mode (dev tools, reloader)  (0)
     FUSION_DASH_MODELS    comma-separated models selected by default
                           (weighted-average,funfusean,masknet,deepfuse,deeppedestrian)
-    FUSION_DASH_PAIR      default bundled sample pair                (the first axial pair)
+    FUSION_DASH_PAIR      default bundled sample pair                (head-axial-090, colour PET)
     FUSION_CACHE_DIR      shared cache of the saliency service and of background jobs
                           (service default: ~/.cache/fusion-saliency; never on NFS)
     FUSION_DEVICE         torch device of the saliency service: cpu, cuda, cuda:N, or auto

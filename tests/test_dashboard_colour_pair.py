@@ -19,6 +19,7 @@ from dashboard.config import Config
 cache_dir, start = browser.cache_dir, browser.start  # the browser tests' app fixtures
 
 SHAPE = (40, 48)
+GREY_SAMPLE = "sample:axial-095"  # a bundled pair with a grey PET (the page opens on a colour one)
 
 
 def hot(t: np.ndarray) -> np.ndarray:
@@ -118,7 +119,7 @@ def test_fused_png_is_rgb_for_a_colour_pet_and_grey_otherwise(service, tmp_path)
     assert y_name.endswith("-fused-y.png") and Image.open(io.BytesIO(y_data)).mode == "L"
     np.testing.assert_array_equal(decoded(y_data), np.rint(np.clip(fused_y, 0, 1) * 255))
 
-    grey = backend.resolve_pair(backend.default_pair_key())
+    grey = backend.resolve_pair(GREY_SAMPLE)
     g_data, g_name = colour_view.fused_png("weighted-average", grey)
     assert not grey["colour"] and g_name.endswith("-fused.png") and Image.open(io.BytesIO(g_data)).mode == "L"
     np.testing.assert_array_equal(decoded(g_data),
@@ -136,8 +137,18 @@ def test_sheet_shows_the_fused_image_in_colour_unless_y_only(service, tmp_path):
     sheet = callbacks.figure_sheet(pair, version, None, "signed", False, 1.0, 1.0)
     assert is_colour_image(fused_tile(sheet))
     assert is_grey_image(fused_tile(callbacks.figure_sheet(pair, version, None, "signed", False, 1, 1, True)))
-    grey = backend.resolve_pair(backend.default_pair_key())
+    grey = backend.resolve_pair(GREY_SAMPLE)
     assert is_grey_image(fused_tile(callbacks.figure_sheet(grey, version, None, "signed", False, 1.0, 1.0)))
+
+
+def test_the_page_opens_on_a_colour_head_sample_unless_told_otherwise():
+    from fusion import data
+
+    key = backend.default_pair_key(Config())
+    assert key == backend.SAMPLE_PREFIX + backend.DEFAULT_SAMPLE == "sample:head-axial-090"
+    assert data.load_sample(backend.DEFAULT_SAMPLE).is_colour
+    assert backend.default_pair_key(Config(default_pair="coronal-100")) == "sample:coronal-100"  # $FUSION_DASH_PAIR
+    assert backend.default_pair_key(Config(default_pair="../axial-095")) == key  # not a sample: the default
 
 
 def test_a_colour_sample_is_labelled_and_stored_with_its_colour(service, tmp_path, monkeypatch):
@@ -171,9 +182,26 @@ def test_a_dense_result_of_a_colour_pair_opens_in_colour(service, tmp_path):
 
 # ------------------------------------------------------------------ in the browser
 @pytest.mark.browser
+def test_page_opens_on_the_colour_head_sample(dash_duo, start):
+    css, wait = browser.css, browser.wait
+    start(models=("weighted-average",))
+    side = 256  # the bundled samples' size
+
+    def head_in_colour():
+        mri, pet = (src_pixels(dash_duo.find_element(f"#fs-input-{kind}").get_attribute("src"))
+                    for kind in ("mri", "pet"))
+        fused = src_pixels(dash_duo.find_element(css("img-fused", "weighted-average")).get_attribute("src"))
+        return (all(x.shape[:2] == (side, side) for x in (mri, pet, fused)) and is_grey_image(mri)
+                and is_colour_image(pet) and is_colour_image(fused))
+    wait(head_in_colour, 60, "the default head sample's PET and fused image in colour")
+    assert "head-axial-090 · colour PET" in dash_duo.find_element("#fs-pair-select").text
+    assert dash_duo.find_element("#fs-y-only").get_attribute("disabled") is None
+
+
+@pytest.mark.browser
 def test_page_shows_a_colour_upload_in_colour_and_y_only_grey(dash_duo, start, tmp_path):
     click, css, downloaded, wait = browser.click, browser.css, browser.downloaded, browser.wait
-    start(models=("weighted-average",))
+    start(models=("weighted-average",), path="/?pair=" + GREY_SAMPLE)
     switch = "#fs-y-only"
     wait(lambda: dash_duo.find_element(switch).get_attribute("disabled") is not None, 30,
          "the switch disabled for the grey sample")

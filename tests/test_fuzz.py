@@ -177,6 +177,9 @@ def good_files() -> dict[str, bytes]:
 
 # ------------------------------------------------------------------ the test
 def test_fuzz_server_with_malformed_requests(server):
+    from dashboard.backend import default_pair_key
+    from dashboard.config import from_env
+
     rng = random.Random(11)
     deps = callbacks_of(server)
     upload = find(deps, "fs-upload-msg.children...fs-pair-select.value")
@@ -186,7 +189,7 @@ def test_fuzz_server_with_malformed_requests(server):
     sync = find(deps, "fs-url.search")
     inputs = find(deps, "fs-input-mri.src")
     models = ["weighted-average", "funfusean", "masknet", "deepfuse", "deeppedestrian"]
-    pair_key = "sample:axial-095"
+    pair_key = default_pair_key(from_env())  # the pair the server prepares at start
     route = "/_dash-update-component"
 
     # warm up: the pair, a hover, the layout; then the memory level

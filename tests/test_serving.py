@@ -150,12 +150,17 @@ def group_members(pgid: int) -> set[int]:
 
 def test_gunicorn_serves_on_when_a_web_worker_is_killed_under_load(gunicorn):
     proc, port, log_path = gunicorn
+    from dashboard.backend import SAMPLE_PREFIX, default_pair_key
+    from dashboard.config import from_env
     from fusion.data import load_sample
-    from fusion.io import check_pair
+    from fusion.io import check_colour_pair
     from fusion.service import pair_hash
 
-    pair = pair_hash(*check_pair(*load_sample("axial-095")))
-    assert hover_ok(*get(port, hover_path("sample:axial-095", 120, 120)))  # stores the pair; the page sends its id
+    key = default_pair_key(from_env())  # the pair the server prepares at start (a colour PET)
+    sample = load_sample(key[len(SAMPLE_PREFIX):])
+    sample = check_colour_pair(sample.mri, sample.pet, sample.pet_chroma, sample.pet_range)
+    pair = pair_hash(sample.mri, sample.pet, sample.pet_chroma, sample.pet_range)
+    assert hover_ok(*get(port, hover_path(key, 120, 120)))  # stores the pair; the page sends its id
     assert hover_ok(*get(port, hover_path(pair, 121, 120)))
 
     ok, failed, lock = [], [], threading.Lock()
