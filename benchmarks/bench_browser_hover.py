@@ -3,12 +3,13 @@
     python benchmarks/bench_browser_hover.py                 # starts `python app.py`, 5 models, 60 hovers
     python benchmarks/bench_browser_hover.py --url http://127.0.0.1:8050/ --n 100
 
-One trial: the mouse jumps (one W3C pointer move, no intermediate events) to a
-random pixel of a random model's fused image. The clock starts at that
-mousemove event's timestamp (recorded by assets/fs_hover.js) and stops when the
-readout shows the new pixel and every Jacobian image of every model has
-decoded its new PNG (the crosshairs on all images are drawn in the event
-handler itself, so they are done long before). Prints p50 / p95 / max in ms.
+The page shows its default pair (``dashboard.backend.default_pair_key``: head-axial-090, a
+colour PET; axial-095 before the head samples; both 256 x 256). One trial: the mouse jumps (one
+W3C pointer move, no intermediate events) to a random pixel of a random model's fused image.
+The clock starts at that mousemove event's timestamp (recorded by assets/fs_hover.js) and stops
+when the readout shows the new pixel and every Jacobian image of every model has decoded its new
+PNG (the crosshairs on all images are drawn in the event handler itself, so they are done long
+before). Prints p50 / p95 / max in ms.
 """
 from __future__ import annotations
 
