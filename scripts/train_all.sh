@@ -37,3 +37,15 @@ train --model masknet  --crop 64 --batch 4 --lr 5e-4 --steps 100000 --time-limit
 train --model deepfuse --crop 96 --batch 4 --lr 3e-4 --steps 100000 --time-limit-min 146 --val-every 250 \
       --freeze-batchnorm --resume checkpoints/deepfuse.train.pt &
 wait
+
+# Issue 12 (2026-12-02): fine-tuned on simulated whole heads. Since 04261dc `--data mni` draws 80 %
+# whole-head pairs (fusion.head_pairs: skull, scalp, eyes, T1/T2/PD, colour PET/SPECT seen as Y) and
+# 20 % of the skull-stripped pairs; every leg above ran before that, on skull-stripped pairs only
+# (check out 40ac0f2 to run them as they ran). Each leg starts from the checkpoint above (--init:
+# its weights, a new optimiser and schedule; the card's initialised_from records it) and wrote to a
+# scratch directory whose files were copied here. Two chains side by side on the shared 2-core CPU.
+train --model deepfuse       --init checkpoints/deepfuse.pt       --crop 96 --batch 4 --lr 3e-4 --steps 100000 \
+      --time-limit-min 30 --val-every 250 --freeze-batchnorm &
+train --model deeppedestrian --init checkpoints/deeppedestrian.pt --crop 64 --lr 5e-4 --steps 100000 \
+      --time-limit-min 28 --val-every 250 &
+wait
