@@ -49,3 +49,5 @@ train --model deepfuse       --init checkpoints/deepfuse.pt       --crop 96 --ba
 train --model deeppedestrian --init checkpoints/deeppedestrian.pt --crop 64 --lr 5e-4 --steps 100000 \
       --time-limit-min 28 --val-every 250 &
 wait
+train --model masknet        --init checkpoints/masknet.pt        --crop 64 --batch 4 --lr 5e-4 --steps 100000 \
+      --time-limit-min 28 --val-every 250 --freeze-batchnorm
