@@ -14,7 +14,8 @@ from fusion.models.registry import default_checkpoint_path  # noqa: E402
 
 
 def main() -> None:
-    print("| model | RF | parameters | steps (last run) | wall time | held-out loss | weighted average | SSIM to MRI / PET |")
+    print("| model | RF | parameters | steps (last run) | wall time | held-out loss | weighted average "
+          "| SSIM to MRI / PET |")
     print("|---|---|---|---|---|---|---|---|")
     for name in list_models():
         path = default_checkpoint_path(name)
