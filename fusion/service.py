@@ -331,24 +331,24 @@ class SaliencyService:
     def get_pair(self, pair_id: str) -> tuple[np.ndarray, np.ndarray]:
         """The two H x W float32 images of a stored pair; raises InvalidInput for an unknown id."""
         hit = self._pairs.get(pair_id)
-        if hit is not None:
-            return hit
+        return hit if hit is not None else self._load_pair(pair_id)[0]
+
+    def _load_pair(self, pair_id: str) -> tuple[tuple[np.ndarray, np.ndarray], tuple]:
+        """A stored pair read from the disk cache into memory: ((a, b), (pet_chroma or None, pet_range))."""
         entry = self._load(self._key("pair", pair_id)) if isinstance(pair_id, str) else None
         if entry is None:
             raise InvalidInput(f"unknown or expired image pair {pair_id!r}: load or upload the images again")
-        return self._pairs.put(pair_id, (entry[0]["a"], entry[0]["b"]))
+        arrays, header = entry
+        lo, hi = header.get("pet_range", (0.0, 1.0))
+        return (self._pairs.put(pair_id, (arrays["a"], arrays["b"])),
+                self._colours.put(pair_id, (arrays.get("pet_chroma"), (float(lo), float(hi)))))
 
     def pair_colour(self, pair_id: str) -> tuple[np.ndarray, tuple[float, float]] | None:
         """(pet_chroma (H, W, 2) float32, pet_range (lo, hi)) of a stored colour pair, None for a grey one;
         raises InvalidInput for an unknown id."""
         hit = self._colours.get(pair_id)
         if hit is None:
-            entry = self._load(self._key("pair", pair_id)) if isinstance(pair_id, str) else None
-            if entry is None:
-                raise InvalidInput(f"unknown or expired image pair {pair_id!r}: load or upload the images again")
-            arrays, header = entry
-            chroma, (lo, hi) = arrays.get("pet_chroma"), header.get("pet_range", (0.0, 1.0))
-            hit = self._colours.put(pair_id, (chroma, (float(lo), float(hi))))
+            hit = self._load_pair(pair_id)[1]
         return None if hit[0] is None else hit
 
     def colour_pair(self, pair_id: str) -> Pair:
