@@ -1,4 +1,4 @@
-"""Image-quality measures and the paper's training loss (SSIM + MSE)."""
+"""The paper's training loss (SSIM + MSE) on torch batches."""
 from __future__ import annotations
 
 from dataclasses import dataclass
