@@ -300,3 +300,11 @@ def dense_maps(name: str, pair_id: str) -> dict[str, np.ndarray] | None:
 def cached_dense(name: str, pair_id: str):
     """The full dense result (for HDF5 export), or None."""
     return service().cached_dense(name, pair_id)
+
+
+def quality_rows(pair_id: str, models: list[str], threshold: float) -> list[dict]:
+    """Fusion quality metrics and saliency numbers per model (``fusion.quality``, cached in the service's disk
+    cache: computed once per model and pair, for every process)."""
+    from fusion.quality import quality_rows as rows
+
+    return rows(service(), models, pair_id, threshold)

@@ -9,6 +9,7 @@ import dash_bootstrap_components as dbc
 from dash import dcc, html
 
 from . import stats
+from .metrics_view import metrics_card
 from .state import GAMMA_MAX, GAMMA_MIN, ViewState
 
 STORES = ("fs-pair", "fs-pinned", "fs-pixel-rest", "fs-region", "fs-grid-version",
@@ -151,6 +152,6 @@ def page(samples: list[str], models: list[str], default: ViewState):
             dbc.Col(controls(samples, models, default), width=12, lg=3, xl=2),
             dbc.Col([inputs_card(),
                      dbc.Card(dbc.CardBody(html.Div(id="fs-grid")), className="mb-2"),
-                     stats_card()], width=12, lg=9, xl=10),
+                     stats_card(), metrics_card()], width=12, lg=9, xl=10),
         ], className="g-2"), fluid=True),
     ])
