@@ -230,7 +230,7 @@ def test_cancel(kind):
 def test_crops_progress_preview_and_cancel(monkeypatch):
     """The crop path visits the pixels in the colour order, CROP_PIXELS at a time: its first preview
     holds colour (0, 0)'s grid, like the coloured path's."""
-    from fusion.saliency import dense as dense_module
+    from fusion.saliency import dense_paths as dense_module
 
     monkeypatch.setattr(dense_module, "CROP_PIXELS", 6)
     model = build(Dilated).float()

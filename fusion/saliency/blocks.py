@@ -1,0 +1,164 @@
+"""Whole-image saliency in blocks of output rows, computed apart and merged exactly.
+
+A block is the output rows [top, bottom) of one model on one pair. For a local model
+(stride 1) those rows depend only on input rows [top - up, bottom + down]: a block runs
+its path on that strip of the pair and visits only its own rows, so its memory and work
+scale with its height, and blocks run in other processes or on other machines.
+``merge_blocks`` joins the blocks into the ``DenseJacobian`` that ``dense_jacobian`` returns
+and checks the rows at the image's corners and at both edges of every block against
+full-image autograd (a block that disagrees is never served: the whole image is then
+redone the slow, exact way). A non-local model's block runs on the whole image.
+
+Example (``model``, ``a``, ``b`` as for ``dense_jacobian``)::
+
+    method, _, _ = dense_method(model, 256, 256)
+    blocks = [dense_block(model, a, b, top, bottom, method) for top, bottom in split_rows(256, 4)]
+    dense = merge_blocks(model, a, b, blocks)        # equal to dense_jacobian(model, a, b)
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from torch import nn
+
+from .dense import METHODS, DenseJacobian, check_rows, dense_jacobian
+from .dense_paths import MAP_NAMES, compute, reporter
+from .pixel import as_tensor
+from .receptive_field import Field, analyse, corner_pixels
+
+
+@dataclass
+class DenseBlock:
+    """Output rows [top, bottom) of a whole-image result; every map is (bottom - top, W) float32.
+
+    ``band_a/_b``: (bottom - top, W, rows, cols) rows of the banded Jacobian, or None.
+    ``field``: the model's field clipped to the whole image (as in ``DenseJacobian``).
+    """
+
+    top: int
+    bottom: int
+    guidance_a: np.ndarray
+    guidance_b: np.ndarray
+    influence_a: np.ndarray
+    influence_b: np.ndarray
+    fused: np.ndarray
+    method: str
+    field: Field
+    band_a: np.ndarray | None = None
+    band_b: np.ndarray | None = None
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Its arrays by name (the bands only when kept)."""
+        out = {name: getattr(self, name) for name in (*MAP_NAMES[:4], "fused")}
+        if self.band_a is not None:
+            out.update(band_a=self.band_a, band_b=self.band_b)
+        return out
+
+
+def split_rows(height: int, parts: int) -> list[tuple[int, int]]:
+    """``parts`` bands of rows (top, bottom) covering [0, height), heights differing by at most one.
+
+    >>> split_rows(10, 3)
+    [(0, 3), (3, 7), (7, 10)]
+    """
+    parts = max(1, min(int(parts), height))
+    edges = [round(k * height / parts) for k in range(parts + 1)]
+    return list(zip(edges[:-1], edges[1:], strict=True))
+
+
+def strip_of(field: Field, top: int, bottom: int, height: int, method: str) -> tuple[int, int]:
+    """The input rows [start, end) that output rows [top, bottom) depend on (all rows unless the
+    model is local with stride 1 and the method uses the field).
+
+    >>> strip_of(Field(2, 3, 1, 1), 10, 20, 64, "crops")
+    (8, 23)
+    """
+    if method == "full-image" or not field.local or field.stride != 1:
+        return 0, height
+    return max(0, top - field.up), min(height, bottom + field.down)
+
+
+def dense_block(model: nn.Module, a: np.ndarray, b: np.ndarray, top: int, bottom: int, method: str,
+                progress: Callable | None = None, cancel=None, keep_band: bool = True,
+                memory_budget: int | None = None) -> DenseBlock:
+    """Output rows [top, bottom) of ``dense_jacobian(model, a, b, method=method)``.
+
+    Args:
+        a, b: the whole H x W pair in [0, 1].
+        method: "crops", "coloured" or "full-image", chosen for the whole image (``dense_method``).
+        progress: ``progress(done, total, preview)`` with preview maps (bottom - top, W), NaN where
+            not yet known; cancel, keep_band, memory_budget: as in ``dense_jacobian``.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; use one of {METHODS}")
+    ta, tb = as_tensor(a, "a", model), as_tensor(b, "b", model)
+    if ta.shape != tb.shape:
+        raise ValueError(f"a and b differ in shape: {tuple(ta.shape)} vs {tuple(tb.shape)}")
+    height, width = ta.shape
+    if not 0 <= top < bottom <= height:
+        raise ValueError(f"rows [{top}, {bottom}) are not a band of the image's {height} rows")
+    field = analyse(model)
+    field = field.clipped(height, width) if method != "full-image" else field
+    start, end = strip_of(field, top, bottom, height, method)
+    keep = slice(top - start, bottom - start)
+
+    def own_rows(preview: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {name: values[keep] for name, values in preview.items()}
+
+    report = reporter(progress)
+
+    def report_own_rows(done: int, total: int, preview: Callable[[], dict] | None) -> None:
+        report(done, total, None if preview is None else lambda: own_rows(preview()))
+
+    method, maps, bands, fused = compute(method, model, ta[start:end], tb[start:end], field, report_own_rows,
+                                         cancel, keep_band, memory_budget, (keep.start, keep.stop))
+    return DenseBlock(top, bottom, **{name: values[keep].copy() for name, values in maps.items()},
+                      fused=fused[keep].copy(), method=method, field=field,
+                      band_a=bands[0][keep].copy() if bands else None, band_b=bands[1][keep].copy() if bands else None)
+
+
+def edge_pixels(blocks: list[DenseBlock], width: int) -> list[tuple[int, int]]:
+    """One pixel on each edge row of every block, columns cycling through left, middle and right."""
+    rows = sorted({row for block in blocks for row in (block.top, block.bottom - 1)})
+    columns = (0, width // 2, width - 1)
+    return [(row, columns[k % 3]) for k, row in enumerate(rows)]
+
+
+def merge_blocks(model: nn.Module, a: np.ndarray, b: np.ndarray, blocks: list[DenseBlock], progress=None,
+                 cancel=None, memory_budget: int | None = None) -> DenseJacobian:
+    """The ``DenseJacobian`` of blocks that cover the image's rows exactly once (any order).
+
+    The rows at the corners and at every block edge are compared with full-image autograd; if any
+    disagrees, the whole image is computed again by ``dense_jacobian(..., method="full-image")`` and
+    its ``reason`` says why. Raises ValueError when the blocks do not tile the image or disagree on
+    the method or the field.
+    """
+    ta, tb = as_tensor(a, "a", model), as_tensor(b, "b", model)
+    height, width = ta.shape
+    blocks = sorted(blocks, key=lambda block: block.top)
+    edges = [(block.top, block.bottom) for block in blocks]
+    if not blocks or blocks[0].top != 0 or blocks[-1].bottom != height or any(
+            prev[1] != nxt[0] for prev, nxt in zip(edges, edges[1:], strict=False)):
+        raise ValueError(f"blocks {edges} do not cover rows [0, {height}) exactly once")
+    if len({(block.method, block.field) for block in blocks}) != 1:
+        raise ValueError("blocks computed by different methods or fields cannot be merged")
+    if any(block.fused.shape[1] != width for block in blocks):
+        raise ValueError(f"blocks are not {width} pixels wide")
+    first = blocks[0]
+    names = [*MAP_NAMES[:4], "fused"] + (["band_a", "band_b"] if all(bl.band_a is not None for bl in blocks) else [])
+    joined = {name: np.concatenate([getattr(block, name) for block in blocks]) for name in names}
+    result = DenseJacobian(**joined, method=first.method, field=first.field, model=model,
+                           inputs=(np.asarray(a), np.asarray(b)))
+    if result.band_a is not None:
+        mismatch = check_rows(model, ta, tb, result, check_pixels(blocks, height, width))
+        if mismatch is not None:  # never serve a wrong answer
+            result = dense_jacobian(model, a, b, progress, cancel, True, "full-image", memory_budget)
+            result.reason = mismatch
+    return result
+
+
+def check_pixels(blocks: list[DenseBlock], height: int, width: int) -> list[tuple[int, int]]:
+    """The pixels ``merge_blocks`` checks: the image's corners and centre, and every block edge."""
+    return sorted(set(corner_pixels(height, width, extra=0)) | set(edge_pixels(blocks, width)))

@@ -1,0 +1,409 @@
+"""The three ways to compute whole-image saliency, each over all output pixels or a band of rows.
+
+Coloured passes (``by_coloured_passes``): output pixels whose fields do not overlap
+(``field.rows`` apart vertically or ``field.cols`` apart horizontally) have disjoint
+input supports. One forward pass is kept; each of the rows x cols shifts (dy, dx) seeds
+the backward pass with ones at p = (dy + i * rows, dx + j * cols), and the input
+gradient at q is then dF(p)/d(q) for the one seeded p whose field holds q. Several
+shifts run as one vmapped backward (``is_grads_batched``), in chunks bounded by a
+memory budget. The shifts are visited coarse to fine, so early results already cover
+the image on a sparse regular grid (the preview).
+
+Crops (``by_crops``, the CPU default): every pixel's shrinking window replayed against
+one kept forward pass. Full image (``by_full_image``): one backward pass per pixel.
+
+Every path takes ``rows=(top, bottom)``: only output rows [top, bottom) are visited (the
+others stay NaN, their bands zero), so that blocks of rows can be computed apart.
+
+Banded storage: ``band_a[r, c, i, j] = dF(r, c)/da(r - up + i, c - left + j)``,
+shape (H, W, rows, cols), zero outside the image.
+"""
+from __future__ import annotations
+
+import inspect
+import math
+import os
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from .pixel import crop_batches
+from .receptive_field import Field, analyse, model_device, pinned, run, verify_replay, verify_shrinking
+from .shrinking import ForwardRecord, Unsupported, record_forward
+
+#: Default bound on the extra memory of one chunk of vmapped backward passes.
+MEMORY_BUDGET_BYTES = 1 << 30
+#: Environment setting (MiB) that overrides it for the app, the service and the command line.
+MEMORY_BUDGET_ENV = "FUSION_DENSE_MEMORY_MB"
+
+
+def memory_budget_bytes() -> int:
+    """``$FUSION_DENSE_MEMORY_MB`` in bytes if set (at least 16 MiB), else ``MEMORY_BUDGET_BYTES``."""
+    value = os.environ.get(MEMORY_BUDGET_ENV, "").strip()
+    if not value:
+        return MEMORY_BUDGET_BYTES
+    try:
+        return max(16, int(value)) << 20
+    except ValueError:
+        raise ValueError(f"${MEMORY_BUDGET_ENV} must be a whole number of MiB, got {value!r}") from None
+MAP_NAMES = ("guidance_a", "guidance_b", "influence_a", "influence_b", "mri_share")
+
+
+class Cancelled(RuntimeError):
+    """The computation was cancelled by its caller."""
+
+
+def share(influence_a: np.ndarray, influence_b: np.ndarray) -> np.ndarray:
+    """influence_a / (influence_a + influence_b); 0.5 where both are 0 (NaN stays NaN)."""
+    total = influence_a + influence_b
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(total > 0, influence_a / np.where(total > 0, total, 1), 0.5)
+    out[np.isnan(total)] = np.nan
+    return out.astype(np.float32)
+
+
+# ------------------------------------------------------------------ helpers
+def _bit_reversed(n: int) -> list[int]:
+    """0..n-1 ordered so that every prefix is spread out (van der Corput order)."""
+    bits = max(1, math.ceil(math.log2(max(n, 2))))
+    order = sorted(range(1 << bits), key=lambda i: int(f"{i:0{bits}b}"[::-1], 2))
+    return [i for i in order if i < n]
+
+
+def colour_order(rows: int, cols: int) -> list[tuple[int, int]]:
+    """All shifts (dy, dx), coarse to fine: after k x k of them the seeds form a regular k-fold grid."""
+    ry = {v: i for i, v in enumerate(_bit_reversed(rows))}
+    rx = {v: i for i, v in enumerate(_bit_reversed(cols))}
+    return sorted(((dy, dx) for dy in range(rows) for dx in range(cols)),
+                  key=lambda s: (max(ry[s[0]], rx[s[1]]), ry[s[0]], rx[s[1]]))
+
+
+def _is_cancelled(cancel) -> bool:
+    if cancel is None:
+        return False
+    if isinstance(cancel, threading.Event) or hasattr(cancel, "is_set"):
+        return bool(cancel.is_set())
+    return bool(cancel())
+
+
+def reporter(progress: Callable | None) -> Callable[[int, int, Callable[[], dict] | None], None]:
+    """Call ``progress(done, total, preview)`` or ``progress(done, total)``, whichever it accepts."""
+    if progress is None:
+        return lambda done, total, preview: None
+    try:
+        params = inspect.signature(progress).parameters.values()
+        positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        three = len(positional) >= 3 or any(p.kind == p.VAR_POSITIONAL for p in params)
+    except (TypeError, ValueError):
+        three = True
+    if three:
+        return lambda done, total, preview: progress(done, total, preview() if preview else None)
+    return lambda done, total, preview: progress(done, total)
+
+
+def _chunk_size(model: nn.Module, height: int, width: int, itemsize: int, budget: int) -> int:
+    """Colours per vmapped backward pass so that one chunk stays within ``budget`` bytes."""
+    widest = max([m.out_channels for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+                 + [m.in_channels for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+                 + [2])
+    per_colour = 4 * height * width * widest * itemsize  # a few live gradient tensors per colour
+    return int(max(1, min(64, budget // per_colour)))
+
+
+def _synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously; the CPU needs nothing)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Backward:
+    """Batched backward passes through one kept forward graph: (K, H, W) seeds -> two (K, H, W) grads.
+
+    Two ways: one vmapped pass (``is_grads_batched``) or a loop of single passes. Which is faster
+    depends on the backend (float64 convolutions on the CPU batch badly), so a few seeds run
+    vmapped and a few as a loop, both timed, and the faster serves the rest. Models whose ops
+    have no batching rule use the loop.
+    """
+
+    TRIAL = 4
+
+    def __init__(self, model, ta, tb):
+        self.a = ta[None, None].clone().requires_grad_(True)
+        self.b = tb[None, None].clone().requires_grad_(True)
+        with torch.enable_grad():
+            self.out = run(model, self.a, self.b)
+        self.timings: dict[str, float] = {}  # seconds per seed, by way (the trial)
+        self.way: str | None = None
+
+    def __call__(self, seeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.way is not None:
+            return self._vmap(seeds) if self.way == "vmap" else self._loop(seeds)
+        parts, rest = [], seeds
+        for way in ("vmap", "loop"):  # trial: a few seeds each way, timed
+            if self.way is not None or not len(rest):
+                break
+            trial, rest = rest[:self.TRIAL], rest[self.TRIAL:]
+            _synchronize(seeds.device)
+            start = time.perf_counter()
+            try:
+                parts.append(self._vmap(trial) if way == "vmap" else self._loop(trial))
+            except (RuntimeError, NotImplementedError):  # an op without a batching rule
+                self.way = "loop"
+                parts.append(self._loop(trial))
+            _synchronize(seeds.device)  # a GPU runs asynchronously: time the work, not its launch
+            self.timings[way] = (time.perf_counter() - start) / len(trial)
+        if self.way is None and len(self.timings) == 2:
+            self.way = min(self.timings, key=self.timings.get)
+        if len(rest):
+            parts.append(self(rest))
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+    def _vmap(self, seeds):
+        ga, gb = torch.autograd.grad(self.out, (self.a, self.b), seeds[:, None, None], retain_graph=True,
+                                     allow_unused=True, is_grads_batched=True)
+        return self._fill(ga, seeds), self._fill(gb, seeds)
+
+    def _loop(self, seeds):
+        grads = [torch.autograd.grad(self.out, (self.a, self.b), s[None, None], retain_graph=True,
+                                     allow_unused=True) for s in seeds]
+        return (torch.stack([self._fill(g[0], s)[0] for g, s in zip(grads, seeds, strict=True)]),
+                torch.stack([self._fill(g[1], s)[0] for g, s in zip(grads, seeds, strict=True)]))
+
+    @staticmethod
+    def _fill(g, seeds):
+        if g is None:
+            return seeds.new_zeros(seeds.shape)
+        return g.reshape(-1, *seeds.shape[-2:])
+
+
+# ------------------------------------------------------------------ the two paths
+def _chunks(items: list, chunk: int, cancel, unit: str):
+    """(start, items[start:start + chunk]) in order, checking for cancellation before each."""
+    for start in range(0, len(items), chunk):
+        if _is_cancelled(cancel):
+            raise Cancelled(f"cancelled after {start} of {len(items)} {unit}")
+        yield start, items[start:start + chunk]
+
+
+def _preview(maps: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Copies of the partly filled maps (NaN where unknown) plus their MRI share."""
+    out = {k: v.copy() for k, v in maps.items()}
+    out["mri_share"] = share(out["influence_a"], out["influence_b"])
+    return out
+
+
+class _FlatResults:
+    """The four maps (H * W,) and, with ``keep_band``, the two bands (H * W, rows, cols), float32 on
+    ``device``; NaN in the maps where not yet known."""
+
+    def __init__(self, height: int, width: int, rows: int, cols: int, keep_band: bool, device):
+        self.shape, self.band_shape = (height, width), (height, width, rows, cols)
+        self.maps = {name: torch.full((height * width,), float("nan"), dtype=torch.float32, device=device)
+                     for name in MAP_NAMES[:4]}
+        self.bands = [torch.zeros((height * width, rows, cols), dtype=torch.float32, device=device)
+                      for _ in "ab"] if keep_band else None
+
+    def preview(self) -> dict[str, np.ndarray]:
+        return _preview({name: _host(m, *self.shape) for name, m in self.maps.items()})
+
+    def host(self) -> tuple[dict[str, np.ndarray], list[np.ndarray] | None]:
+        """(H x W maps, (H, W, rows, cols) bands or None) as host arrays (no copy on the CPU)."""
+        maps = {name: _host(m, *self.shape) for name, m in self.maps.items()}
+        return maps, [_host(band, *self.band_shape) for band in self.bands] if self.bands else None
+
+
+class _ColourLayout:
+    """Where each colour's seeds lie, precomputed once for one image and field (on the compute device).
+
+    ``pixels``: the H * W flat pixel indices sorted by colour (position in ``colours``);
+    ``colour``: the colour of each of them; ``starts[k]``: where colour k begins in that order.
+    The seeds of colours [k0, k1) are then ``pixels[starts[k0]:starts[k1]]``, one contiguous slice.
+    """
+
+    def __init__(self, colours: list[tuple[int, int]], rows: int, cols: int, height: int, width: int, device):
+        position = torch.empty((rows, cols), dtype=torch.long)
+        for k, (dy, dx) in enumerate(colours):
+            position[dy, dx] = k
+        colour_map = position[torch.arange(height)[:, None] % rows, torch.arange(width)[None, :] % cols]
+        flat = colour_map.flatten()
+        self.pixels = torch.argsort(flat, stable=True)
+        self.colour = flat[self.pixels]
+        self.starts = torch.searchsorted(self.colour, torch.arange(len(colours) + 1)).tolist()
+        self.colour_map = colour_map.to(device)
+        self.pixels, self.colour = self.pixels.to(device), self.colour.to(device)
+
+    def seeds(self, k0: int, k1: int, dtype) -> torch.Tensor:
+        """(k1 - k0, H, W): ones at the seeds of colours k0..k1-1, one colour per slice."""
+        wanted = torch.arange(k0, k1, device=self.colour_map.device)
+        return (self.colour_map[None] == wanted[:, None, None]).to(dtype)
+
+    def seeded(self, k0: int, k1: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(flat pixel index, its colour - k0) of every seed of colours k0..k1-1."""
+        lo, hi = self.starts[k0], self.starts[k1]
+        return self.pixels[lo:hi], self.colour[lo:hi] - k0
+
+
+def _visited(rows: tuple[int, int] | None, height: int, width: int) -> tuple[int, int]:
+    """The flat pixel indices [first, end) of output rows ``rows`` (all rows when None)."""
+    top, bottom = rows if rows is not None else (0, height)
+    if not 0 <= top < bottom <= height:
+        raise ValueError(f"rows {rows} are not a band of the image's {height} rows")
+    return top * width, bottom * width
+
+
+def by_coloured_passes(model, ta, tb, f: Field, report, cancel, keep_band, chunk, backward: Backward,
+                       rows: tuple[int, int] | None = None):
+    """The coloured passes; maps and bands are filled on the compute device, one gather per chunk
+    (no host round trip per colour, which kept a GPU waiting), and copied to the host at the end.
+    Only output rows ``rows`` (top, bottom) are seeded, when given."""
+    height, width = ta.shape
+    first, end = _visited(rows, height, width)
+    results = _FlatResults(height, width, f.rows, f.cols, keep_band, ta.device)
+    maps, bands = results.maps, results.bands
+    colours = colour_order(min(f.rows, height), min(f.cols, width))  # larger shifts would seed nothing
+    layout = _ColourLayout(colours, f.rows, f.cols, height, width, ta.device)
+
+    for start, part in _chunks(colours, chunk, cancel, "colours"):
+        seeds = layout.seeds(start, start + len(part), ta.dtype)
+        seeds.view(len(part), -1)[:, :first] = 0
+        seeds.view(len(part), -1)[:, end:] = 0
+        grads = backward(seeds)
+        pixels, k = layout.seeded(start, start + len(part))
+        inside = (pixels >= first) & (pixels < end)
+        pixels, k = pixels[inside], k[inside]
+        r, c = pixels // width, pixels % width
+        for g, suffix, band in zip(grads, "ab", bands or (None, None), strict=True):
+            padded = torch.nn.functional.pad(g.detach(), (f.left, f.right, f.up, f.down))
+            # windows[k, r, c, i, j] = padded[k, r + i, c + j] = dF(r, c)/d(r - up + i, c - left + j) for seed (r, c)
+            windows = padded.unfold(1, f.rows, 1).unfold(2, f.cols, 1)
+            patch = windows[k, r, c]  # (seeds, rows, cols), in the model's dtype
+            maps[f"guidance_{suffix}"][pixels] = patch[:, f.up, f.left].float()
+            maps[f"influence_{suffix}"][pixels] = patch.abs().sum(dim=(1, 2)).float()
+            if band is not None:
+                band[pixels] = patch.float()
+        report(start + len(part), len(colours), results.preview)
+    return results.host()
+
+
+#: Pixels per call of the crop path in ``by_crops`` (128 to 256 were fastest on the 2-core CPU).
+CROP_PIXELS = 128
+
+
+def by_crops(model, ta, tb, f: Field, report, cancel, keep_band, record: ForwardRecord,
+             rows: tuple[int, int] | None = None):
+    """Every pixel's row by its shrinking window replayed against the kept forward pass (``crop_batches``).
+
+    A coloured pass runs each layer's backward over the whole image, although near the output its
+    gradient is zero except around the seeds; a shrinking window computes only the positions that
+    reach its pixel, about a third of that work for a stack of equal convolutions, and the replay
+    reads every convolution's output from ``record`` instead of computing it. Pixels are visited in
+    the colour order, so the preview refines like the coloured one. Only output rows ``rows``
+    (top, bottom) are visited, when given.
+    """
+    height, width = ta.shape
+    first, end = _visited(rows, height, width)
+    results = _FlatResults(height, width, f.rows, f.cols, keep_band, "cpu")
+    maps, bands = results.maps, results.bands
+    layout = _ColourLayout(colour_order(min(f.rows, height), min(f.cols, width)), f.rows, f.cols, height, width,
+                           "cpu")
+    order = [p for p in layout.pixels.tolist() if first <= p < end]
+
+    for start, part in _chunks(order, CROP_PIXELS, cancel, "pixels"):
+        pixels = [divmod(p, width) for p in part]
+        for members, windows, ga, gb, _ in crop_batches(model, ta, tb, pixels, f, shrinking=True, record=record,
+                                                        corner_programs=False):
+            h, w = windows[0][1] - windows[0][0], windows[0][3] - windows[0][2]
+            grads = [ta.new_zeros((len(members), h, w)) if g is None else g.detach()
+                     for g in (ga, gb)]  # None: the output does not depend on that input
+            # Per member: the window's place in the band row (i0, j0) and the pixel's in the window (pi, pj);
+            # one batch shares them, except in images smaller than the field.
+            places = [(t - (r - f.up), lf - (c - f.left), r - t, c - lf)
+                      for (r, c), (t, _, lf, _) in zip((pixels[k] for k in members), windows, strict=True)]
+            runs = [(slice(None), places[0])] if len(set(places)) == 1 else \
+                [(slice(j, j + 1), place) for j, place in enumerate(places)]
+            flat = torch.tensor([part[k] for k in members])
+            for sub, (i0, j0, pi, pj) in runs:
+                for g, suffix, band in zip(grads, "ab", bands or (None, None), strict=True):
+                    maps[f"guidance_{suffix}"][flat[sub]] = g[sub, pi, pj].float()
+                    maps[f"influence_{suffix}"][flat[sub]] = g[sub].abs().sum(dim=(1, 2)).float()
+                    if band is not None:
+                        band[flat[sub], i0:i0 + h, j0:j0 + w] = g[sub].float()
+        report(start + len(part), len(order), results.preview)
+    return results.host()
+
+
+def _host(values: torch.Tensor, *shape: int) -> np.ndarray:
+    """A device tensor as a host array of ``shape`` (no copy on the CPU)."""
+    return values.detach().reshape(shape).cpu().numpy()
+
+
+def by_full_image(model, ta, tb, report, cancel, chunk, backward: Backward, rows: tuple[int, int] | None = None):
+    """One backward pass per pixel (batched): exact for any model, H * W passes (those of output rows
+    ``rows`` (top, bottom) only, when given)."""
+    height, width = ta.shape
+    first, end = _visited(rows, height, width)
+    maps = {name: np.full((height, width), np.nan, np.float32) for name in MAP_NAMES[:4]}
+    flat = [(r, c) for r, c in colour_order(height, width) if first <= r * width + c < end]
+
+    def preview():
+        return _preview(maps)
+
+    for start, part in _chunks(flat, chunk, cancel, "pixels"):
+        seeds = ta.new_zeros((len(part), height, width))
+        rr = torch.tensor([p[0] for p in part])
+        cc = torch.tensor([p[1] for p in part])
+        seeds[torch.arange(len(part)), rr, cc] = 1
+        for g, suffix in zip(backward(seeds), "ab", strict=True):
+            g = g.detach().cpu()
+            maps[f"guidance_{suffix}"][rr.numpy(), cc.numpy()] = g[torch.arange(len(part)), rr, cc].numpy()
+            maps[f"influence_{suffix}"][rr.numpy(), cc.numpy()] = g.abs().sum(dim=(1, 2)).numpy()
+        report(start + len(part), len(flat), preview)
+    return maps
+
+
+def kept_graph(model, ta, tb, memory_budget: int | None) -> tuple[Backward, int, np.ndarray]:
+    """The shared forward graph of the backward-pass paths, the seeds per chunk within ``memory_budget``
+    (None: ``memory_budget_bytes()``), and the fused image (H x W float32)."""
+    height, width = ta.shape
+    budget = memory_budget_bytes() if memory_budget is None else memory_budget
+    backward = Backward(model, ta, tb)
+    fused = backward.out.detach()[0, 0].to("cpu", torch.float32).numpy().copy()
+    return backward, _chunk_size(model, height, width, ta.element_size(), budget), fused
+
+
+def crops_apply(model: nn.Module, height: int, width: int) -> bool:
+    """Does the crop path (``by_crops``) serve this model and image shape? On the CPU, where its shrinking
+    windows and their replay are verified exact (there it beats the coloured passes; docs/benchmarks.md).
+    A GPU keeps the coloured passes (large convolutions suit it; the crops are not measured there)."""
+    return (model_device(model).type == "cpu" and analyse(model).stride == 1
+            and verify_shrinking(model, height, width) and verify_replay(model, height, width))
+
+
+def compute(method: str, model: nn.Module, ta: torch.Tensor, tb: torch.Tensor, f: Field, report, cancel,
+            keep_band: bool, memory_budget: int | None, rows: tuple[int, int] | None = None):
+    """Run one path ("crops", "coloured" or "full-image") on the (H, W) tensors ``ta``, ``tb``.
+
+    Returns (the method taken, maps {name: (H, W)}, the two (H, W, rows, cols) bands or None,
+    the fused image (H, W) float32). "crops" becomes "coloured" where the shrinking windows
+    cannot follow the model; "full-image" keeps no band.
+    """
+    if method == "crops":
+        try:
+            record = record_forward(model, ta, tb)
+        except Unsupported:  # the shrinking windows cannot follow this model: the coloured passes can
+            method = "coloured"
+        else:
+            fused = record.fused.detach().to("cpu", torch.float32).numpy().copy()
+            with pinned(model):
+                maps, bands = by_crops(model, record.inputs[0], record.inputs[1], f, report, cancel, keep_band,
+                                       record, rows)
+            return method, maps, bands, fused
+    backward, chunk, fused = kept_graph(model, ta, tb, memory_budget)
+    if method == "coloured":
+        maps, bands = by_coloured_passes(model, ta, tb, f, report, cancel, keep_band, chunk, backward, rows)
+        return method, maps, bands, fused
+    return "full-image", by_full_image(model, ta, tb, report, cancel, chunk, backward, rows), None, fused
