@@ -19,7 +19,7 @@ from dash.exceptions import PreventUpdate
 
 import fusion
 
-from . import api, backend, colour, figures, job_slots, stats
+from . import api, backend, colour, figures, job_slots, metrics_view, stats
 from .panels import JACOBIAN_VIEWS, VIEW_BY_KEY, grid, pid
 from .state import ViewState, clamp_gamma, decode, encode
 
@@ -47,6 +47,7 @@ def register(app) -> None:
     """Attach every callback of this module (and the hover endpoint) to ``app``."""
     api.register(app)
     from . import colour_view  # noqa: F401 - records its callbacks with ``cb`` (it imports this module)
+    metrics_view.register(app)
 
     for args, kwargs, func in _CALLBACKS:
         app.callback(*args, **kwargs)(func)
@@ -749,16 +750,21 @@ def brushed_region(selected, _clear):
     State("fs-pair", "data"), State("fs-grid-version", "data"), State("fs-pixel-rest", "data"),
     State("fs-pinned", "data"), State("fs-jac-mode", "value"), State("fs-shared", "value"),
     State("fs-gamma-j", "value"), State("fs-gamma-g", "value"), State("fs-stats-rows", "data"),
-    State("fs-y-only", "value"),
+    State("fs-y-only", "value"), State("fs-mask-threshold", "value"),
     prevent_initial_call=True,
 )
-def download(_png, _csv, h5_clicks, pair, version, rest, pinned, mode, shared, gamma_j, gamma_g, rows, y_only):
-    """The current figures as one PNG sheet, the statistics as CSV, or one model's dense result as HDF5."""
+def download(_png, _csv, h5_clicks, pair, version, rest, pinned, mode, shared, gamma_j, gamma_g, rows, y_only,
+             threshold):
+    """The current figures as one PNG sheet, the statistics and quality metrics as CSV, or one model's dense
+    result as HDF5."""
     trigger = ctx.triggered_id
     if trigger == "fs-dl-csv":
-        if not rows:
+        models = (version or {}).get("models", [])
+        if not rows and not models:
             raise PreventUpdate
-        return dict(content=stats.table_csv(rows), filename="mri-share-statistics.csv", type="text/csv")
+        quality = metrics_view.metrics_csv(metrics_view.metrics_rows(pair["id"], models, threshold))
+        return dict(content=stats.table_csv(rows or []) + "\n" + quality, filename="mri-share-statistics.csv",
+                    type="text/csv")
     if isinstance(trigger, dict):
         if not any(h5_clicks):
             raise PreventUpdate

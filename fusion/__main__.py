@@ -1,4 +1,4 @@
-"""Command line: python -m fusion {list,fuse,demo,train,saliency,users} ...
+"""Command line: python -m fusion {list,fuse,demo,train,saliency,report,users} ...
 
 Run ``python -m fusion COMMAND --help`` for each command's options. User
 models named in $FUSION_PLUGINS (or --plugins) are available to every command.
@@ -238,6 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
             q.add_argument("name")
         q.add_argument("--file", required=True, help="the users file (user:bcrypt-hash lines)")
         q.set_defaults(func=cmd_users)
+
+    from .report import add_report_parser
+
+    add_report_parser(sub)
     return parser
 
 
