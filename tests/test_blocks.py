@@ -82,16 +82,29 @@ def test_a_strip_is_only_the_rows_the_block_needs():
     assert calls[-1][2]["mri_share"].shape == (10, 20)
 
 
-def test_a_block_that_disagrees_is_never_served():
-    """A block whose edge row is wrong (here: tampered) fails the merge's check: the whole image is redone
-    the exact way and the result says why."""
+def test_a_block_that_disagrees_is_never_served(monkeypatch):
+    """A block whose rows disagree with full-image autograd (here: a path made wrong on purpose) is redone by
+    one backward pass per pixel of its rows; the merged result is exact and says why."""
+    from fusion.saliency import blocks as blocks_module
+
+    right = blocks_module.compute
+
+    def wrong(*args, **kwargs):
+        taken, maps, bands, fused = right(*args, **kwargs)
+        if bands:
+            bands[0][:] *= 1.5
+        return taken, maps, bands, fused
+
+    monkeypatch.setattr(blocks_module, "compute", wrong)
     model = build(Dilated)
     a, b = pair(24, 18, seed=2)
     blocks = [dense_block(model, a, b, top, bottom, "crops") for top, bottom in [(0, 9), (9, 24)]]
-    blocks[1].band_a[0] *= 1.5
+    assert all(block.method == "full-image" and "disagrees" in block.reason for block in blocks)
     result = merge_blocks(model, a, b, blocks)
-    assert result.method == "full-image" and "disagrees" in result.reason
-    np.testing.assert_allclose(result.guidance_a, dense_jacobian(model, a, b).guidance_a, atol=1e-9)
+    assert result.method == "full-image" and "disagrees" in result.reason and result.band_a is None
+    whole = dense_jacobian(model, a, b)
+    for name in ("guidance_a", "guidance_b", "influence_a", "influence_b"):
+        np.testing.assert_allclose(getattr(result, name), getattr(whole, name), atol=1e-9)
 
 
 def test_blocks_must_tile_the_image():

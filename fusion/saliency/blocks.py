@@ -3,11 +3,13 @@
 A block is the output rows [top, bottom) of one model on one pair. For a local model
 (stride 1) those rows depend only on input rows [top - up, bottom + down]: a block runs
 its path on that strip of the pair and visits only its own rows, so its memory and work
-scale with its height, and blocks run in other processes or on other machines.
-``merge_blocks`` joins the blocks into the ``DenseJacobian`` that ``dense_jacobian`` returns
-and checks the rows at the image's corners and at both edges of every block against
-full-image autograd (a block that disagrees is never served: the whole image is then
-redone the slow, exact way). A non-local model's block runs on the whole image.
+scale with its height, and blocks run in other processes or on other machines. A
+non-local model's block runs on the whole image.
+
+Each block checks the rows of its own edges (and of the image's corners it holds) against
+full-image autograd before it is returned; a block that disagrees is redone by one
+backward pass per pixel of its rows, and says why. ``merge_blocks`` joins blocks into the
+``DenseJacobian`` that ``dense_jacobian`` returns.
 
 Example (``model``, ``a``, ``b`` as for ``dense_jacobian``)::
 
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from torch import nn
 
-from .dense import METHODS, DenseJacobian, check_rows, dense_jacobian
+from .dense import METHODS, DenseJacobian, compare_rows, unband
 from .dense_paths import MAP_NAMES, compute, reporter
 from .pixel import as_tensor
 from .receptive_field import Field, analyse, corner_pixels
@@ -35,6 +37,7 @@ class DenseBlock:
 
     ``band_a/_b``: (bottom - top, W, rows, cols) rows of the banded Jacobian, or None.
     ``field``: the model's field clipped to the whole image (as in ``DenseJacobian``).
+    ``reason``: why the rows were redone by the full-image path, if they were.
     """
 
     top: int
@@ -48,6 +51,14 @@ class DenseBlock:
     field: Field
     band_a: np.ndarray | None = None
     band_b: np.ndarray | None = None
+    reason: str | None = None
+
+    def row(self, row: int, col: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+        """dF(row, col)/da and /db as two H x W arrays, from the kept band (``row`` in the whole image)."""
+        if not self.top <= row < self.bottom or self.band_a is None:
+            raise IndexError(f"row {row} is not kept by this block (rows [{self.top}, {self.bottom}))")
+        k = row - self.top
+        return unband(self.band_a[k, col], self.band_b[k, col], self.field, row, col, height, self.fused.shape[1])
 
     def arrays(self) -> dict[str, np.ndarray]:
         """Its arrays by name (the bands only when kept)."""
@@ -83,13 +94,14 @@ def strip_of(field: Field, top: int, bottom: int, height: int, method: str) -> t
 def dense_block(model: nn.Module, a: np.ndarray, b: np.ndarray, top: int, bottom: int, method: str,
                 progress: Callable | None = None, cancel=None, keep_band: bool = True,
                 memory_budget: int | None = None) -> DenseBlock:
-    """Output rows [top, bottom) of ``dense_jacobian(model, a, b, method=method)``.
+    """Output rows [top, bottom) of ``dense_jacobian(model, a, b, method=method)``, checked.
 
     Args:
         a, b: the whole H x W pair in [0, 1].
         method: "crops", "coloured" or "full-image", chosen for the whole image (``dense_method``).
         progress: ``progress(done, total, preview)`` with preview maps (bottom - top, W), NaN where
-            not yet known; cancel, keep_band, memory_budget: as in ``dense_jacobian``.
+            not yet known; cancel, memory_budget: as in ``dense_jacobian``.
+        keep_band: keep the block's rows of the banded Jacobian (they are computed and checked anyway).
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; use one of {METHODS}")
@@ -103,62 +115,62 @@ def dense_block(model: nn.Module, a: np.ndarray, b: np.ndarray, top: int, bottom
     field = field.clipped(height, width) if method != "full-image" else field
     start, end = strip_of(field, top, bottom, height, method)
     keep = slice(top - start, bottom - start)
-
-    def own_rows(preview: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return {name: values[keep] for name, values in preview.items()}
-
     report = reporter(progress)
 
     def report_own_rows(done: int, total: int, preview: Callable[[], dict] | None) -> None:
-        report(done, total, None if preview is None else lambda: own_rows(preview()))
+        report(done, total, None if preview is None else lambda: {k: v[keep] for k, v in preview().items()})
 
-    method, maps, bands, fused = compute(method, model, ta[start:end], tb[start:end], field, report_own_rows,
-                                         cancel, keep_band, memory_budget, (keep.start, keep.stop))
-    return DenseBlock(top, bottom, **{name: values[keep].copy() for name, values in maps.items()},
-                      fused=fused[keep].copy(), method=method, field=field,
-                      band_a=bands[0][keep].copy() if bands else None, band_b=bands[1][keep].copy() if bands else None)
+    taken, maps, bands, fused = compute(method, model, ta[start:end], tb[start:end], field, report_own_rows,
+                                        cancel, True, memory_budget, (keep.start, keep.stop))
+    block = DenseBlock(top, bottom, **{name: values[keep].copy() for name, values in maps.items()},
+                       fused=fused[keep].copy(), method=taken, field=field,
+                       band_a=bands[0][keep].copy() if bands else None, band_b=bands[1][keep].copy() if bands else None)
+    if bands:
+        mismatch = compare_rows(model, ta, tb, block_pixels(top, bottom, height, width),
+                                lambda r, c: block.row(r, c, height), taken)
+        if mismatch is not None:  # never serve a wrong answer: these rows the slow, exact way
+            block = dense_block(model, a, b, top, bottom, "full-image", progress, cancel, keep_band, memory_budget)
+            block.reason = mismatch
+    if not keep_band:
+        block.band_a = block.band_b = None
+    return block
 
 
-def edge_pixels(blocks: list[DenseBlock], width: int) -> list[tuple[int, int]]:
-    """One pixel on each edge row of every block, columns cycling through left, middle and right."""
-    rows = sorted({row for block in blocks for row in (block.top, block.bottom - 1)})
-    columns = (0, width // 2, width - 1)
-    return [(row, columns[k % 3]) for k, row in enumerate(rows)]
+def block_pixels(top: int, bottom: int, height: int, width: int) -> list[tuple[int, int]]:
+    """The pixels a block of rows [top, bottom) checks: its edge rows' corners and middles, and the image's
+    corners and centre that it holds."""
+    edges = [(row, col) for row in (top, bottom - 1) for col in (0, width // 2, width - 1)]
+    inside = [(r, c) for r, c in corner_pixels(height, width, extra=0) if top <= r < bottom]
+    return sorted(set(edges) | set(inside))
 
 
-def merge_blocks(model: nn.Module, a: np.ndarray, b: np.ndarray, blocks: list[DenseBlock], progress=None,
-                 cancel=None, memory_budget: int | None = None) -> DenseJacobian:
+def merge_blocks(model: nn.Module, a: np.ndarray, b: np.ndarray, blocks: list[DenseBlock]) -> DenseJacobian:
     """The ``DenseJacobian`` of blocks that cover the image's rows exactly once (any order).
 
-    The rows at the corners and at every block edge are compared with full-image autograd; if any
-    disagrees, the whole image is computed again by ``dense_jacobian(..., method="full-image")`` and
-    its ``reason`` says why. Raises ValueError when the blocks do not tile the image or disagree on
-    the method or the field.
+    Where a block was redone by the full-image path, the result is "full-image" without a band,
+    and its ``reason`` says why. Raises ValueError when the blocks do not tile the image or were
+    computed with different fields.
     """
-    ta, tb = as_tensor(a, "a", model), as_tensor(b, "b", model)
-    height, width = ta.shape
+    height, width = np.shape(a)
     blocks = sorted(blocks, key=lambda block: block.top)
     edges = [(block.top, block.bottom) for block in blocks]
     if not blocks or blocks[0].top != 0 or blocks[-1].bottom != height or any(
             prev[1] != nxt[0] for prev, nxt in zip(edges, edges[1:], strict=False)):
         raise ValueError(f"blocks {edges} do not cover rows [0, {height}) exactly once")
-    if len({(block.method, block.field) for block in blocks}) != 1:
-        raise ValueError("blocks computed by different methods or fields cannot be merged")
     if any(block.fused.shape[1] != width for block in blocks):
         raise ValueError(f"blocks are not {width} pixels wide")
-    first = blocks[0]
-    names = [*MAP_NAMES[:4], "fused"] + (["band_a", "band_b"] if all(bl.band_a is not None for bl in blocks) else [])
+    methods = {block.method for block in blocks}
+    redone = [block for block in blocks if block.method == "full-image"]
+    if not redone and len(methods) > 1:
+        raise ValueError("blocks computed by different methods cannot be merged")
+    method = "full-image" if redone else methods.pop()
+    fields = {block.field for block in blocks if block.method == method}
+    if len(fields) != 1:
+        raise ValueError("blocks computed with different fields cannot be merged")
+    names = [*MAP_NAMES[:4], "fused"]
+    if not redone and all(block.band_a is not None for block in blocks):
+        names += ["band_a", "band_b"]
     joined = {name: np.concatenate([getattr(block, name) for block in blocks]) for name in names}
-    result = DenseJacobian(**joined, method=first.method, field=first.field, model=model,
-                           inputs=(np.asarray(a), np.asarray(b)))
-    if result.band_a is not None:
-        mismatch = check_rows(model, ta, tb, result, check_pixels(blocks, height, width))
-        if mismatch is not None:  # never serve a wrong answer
-            result = dense_jacobian(model, a, b, progress, cancel, True, "full-image", memory_budget)
-            result.reason = mismatch
-    return result
-
-
-def check_pixels(blocks: list[DenseBlock], height: int, width: int) -> list[tuple[int, int]]:
-    """The pixels ``merge_blocks`` checks: the image's corners and centre, and every block edge."""
-    return sorted(set(corner_pixels(height, width, extra=0)) | set(edge_pixels(blocks, width)))
+    return DenseJacobian(**joined, method=method, field=fields.pop(), model=model,
+                         inputs=(np.asarray(a), np.asarray(b)),
+                         reason=next((block.reason for block in redone if block.reason), None))

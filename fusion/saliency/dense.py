@@ -40,7 +40,7 @@ from .receptive_field import (
 )
 
 __all__ = ["MAP_NAMES", "MEMORY_BUDGET_BYTES", "MEMORY_BUDGET_ENV", "Cancelled", "DenseJacobian", "colour_order",
-           "check_rows", "dense_jacobian", "dense_method", "memory_budget_bytes", "share"]
+           "check_rows", "compare_rows", "dense_jacobian", "dense_method", "memory_budget_bytes", "share", "unband"]
 #: What ``dense_jacobian``'s ``method`` accepts besides "auto".
 METHODS = ("crops", "coloured", "full-image")
 
@@ -97,15 +97,7 @@ class DenseJacobian:
                                  "without it) and no model: compute the row with pixel_jacobian instead")
             result = pixel_jacobians(self.model, *self.inputs, [(row, col)])[0]
             return result.ja, result.jb
-        f = self.field
-        top, bottom, left, right = f.box(row, col, height, width)
-        i0, j0 = top - (row - f.up), left - (col - f.left)
-        rows = []
-        for band in (self.band_a, self.band_b):
-            out = np.zeros((height, width), np.float32)
-            out[top:bottom, left:right] = band[row, col, i0:i0 + bottom - top, j0:j0 + right - left]
-            rows.append(out)
-        return rows[0], rows[1]
+        return unband(self.band_a[row, col], self.band_b[row, col], self.field, row, col, height, width)
 
     def to_hdf5(self, path) -> None:
         """Write maps, banded Jacobian and provenance to an HDF5 file (see ``fusion.saliency.hdf5``)."""
@@ -120,6 +112,18 @@ class DenseJacobian:
         return load_hdf5(path)
 
 
+def unband(band_a: np.ndarray, band_b: np.ndarray, field: Field, row: int, col: int, height: int,
+           width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel (row, col)'s (rows, cols) band entries -> its two H x W Jacobian rows (zero outside its field)."""
+    top, bottom, left, right = field.box(row, col, height, width)
+    i0, j0 = top - (row - field.up), left - (col - field.left)
+    out = []
+    for band in (band_a, band_b):
+        full = np.zeros((height, width), np.float32)
+        full[top:bottom, left:right] = band[i0:i0 + bottom - top, j0:j0 + right - left]
+        out.append(full)
+    return out[0], out[1]
+
 
 def check_rows(model: nn.Module, a: torch.Tensor, b: torch.Tensor, result: DenseJacobian,
                pixels: list[tuple[int, int]] | None = None) -> str | None:
@@ -127,16 +131,22 @@ def check_rows(model: nn.Module, a: torch.Tensor, b: torch.Tensor, result: Dense
     on the (H, W) tensors ``a``, ``b``; None when they agree, else what disagrees."""
     height, width = a.shape
     pixels = corner_pixels(height, width, extra=0) if pixels is None else pixels
+    return compare_rows(model, a, b, pixels, result.row, result.method)
+
+
+def compare_rows(model: nn.Module, a: torch.Tensor, b: torch.Tensor, pixels: list[tuple[int, int]],
+                 row: Callable[[int, int], tuple[np.ndarray, np.ndarray]], method: str) -> str | None:
+    """Compare ``row(r, c)`` (two H x W arrays) at ``pixels`` with full-image autograd on the (H, W) tensors
+    ``a``, ``b``; None when they agree, else what disagrees."""
     want_a, want_b, _ = full_rows(model, a, b, pixels)
     rtol = VERIFY_RTOL if a.dtype == torch.float64 else VERIFY_RTOL_FLOAT32
     for k, (r, c) in enumerate(pixels):
-        got = result.row(r, c)
-        for want, have in zip((want_a[k], want_b[k]), got, strict=True):
+        for want, have in zip((want_a[k], want_b[k]), row(r, c), strict=True):
             want = want.detach().cpu().double().numpy()
             scale = max(np.abs(want).max(), np.abs(have).max(), 1e-30)
             err = np.abs(want - have).max() / scale
             if err > max(rtol, 1e-6):
-                return (f"the {result.method} Jacobian disagrees with full-image autograd at pixel ({r}, {c}) "
+                return (f"the {method} Jacobian disagrees with full-image autograd at pixel ({r}, {c}) "
                         f"(relative error {err:.2g})")
     return None
 
