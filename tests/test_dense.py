@@ -20,6 +20,7 @@ from saliency_helpers import (
 
 import fusion
 from fusion.saliency import Cancelled, DenseJacobian, colour_order, dense_jacobian, pixel_jacobian, receptive_field
+from fusion.saliency.programs import recorded_programs
 from fusion.saliency.receptive_field import verify_replay, verify_shrinking
 
 
@@ -264,11 +265,9 @@ def test_without_band_rows_fall_back_to_pixel_path():
 def test_crops_record_no_window_program_for_corner_geometries():
     """In a whole image each corner geometry holds one pixel: recording its program would cost more
     than it saves. The interior and the edges, which repeat along the image, are recorded."""
-    from fusion.saliency.receptive_field import _state
-
     model = build(Dilated).float()
     dense = dense_jacobian(model, *pair(30, 26, seed=1), method="crops")
     assert dense.method == "crops"
-    borders = [key[1] for key, program in _state(model).programs.items() if program is not None]
+    borders = [key[1] for key, program in recorded_programs(model).items() if program is not None]
     assert (False, False, False, False) in borders and (True, False, False, False) in borders
     assert not any((top or bottom) and (left or right) for top, bottom, left, right in borders)

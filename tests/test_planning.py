@@ -7,7 +7,6 @@ representative image, so a large image costs what is checked, not its size.
 """
 from __future__ import annotations
 
-import importlib
 import threading
 import time
 
@@ -18,11 +17,11 @@ from saliency_helpers import pair
 
 import fusion
 from fusion import background
-from fusion.saliency import pixel_jacobians
-from fusion.saliency.receptive_field import Field, representative_shape
+from fusion.saliency import field as field_module
+from fusion.saliency import pixel_jacobians, verification
+from fusion.saliency.field import Field, analyse, representative_shape
 from fusion.service import SaliencyService
 
-rf = importlib.import_module("fusion.saliency.receptive_field")  # the package exports a function of this name
 BACKGROUND_THREADS = ("fusion-background", "fusion-probe")
 
 
@@ -30,7 +29,7 @@ BACKGROUND_THREADS = ("fusion-background", "fusion-probe")
 def one_off_work(monkeypatch):
     """Records (thread name, what, shape) of every probe and verification the engine runs."""
     seen = []
-    real_probe, real_check = rf._probe_support, rf._disagreement
+    real_probe, real_check = field_module.probe_support, verification.disagreement
 
     def probe(twin, size, *args):
         seen.append((threading.current_thread().name, "probe", size))
@@ -40,8 +39,8 @@ def one_off_work(monkeypatch):
         seen.append((threading.current_thread().name, "verify", (height, width)))
         return real_check(model, height, width, rows)
 
-    monkeypatch.setattr(rf, "_probe_support", probe)
-    monkeypatch.setattr(rf, "_disagreement", check)
+    monkeypatch.setattr(field_module, "probe_support", probe)
+    monkeypatch.setattr(verification, "disagreement", check)
     return seen
 
 
@@ -83,7 +82,7 @@ def test_first_hover_is_exact_and_does_no_one_off_work(name, tmp_path, one_off_w
         later = [svc.pixel([name], pair_id, r, c)[name] for r, c in pixels]
         assert_exact(later, want)
         assert len(one_off_work) == before  # planned: hovers verify nothing more
-        field = rf.analyse(model)
+        field = analyse(model)
         fresh = later[2:]  # the first two pixels are remembered as first answered (exact too)
         assert {p.method for p in fresh} == ({"crop"} if field.local else {"full-image"})
     finally:
@@ -96,7 +95,7 @@ def test_planning_checks_a_representative_image_not_the_whole(tmp_path, one_off_
     try:
         for future in svc.plan_ahead(["funfusean"], [(512, 512)]):
             future.result(timeout=300)
-        field = rf.analyse(svc.model("funfusean"))
+        field = analyse(svc.model("funfusean"))
         shapes = {shape for _, what, shape in one_off_work if what == "verify"}
         assert shapes == {representative_shape(field, 512, 512)} and max(max(s) for s in shapes) < 100
         assert svc.planned("funfusean", 512, 512)
@@ -170,7 +169,7 @@ def test_closed_background_work_cancels_what_waits_and_starts_again():
 def test_full_image_answer_needs_no_field(monkeypatch):
     """The exact fallback itself never probes."""
     model = fusion.create_model("deeppedestrian", checkpoint=None)
-    monkeypatch.setattr(rf, "_probe_support", lambda *args: pytest.fail("probed"))
+    monkeypatch.setattr(field_module, "probe_support", lambda *args: pytest.fail("probed"))
     a, b = (torch.rand(20, 18) for _ in "ab")
     (result,) = pixel_jacobians(model, a, b, [(3, 4)], method="full-image")
     assert result.method == "full-image" and result.window == (0, 20, 0, 18)

@@ -11,7 +11,8 @@ from saliency_helpers import pair
 
 import fusion
 from fusion.saliency import pixel_jacobian, pixel_jacobians, record_forward
-from fusion.saliency.receptive_field import _state
+from fusion.saliency.programs import recorded_programs
+from fusion.saliency.state import model_state
 from fusion.service import SaliencyService, pack, unpack
 
 NAMES = ["weighted-average", "adaptive-average"]
@@ -282,7 +283,7 @@ def test_prepare_hover_keeps_the_forward_passes_in_the_background(service, image
     pair_id = service.put_pair(*images)
     service.prepare_hover(["funfusean", "deepfuse"], pair_id).result(timeout=120)
     assert service.computed["record"] == 2
-    assert all(_state(service.model(name)).programs for name in ("funfusean", "deepfuse"))  # window programs
+    assert all(recorded_programs(service.model(name)) for name in ("funfusean", "deepfuse"))  # window programs
     service.pixel(["funfusean", "deepfuse"], pair_id, 4, 4)
     assert service.computed["record"] == 2 and service.computed["pixel"] == 2
     with pytest.raises(fusion.InvalidInput):
@@ -299,7 +300,7 @@ def test_the_replay_choice_is_timed_once_and_shared_through_the_cache(tmp_path):
     other = SaliencyService(cache_dir=tmp_path / "cache")  # another process: reads the verdict, times nothing
     assert other.weights_hash("deeppedestrian") == svc.weights_hash("deeppedestrian")
     other._plan("deeppedestrian", 36, 36)
-    assert _state(other.model("deeppedestrian")).replay_pays == {(36, 36, n): faster[n] for n in (1, 2)}
+    assert model_state(other.model("deeppedestrian")).replay_pays == {(36, 36, n): faster[n] for n in (1, 2)}
     other._concurrent_hovers = 1  # as in a hover worker process
     assert (other._record("deeppedestrian", other.put_pair(*svc.get_pair(pair_id))) is not None) == faster[1]
 

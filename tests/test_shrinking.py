@@ -10,9 +10,13 @@ from torch import nn
 
 import fusion
 from fusion.saliency import analyse, pixel_jacobians, record_forward, replay_pays, verify_replay, verify_shrinking
-from fusion.saliency.pixel import crop_rows, record_windows, run_windows
-from fusion.saliency.receptive_field import _state, fingerprint, full_rows
-from fusion.saliency.shrinking import NotRecordable, ReplayWindows, ShrinkingWindows, Unsupported
+from fusion.saliency.crops import crop_rows
+from fusion.saliency.planning import record_windows
+from fusion.saliency.programs import recorded_programs, run_windows
+from fusion.saliency.reference import full_rows
+from fusion.saliency.replay import ReplayWindows
+from fusion.saliency.state import fingerprint
+from fusion.saliency.windows import NotRecordable, ShrinkingWindows, Unsupported
 
 
 def every_pixel_rows(model, a, b, shrinking: bool, replay: bool = False):
@@ -196,10 +200,10 @@ def test_recorded_window_programs_replay_exactly(name, replay):
     model = fresh(name)
     a, b = pair(13, 17, seed=9)
     assert_every_pixel_exact(model, a, b, replay)
-    programs = dict(_state(model).programs)
+    programs = recorded_programs(model)
     assert programs and all(program is not None for program in programs.values())
     assert_every_pixel_exact(model, *pair(13, 17, seed=10), replay)
-    assert _state(model).programs.keys() == programs.keys()  # nothing recorded again
+    assert recorded_programs(model).keys() == programs.keys()  # nothing recorded again
 
 
 @pytest.mark.parametrize("name", fusion.list_models())
@@ -221,13 +225,13 @@ def test_edge_programs_are_prepared_ahead(name):
     height, width = 64, 48
     field = analyse(model)
     assert record_windows(model, height, width) > 0
-    ready = set(_state(model).programs)
+    ready = set(recorded_programs(model))
     a, b = (torch.tensor(x, dtype=torch.float32) for x in pair(height, width, seed=2))
     for r in range(height):
         for c in range(width):
             if field.up < r < height - 1 - field.down or field.left < c < width - 1 - field.right:
                 crop_rows(model, a, b, [(r, c)], field, shrinking=True)
-    assert set(_state(model).programs) == ready
+    assert set(recorded_programs(model)) == ready
 
 
 class ReadsItsActivations(nn.Module):
@@ -250,7 +254,8 @@ def test_a_model_that_reads_its_activations_is_not_recorded():
         ShrinkingWindows((False,) * 4, recording=True).run(model, window, window.clone())
     a, b = pair(9, 11, seed=6)
     assert_every_pixel_exact(model, a, b)
-    assert _state(model).programs and all(p is None for p in _state(model).programs.values())
+    programs = recorded_programs(model)
+    assert programs and all(p is None for p in programs.values())
 
 
 def test_a_program_replays_the_same_kernels_bit_for_bit():

@@ -38,7 +38,7 @@ import numpy as np
 
 from ..io import MAX_PIXELS, Pair
 from .dense import DenseJacobian
-from .receptive_field import Field
+from .field import Field
 
 FORMAT = "fusion-saliency dense Jacobian"
 FORMAT_VERSION = 2
