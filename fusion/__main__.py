@@ -102,34 +102,59 @@ def cmd_train(args) -> int:
 
 
 def cmd_saliency(args) -> int:
-    """Whole-image saliency (dense Jacobian) of one model on one pair, written to HDF5."""
+    """Whole-image saliency (dense Jacobians) to HDF5: one model on one pair, or models on a folder of pairs."""
     from tqdm import tqdm
 
-    from . import load_pair
+    from . import list_models, load_pair
     from .data import load_sample
     from .errors import InvalidInput
+    from .fanout import run
     from .service import SaliencyService
 
-    if args.sample:
-        try:
-            pair = load_sample(args.sample)
-        except KeyError as exc:
-            raise InvalidInput(exc.args[0]) from None
-    else:
-        pair = load_pair(*args.pair)
-    a, b = pair
+    models = list_models() if args.models == ["all"] else args.models or [args.model]
+    unknown = [m for m in models if m not in list_models()]
+    if unknown:
+        raise InvalidInput(f"unknown model {unknown[0][:40]!r}; registered: {', '.join(list_models())}")
+    if args.workers is not None and args.workers < 1:
+        raise InvalidInput("--workers must be at least 1")
+    if args.pairs and not args.out_dir:
+        raise InvalidInput("--pairs DIR needs --out-dir OUT")
+    if not args.pairs and (not args.out or len(models) != 1):
+        raise InvalidInput("one pair (--pair or --sample) takes one --model and --out FILE")
     checkpoint = None if args.checkpoint.lower() == "none" else args.checkpoint
     service = SaliencyService(cache_dir=args.cache_dir, device=args.device, checkpoint=checkpoint)
-    pair_id = service.put_pair(a, b, pair.pet_chroma, pair.pet_range)
-    with tqdm(desc=f"{args.model} {a.shape[0]}x{a.shape[1]}", unit="pass", total=1, disable=args.quiet) as bar:
-        def progress(done, total):
-            bar.total, bar.n = total, done
-            bar.refresh()
+    bar = tqdm(desc="whole-image maps", unit="px", unit_scale=True, total=1, disable=args.quiet)
 
-        dense = service.dense(args.model, pair_id, progress=progress)
-    dense.to_hdf5(args.out)
+    def progress(done, total):
+        bar.total, bar.n = max(total, 1), done
+        bar.refresh()
+
+    with bar:
+        if args.pairs:
+            from .cohort import run_cohort
+
+            rows = run_cohort(service, models, args.pairs, args.out_dir, args.workers, progress=progress)
+        else:
+            try:
+                pair = load_sample(args.sample) if args.sample else load_pair(*args.pair)
+            except KeyError as exc:
+                raise InvalidInput(exc.args[0]) from None
+            pair_id = service.put_pair(pair.mri, pair.pet, pair.pet_chroma, pair.pet_range)
+            outcome = run(service, [(models[0], pair_id)], workers=args.workers,
+                          progress=lambda _request, units: progress(sum(u["done"] for u in units.values()),
+                                                                     sum(u["total"] for u in units.values())))
+            failed = [u["error"] for u in outcome.values() if u["error"]]
+            if failed:
+                raise InvalidInput(f"{models[0]}: {failed[0]}")
+            dense = service.cached_dense(models[0], pair_id) or service.dense(models[0], pair_id)
+            dense.to_hdf5(args.out)
+    if args.pairs:
+        failed = [r for r in rows if r["error"]]
+        print(f"wrote {len(rows) - len(failed)} results and statistics.csv to {args.out_dir}"
+              + (f"; {len(failed)} failed (see statistics.csv)" if failed else ""))
+        return 1 if failed else 0
     why = f" ({dense.reason})" if dense.reason else ""
-    print(f"wrote {args.out}: {args.model}, method {dense.method}{why}, receptive field {dense.receptive_field}")
+    print(f"wrote {args.out}: {models[0]}, method {dense.method}{why}, receptive field {dense.receptive_field}")
     return 0
 
 
@@ -216,13 +241,21 @@ def build_parser() -> argparse.ArgumentParser:
                         "training: a fine-tuning leg that trains the network exactly as it is evaluated")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("saliency", help="whole-image Jacobian of one model on one pair, to HDF5")
-    p.add_argument("--model", required=True)
+    p = sub.add_parser("saliency", help="whole-image Jacobians (HDF5) of one model on one pair, or of several "
+                       "models on every pair of a folder (--pairs DIR --out-dir OUT)")
+    chosen = p.add_mutually_exclusive_group(required=True)
+    chosen.add_argument("--model", help="one registered model")
+    chosen.add_argument("--models", nargs="+", help="several registered models ('all': every one)")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--pair", nargs=2, metavar=("MRI", "PET"), help="two co-registered image files")
     source.add_argument("--sample", help="a bundled sample pair (see fusion.data.list_samples())")
+    source.add_argument("--pairs", metavar="DIR", help="a folder of NAME_mri.EXT / NAME_pet.EXT pairs (a cohort)")
     p.add_argument("--checkpoint", default="default", help="'default', 'none' (fresh weights) or a path")
-    p.add_argument("--out", required=True, help="HDF5 file to write")
+    p.add_argument("--out", help="HDF5 file to write (one model, one pair)")
+    p.add_argument("--out-dir", help="folder for NAME__MODEL.h5 files and statistics.csv (finished ones are "
+                   "skipped: a run resumes)")
+    p.add_argument("--workers", type=int, help="processes computing at once (default: the usable cores; "
+                   "1: one process)")
     p.add_argument("--cache-dir", help="saliency cache (default $FUSION_CACHE_DIR or ~/.cache/fusion-saliency)")
     p.add_argument("--device", default="auto", help="'auto' (the GPU if there is one, else the CPU), 'cpu', "
                    "'cuda' or 'cuda:N'")

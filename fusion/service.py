@@ -40,7 +40,8 @@ from .devices import pick_device
 from .errors import InvalidInput
 from .hover_pool import HoverProcesses
 from .io import Pair, check_colour_pair
-from .saliency.dense import DenseJacobian, dense_jacobian
+from .saliency.blocks import DenseBlock, dense_block, merge_blocks
+from .saliency.dense import DenseJacobian, dense_jacobian, dense_method
 from .saliency.pixel import PixelJacobian, pixel_jacobians, record_windows
 from .saliency.receptive_field import (
     Field,
@@ -848,6 +849,81 @@ class SaliencyService:
         dense.meta = {"model": name, "weights_hash": self.weights_hash(name), "pair_id": pair_id,
                       "method_version": METHOD_VERSION}
         return self.put_dense(name, pair_id, dense)
+
+    # -------------------------------------------------------------- whole image in blocks (fusion.fanout)
+    def dense_method(self, name: str, pair_id: str) -> str:
+        """The path of the model's dense result on this pair: "crops", "coloured" or "full-image"."""
+        a, _ = self.get_pair(pair_id)
+        if self._plan(name, *a.shape)[0] != "crop":
+            return "full-image"
+        return dense_method(self.model(name), *a.shape)[0]
+
+    def _block_key(self, name: str, pair_id: str, top: int, bottom: int) -> str:
+        return self._key("block", self.weights_hash(name), pair_id, f"{top}-{bottom}")
+
+    def has_block(self, name: str, pair_id: str, top: int, bottom: int) -> bool:
+        """Is output rows [top, bottom) of the model's dense result stored (or the whole result)?"""
+        return self._block_key(name, pair_id, top, bottom) in self.cache or self.has_dense(name, pair_id)
+
+    def has_dense(self, name: str, pair_id: str) -> bool:
+        """Is the model's dense result on this pair cached (without reading it)?"""
+        return ((self.weights_hash(name), pair_id) in self._dense.data
+                or self._key("dense", self.weights_hash(name), pair_id) in self.cache)
+
+    def dense_rows(self, name: str, pair_id: str, top: int, bottom: int, progress=None, cancel=None) -> None:
+        """Compute output rows [top, bottom) of the model's dense result and store them in the cache for
+        ``merge_rows`` (``fusion.saliency.blocks.dense_block``); nothing when they, or the whole result,
+        are stored already. ``progress(done, total, preview)``: preview maps of the block's rows."""
+        if self.has_block(name, pair_id, top, bottom):
+            return
+        a, b = self.get_pair(pair_id)
+        keep_band = self._band_bytes(name, *a.shape) <= self.max_band_bytes
+        block = dense_block(self.model(name), a, b, top, bottom, self.dense_method(name, pair_id), progress,
+                            cancel, keep_band)
+        self._store(self._block_key(name, pair_id, top, bottom), block.arrays(),
+                    {"top": top, "bottom": bottom, "method": block.method, "field": block.field.__dict__,
+                     "reason": block.reason})
+
+    def _band_bytes(self, name: str, height: int, width: int) -> int:
+        """Bytes of the model's banded Jacobian (both inputs, float32) at this size."""
+        field = self._field(name).clipped(height, width)
+        return 2 * 4 * height * width * field.rows * field.cols
+
+    def dense_cost(self, name: str, height: int, width: int) -> float:
+        """Relative work of the model's dense result at this size (pixels x field area), for splitting requests."""
+        field = self._field(name).clipped(height, width)
+        return float(height * width * field.rows * field.cols) if field.local else float(height * width) ** 2
+
+    def dense_bytes(self, name: str, height: int, width: int) -> float:
+        """Estimated peak memory of the model's dense result computed in one piece: the kept forward
+        activations and the banded Jacobian."""
+        record = self._record_estimate(name, height, width)
+        return (record if math.isfinite(record) else 0.0) + self._band_bytes(name, height, width)
+
+    def merge_rows(self, name: str, pair_id: str, bounds: list[tuple[int, int]]) -> DenseJacobian:
+        """The dense result from its stored blocks of rows ``bounds`` (``dense_rows``), stored as ``dense``
+        stores it; the blocks are then deleted. Raises KeyError when a block is missing (evicted)."""
+        if self.has_dense(name, pair_id):
+            return self.cached_dense(name, pair_id)
+        blocks = []
+        for top, bottom in bounds:
+            entry = self._load(self._block_key(name, pair_id, top, bottom))
+            if entry is None:
+                raise KeyError(f"rows {top}-{bottom} of {name} on pair {pair_id[:8]} are not in the cache")
+            arrays, header = entry
+            blocks.append(DenseBlock(top, bottom, **arrays, method=header["method"], field=Field(**header["field"]),
+                                     reason=header["reason"]))
+        a, b = self.get_pair(pair_id)
+        dense = merge_blocks(self.model(name), a, b, blocks)
+        if dense.method == "full-image" and dense.reason is None:
+            dense.reason = self._plan(name, *a.shape)[2]
+        self.computed["dense"] += 1
+        dense.meta = {"model": name, "weights_hash": self.weights_hash(name), "pair_id": pair_id,
+                      "method_version": METHOD_VERSION}
+        dense = self.put_dense(name, pair_id, dense)
+        for top, bottom in bounds:
+            self.cache.delete(self._block_key(name, pair_id, top, bottom))
+        return dense
 
     def put_dense(self, name: str, pair_id: str, dense: DenseJacobian) -> DenseJacobian:
         """Store a dense result (computed here, or read back with ``load_hdf5``) as model ``name``'s
