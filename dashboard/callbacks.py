@@ -19,7 +19,7 @@ from dash.exceptions import PreventUpdate
 
 import fusion
 
-from . import api, backend, colour, figures, job_slots, metrics_view, stats
+from . import api, backend, colour, dense_job, figures, job_slots, jobs, metrics_view, stats
 from .panels import JACOBIAN_VIEWS, VIEW_BY_KEY, grid, pid
 from .state import ViewState, clamp_gamma, decode, encode
 
@@ -396,9 +396,10 @@ def request_dense(run, retries, version, job_retries, previous):
     prevent_initial_call=True,
 )
 def run_dense(set_progress, request, mode, gamma):
-    """Dense Jacobians of the requested models, one after another, in a background process.
+    """Dense Jacobians of the requested models in a background job, fanned out over the cores (or the Celery
+    workers) in blocks of rows (``dense_job``).
 
-    Progress (and a coarse preview that refines) goes out every ~0.4 s; the results
+    Progress per model (and a coarse preview that refines) goes out every ~0.4 s; the results
     themselves go to the service's shared cache, so every page and worker sees them.
     The returned failures are only read as State (see ``dense_status``).
     """
@@ -409,35 +410,32 @@ def run_dense(set_progress, request, mode, gamma):
     pair_id = request["pair"]
     report = {"pair": pair_id, "t": request["t"], "models": {m: {"state": "queued"} for m in request["models"]},
               "preview": None}
-    for m in request["models"]:
-        if svc.cached_dense(m, pair_id) is not None:
-            report["models"][m] = {"state": "done"}
-            continue
-        report["models"][m] = {"state": "computing", "done": 0, "total": 1}
-        set_progress(dict(report))
-        last = [0.0]
-        fused = svc.fuse(m, pair_id)
+    fused, last = {}, [0.0]
 
-        def progress(done, total, preview=None, m=m, last=last, fused=fused):
-            report["models"][m] = {"state": "computing", "done": int(done), "total": max(int(total), 1)}
-            now = time.monotonic()
-            if now - last[0] < 0.4:
-                return
-            last[0] = now
-            if preview is not None:
-                srcs = dense_srcs(preview, fused, mode, None, gamma)
-                report["preview"] = {"model": m, "srcs": {v: s for v, (s, _) in srcs.items()}}
-            set_progress(dict(report))
-
-        try:
-            svc.dense(m, pair_id, progress=progress)
-            report["models"][m] = {"state": "done"}
-        except Exception as exc:  # noqa: BLE001 - one model failing must not stop the others
-            report["models"][m] = {"state": "failed", "error": f"{type(exc).__name__}: {exc}"}
-        report["preview"] = None
+    def progress(states: dict, preview) -> None:
+        report["models"] = {m: {k: v for k, v in s.items() if k in ("state", "done", "total", "error")}
+                            for m, s in states.items()}
+        now = time.monotonic()
+        if now - last[0] < 0.4:
+            return
+        last[0] = now
+        if preview is not None:
+            model, maps = preview
+            if model not in fused:
+                fused[model] = svc.fuse(model, pair_id)
+            srcs = dense_srcs(maps, fused[model], mode, None, gamma)
+            report["preview"] = {"model": model, "srcs": {v: s for v, (s, _) in srcs.items()}}
         set_progress(dict(report))
+
+    try:
+        states = dense_job.compute(request["models"], pair_id, jobs.job_key(), progress)
+    except Exception as exc:  # noqa: BLE001 - the page says what went wrong; finished models stay cached
+        states = {m: {"state": "done"} if svc.has_dense(m, pair_id) else
+                  {"state": "failed", "error": f"{type(exc).__name__}: {exc}"} for m in request["models"]}
+    report["models"], report["preview"] = states, None
+    set_progress(dict(report))
     return {"pair": pair_id, "t": request["t"],
-            "models": {m: s for m, s in report["models"].items() if s["state"] == "failed"}}
+            "models": {m: s for m, s in states.items() if s["state"] == "failed"}}
 
 
 @cb(
@@ -762,8 +760,8 @@ def download(_png, _csv, h5_clicks, pair, version, rest, pinned, mode, shared, g
         models = (version or {}).get("models", [])
         if not rows and not models:
             raise PreventUpdate
-        quality = metrics_view.metrics_csv(metrics_view.metrics_rows(pair["id"], models, threshold))
-        return dict(content=stats.table_csv(rows or []) + "\n" + quality, filename="mri-share-statistics.csv",
+        quality = metrics_view.metrics_rows(pair["id"], models, threshold)
+        return dict(content=metrics_view.statistics_csv(rows or [], quality), filename="mri-share-statistics.csv",
                     type="text/csv")
     if isinstance(trigger, dict):
         if not any(h5_clicks):

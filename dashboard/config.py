@@ -21,6 +21,9 @@
                           per hover of all five models against 11.3 to 12.7 ms in threads (the GIL
                           is not shared). Each holds PyTorch, the models and their kept activations
                           (up to FUSION_HOVER_MEMORY_MB, default 1024).
+    FUSION_DENSE_WORKERS  processes computing one whole-image request at once, its job included: local
+                          processes, or with REDIS_URL the Celery workers it asks to help (default: the
+                          usable cores). They run niced, below the web process and its hover workers.
     REDIS_URL             when set, background jobs run on Celery workers with this broker
 
   A shared server (see docs/deployment.md):
@@ -44,6 +47,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from fusion.fanout import usable_workers
 
 DEFAULT_MODELS = ("weighted-average", "funfusean", "masknet", "deepfuse", "deeppedestrian")
 
@@ -74,6 +79,7 @@ class Config:
     web_threads: int = 1
     job_threads: int = 1
     hover_processes: int = field(default_factory=default_hover_processes)
+    dense_workers: int = field(default_factory=usable_workers)
     #: Most points per model drawn in the G_MRI vs G_PET scatter (WebGL stays fluid).
     max_scatter_points: int = field(default=12_000)
     auth_file: str | None = None
@@ -165,6 +171,7 @@ def from_env(environ: dict | None = None) -> Config:
         web_threads=max(1, integer("FUSION_DASH_THREADS", 1, "a number of threads")),
         job_threads=max(1, integer("FUSION_JOB_THREADS", 1, "a number of threads")),
         hover_processes=max(0, integer("FUSION_HOVER_PROCESSES", default_hover_processes(), "a number of processes")),
+        dense_workers=max(1, integer("FUSION_DENSE_WORKERS", usable_workers(), "a number of processes")),
         auth_file=auth_file(env.get("FUSION_AUTH_FILE")),
         url_prefix=url_prefix(env.get("FUSION_URL_PREFIX")),
         max_upload_mb=number("FUSION_MAX_UPLOAD_MB", 20, 0.01),

@@ -33,7 +33,7 @@ import time
 import dash
 from dash.exceptions import PreventUpdate
 
-from . import backend, job_slots
+from . import backend, dense_job, job_slots
 from .auth import current_user
 from .config import Config
 
@@ -125,6 +125,7 @@ class QueuedJobs:
         if job is None:
             return
         handle = self.slots.cancel(job)
+        dense_job.cancel(self.config, job)  # every task of its request, wherever it runs
         if handle is not None:
             self.stop(handle)
 
@@ -198,6 +199,7 @@ def configure_celery(celery_app) -> None:
         broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT},
         result_backend_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT},
     )
+    dense_job.register_celery(celery_app)  # the helpers a Compute asks idle workers for
 
 
 class CeleryManager(QueuedJobs, dash.CeleryManager):

@@ -36,6 +36,23 @@ def metrics_rows(pair_id: str, models, threshold: float | None = None) -> list[d
     return backend.quality_rows(pair_id, list(models), stats.BRAIN_THRESHOLD if threshold is None else threshold)
 
 
+def statistics_csv(region_rows: list[dict], metric_rows: list[dict]) -> str:
+    """One CSV table: each region row of the statistics (model, region, pixels, mean_share, mri_dominated)
+    followed by its model's quality metrics; a model without region rows (no whole-image result yet)
+    gets one row with its metrics only. NaN as empty cells."""
+    metrics = {row["model"]: row for row in metric_rows}
+    fields = ["model", "region", "pixels", "mean_share", "mri_dominated", *METRICS]
+    rows = [{**metrics.get(row["model"], {}), **row} for row in region_rows]
+    covered = {row["model"] for row in region_rows}
+    rows += [row for model, row in metrics.items() if model not in covered]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()})
+    return buffer.getvalue()
+
+
 def metrics_csv(rows: list[dict]) -> str:
     """The metrics rows as CSV text (NaN as empty cells, inf as "inf")."""
     buffer = io.StringIO()

@@ -123,7 +123,8 @@ def run(service, units, workers: int | None = None, board: Board | None = None,
     """Whole-image maps of every (model, pair id) of ``units``, into the service's cache.
 
     Args:
-        workers: processes computing at once, this one included (default: the usable cores).
+        workers: processes computing at once, this one included (default: the usable cores; on a GPU
+            always 1: this process computes one task at a time on it).
         board: where the processes meet (default: a ``DiskBoard`` beside the service's cache).
         start_helpers: ``start_helpers(request, n)`` starts ``n`` helpers elsewhere (Celery); default:
             ``n`` local processes (``LocalHelpers``).
@@ -136,6 +137,8 @@ def run(service, units, workers: int | None = None, board: Board | None = None,
         ``Cancelled`` when ``cancel()`` said so.
     """
     workers = usable_workers() if workers is None else max(1, int(workers))
+    if service.device.type != "cpu":
+        workers = 1  # one task per GPU at a time: this process, whole units (``plan_tasks``)
     if niceness is not None:
         lower_priority(niceness)
     tasks: list[Task] = plan_tasks(service, units, workers)

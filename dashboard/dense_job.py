@@ -1,0 +1,86 @@
+"""A Compute request, fanned out: the job's process, helper processes here or Celery workers elsewhere.
+
+The background job (``callbacks.run_dense``) calls ``compute``: ``fusion.fanout.run`` with the job's
+own key as the request id, so that the page's Cancel (``cancel``, from the web process) reaches
+every task of the request wherever it runs. Locally the helpers are processes of the job (killed
+with it); with ``REDIS_URL`` they are Celery tasks (``HELPER_TASK``) that any idle worker takes, and
+the board is Redis.
+"""
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+from fusion import fanout
+
+from . import backend
+from .config import Config
+
+#: The Celery task a Compute sends to idle workers (registered by ``register_celery``).
+HELPER_TASK = "fusion.dense_helper"
+
+
+def board(config: Config):
+    """Where a request's processes meet: Redis with Celery, else beside the service cache."""
+    if config.redis_url:
+        return fanout.RedisBoard(config.redis_url)
+    return fanout.DiskBoard(backend.service().cache_dir / "fanout")
+
+
+def register_celery(celery_app) -> None:
+    """Register ``HELPER_TASK`` on the app (web processes send it, workers run it)."""
+    @celery_app.task(name=HELPER_TASK, acks_late=True, reject_on_worker_lost=True)
+    def dense_helper(settings: dict, board_spec: dict, request_id: str) -> int:
+        return fanout.helper_main(settings, board_spec, request_id)
+
+
+def celery_helpers(request, count: int) -> None:
+    """Ask ``count`` Celery workers to help (those that come when nothing is left just return)."""
+    from celery import current_app
+
+    settings = fanout.service_settings(backend.service())
+    for _ in range(count):
+        current_app.send_task(HELPER_TASK, args=[settings, request.board.spec, request.id])
+
+
+def compute(models: list[str], pair_id: str, request_id: str | None,
+            report: Callable[[dict[str, dict], tuple[str, dict] | None], None]) -> dict[str, dict]:
+    """Whole-image maps of ``models`` on the pair, into the shared cache; returns {model: state}.
+
+    ``report(states, preview)`` now and then: states {model: {"state", "done", "total"[, "error"]}}
+    ("queued", "computing", "done", "failed"); preview (model, maps H x W, NaN where unknown) of the
+    model that is furthest along, or None.
+    """
+    config, service = backend.config(), backend.service()
+    height, width = service.get_pair(pair_id)[0].shape
+    states = {m: {"state": "done"} if service.has_dense(m, pair_id) else {"state": "queued"} for m in models}
+
+    def progress(request, summary: dict) -> None:
+        for (model, _), unit in summary.items():
+            state = {"done": "done", "failed": "failed", "computing": "computing"}.get(unit["state"], "queued")
+            states[model] = {"state": state, "done": unit["done"], "total": max(unit["total"], 1)}
+            if unit["error"]:
+                states[model]["error"] = unit["error"]
+        computing = [m for m, s in states.items() if s["state"] == "computing"]
+        preview = None
+        if computing:
+            model = max(computing, key=lambda m: states[m]["done"] / states[m]["total"])
+            maps = fanout.preview(request, model, pair_id, height, width)
+            preview = (model, maps) if maps is not None else None
+        report(dict(states), preview)
+
+    todo = [(m, pair_id) for m, s in states.items() if s["state"] != "done"]
+    if todo:
+        fanout.run(service, todo, workers=config.dense_workers, board=board(config),
+                   request_id=request_id or uuid.uuid4().hex,
+                   start_helpers=celery_helpers if config.redis_url else None, progress=progress, previews=True,
+                   niceness=fanout.NICENESS)
+    return states
+
+
+def cancel(config: Config, request_id: str) -> None:
+    """Tell every task of the request to stop (the page's Cancel; the job itself may be dead already)."""
+    try:
+        fanout.Request(board(config), request_id).cancel()
+    except Exception:  # noqa: BLE001 - a board that cannot be reached: the job's own end stops its helpers
+        pass
