@@ -29,9 +29,9 @@ def board(config: Config):
 
 def register_celery(celery_app) -> None:
     """Register ``HELPER_TASK`` on the app (web processes send it, workers run it)."""
-    @celery_app.task(name=HELPER_TASK, acks_late=True, reject_on_worker_lost=True)
-    def dense_helper(settings: dict, board_spec: dict, request_id: str) -> int:
-        return fanout.helper_main(settings, board_spec, request_id)
+    @celery_app.task(name=HELPER_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
+    def dense_helper(task, settings: dict, board_spec: dict, request_id: str) -> int:
+        return fanout.helper_main(settings, board_spec, request_id, where=task.request.hostname)
 
 
 def celery_helpers(request, count: int) -> None:

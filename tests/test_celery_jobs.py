@@ -337,3 +337,69 @@ def test_dense_jobs_run_on_celery_workers_and_survive_them(celery_stack, dash_du
         assert not [e for e in dash_duo.get_logs() if e["level"] == "SEVERE"]
     finally:
         torch.set_num_threads(threads)
+
+
+def test_one_request_is_shared_by_two_celery_workers(celery_stack, tmp_path):
+    """A request's blocks go to two real Celery workers (this process only coordinates, as a web process
+    could): both compute, the merged maps equal one job's, and a worker's pool process killed in the
+    middle of a block does not lose the request (its block is taken again)."""
+    celery_stack.require()
+    import numpy as np
+    from celery import Celery
+
+    from dashboard.dense_job import HELPER_TASK
+    from fusion import fanout
+    from fusion.data import load_sample
+    from fusion.service import SaliencyService
+
+    env = dict(os.environ)
+    env.update(REDIS_URL=celery_stack.start_redis(), FUSION_CACHE_DIR=str(tmp_path / "cache"), FUSION_DEVICE="cpu")
+    workers = celery_stack.start_workers(env, ("fusion-a", "fusion-b"))
+    sender = Celery("fanout-test", broker=env["REDIS_URL"], backend=env["REDIS_URL"])
+    service = SaliencyService(cache_dir=tmp_path / "cache")
+    board = fanout.RedisBoard(env["REDIS_URL"])
+    settings = fanout.service_settings(service)
+
+    def start_helpers(request, count):
+        for _ in range(count):
+            sender.send_task(HELPER_TASK, args=[settings, request.board.spec, request.id])
+
+    sample = load_sample("head-axial-090")
+    a, b = sample.mri[40:104, 60:108].copy(), sample.pet[40:104, 60:108].copy()
+    pair_id = service.put_pair(a, b)
+    units = [("funfusean", pair_id), ("deepfuse", pair_id)]
+    try:
+        outcome = fanout.run(service, units, workers=2, board=board, request_id="shared", participate=False,
+                             start_helpers=start_helpers)
+    except Exception as exc:
+        raise AssertionError(f"{exc}; the workers' logs:\n{celery_stack.logs()}") from None
+    assert all(unit["state"] == "done" for unit in outcome.values()), outcome
+    request = fanout.Request(board, "shared")
+    hosts = {request.state(task)["by"].split("@")[0] for task in request.tasks}
+    assert len(request.tasks) >= 4 and hosts == {"fusion-a", "fusion-b"}, hosts
+    reference = SaliencyService(cache_dir=tmp_path / "serial")
+    for name, _ in units:
+        got, want = service.cached_dense(name, pair_id), reference.dense(name, reference.put_pair(a, b))
+        for key in ("guidance_a", "guidance_b", "influence_a", "influence_b", "fused"):
+            assert np.abs(getattr(got, key) - getattr(want, key)).max() <= 1e-6 * np.abs(getattr(want, key)).max()
+
+    # A pool process killed while it holds a block: the block is taken again and the request completes.
+    other = a[::-1].copy(), b[::-1].copy()
+    other_id = service.put_pair(*other)
+    killed = []
+
+    def kill_a_holder(request, summary):
+        if killed:
+            return
+        for task in request.tasks:
+            held = request.state(task)["held"]
+            if held and request.state(task)["progress"][0] > 0:
+                worker = next(w for w in workers if held.startswith(w.name))
+                os.kill(worker.pool_process(), signal.SIGKILL)
+                killed.append(task)
+                return
+
+    outcome = fanout.run(service, [("funfusean", other_id)], workers=2, board=board, request_id="killed",
+                         participate=False, start_helpers=start_helpers, progress=kill_a_holder)
+    assert killed and outcome[("funfusean", other_id)]["state"] == "done", outcome
+    assert fanout.Request(board, "killed").state(killed[0])["attempts"] == 2

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import os
+import socket
 import threading
 import time
 import uuid
@@ -47,11 +48,12 @@ class Request:
         return bool(self.board.get(self._name("cancelled")))
 
     def state(self, task: Task) -> dict:
-        """{"done", "failed" (message or None), "attempts", "held" (owner or None), "progress" ([done, total])}."""
+        """{"done", "failed" (message or None), "attempts", "held" (owner or None), "by" (who finished it),
+        "progress" ([done, total])}."""
         get = self.board.get
         return {"done": bool(get(self._name(task.key, "done"))), "failed": get(self._name(task.key, "failed")),
                 "attempts": int(get(self._name(task.key, "attempts")) or 0), "held": get(self._name(task.key, "claim")),
-                "progress": get(self._name(task.key, "progress")) or [0, 1]}
+                "by": get(self._name(task.key, "by")), "progress": get(self._name(task.key, "progress")) or [0, 1]}
 
     def claim(self, task: Task, owner: str) -> bool:
         """Take ``task`` if it is free and has attempts left (a task out of attempts is marked failed)."""
@@ -81,8 +83,9 @@ class Request:
     def preview(self, task: Task) -> bytes | None:
         return self.board.get(self._name(task.key, "preview"))
 
-    def finish(self, task: Task) -> None:
+    def finish(self, task: Task, owner: str) -> None:
         self.board.put(self._name(task.key, "done"), True, KEEP_S)
+        self.board.put(self._name(task.key, "by"), owner, KEEP_S)
         self.release(task)
 
     def fail(self, task: Task, message: str) -> None:
@@ -111,12 +114,18 @@ class Request:
         self.board.put(self._name("merged", *unit), outcome, KEEP_S)
 
 
+def owner_name(where: str | None = None) -> str:
+    """Who holds a claim: "WHERE:pid-random" (unique per call); WHERE defaults to the host name (a Celery
+    worker gives its node name)."""
+    return f"{where or socket.gethostname()}:{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
 def work(service, request: Request, owner: str | None = None, on_progress: Callable[[], None] | None = None) -> int:
     """Compute free tasks of ``request`` until none is left to take; returns how many this call did.
 
     ``on_progress()`` is called now and then (the requester reports from there).
     """
-    owner = owner or f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    owner = owner or owner_name()
     did = 0
     for task in request.tasks:
         if request.cancelled():
@@ -167,7 +176,7 @@ def run_task(service, request: Request, task: Task, owner: str, on_progress=None
     finally:
         stop.set()
     request.progress(task, task.pixels, task.pixels)
-    request.finish(task)
+    request.finish(task, owner)
 
 
 def pack_preview(preview: dict[str, np.ndarray]) -> bytes:

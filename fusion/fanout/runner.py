@@ -10,7 +10,7 @@ from collections.abc import Callable
 from ..processes import exit_when_orphaned, lower_priority
 from ..saliency.dense import Cancelled
 from .board import Board, DiskBoard, open_board
-from .request import NICENESS, Request, unpack_preview, work
+from .request import CLAIM_S, NICENESS, Request, owner_name, unpack_preview, work
 from .tasks import Task, plan_tasks, usable_workers
 
 #: How often the requester looks at the board while it waits for helpers.
@@ -25,8 +25,10 @@ def service_settings(service) -> dict:
             "checkpoint": checkpoint if checkpoint is None else str(checkpoint)}
 
 
-def helper_main(settings: dict, board_spec: dict, request_id: str, owner_pid: int | None = None) -> int:
-    """A helper's whole life: low priority, one thread, the same service, ``work`` until nothing is left."""
+def helper_main(settings: dict, board_spec: dict, request_id: str, owner_pid: int | None = None,
+                where: str | None = None) -> int:
+    """A helper's whole life: low priority, one thread, the same service, ``work`` until nothing is left.
+    ``owner_pid``: end with that process; ``where``: names this helper in its claims (``owner_name``)."""
     import torch
 
     from ..service import SaliencyService
@@ -36,7 +38,7 @@ def helper_main(settings: dict, board_spec: dict, request_id: str, owner_pid: in
     lower_priority(NICENESS)
     torch.set_num_threads(1)
     service = SaliencyService(**settings, hover_processes=0)
-    return work(service, Request(open_board(board_spec), request_id))
+    return work(service, Request(open_board(board_spec), request_id), owner_name(where))
 
 
 class LocalHelpers:
@@ -72,6 +74,13 @@ class LocalHelpers:
                 process.kill()
         for process in self.processes:
             process.join(5)
+
+
+def stalled(request: Request) -> bool:
+    """Are tasks left that nobody holds while nobody works (every helper gone)?"""
+    states = [request.state(task) for task in request.tasks]
+    left = [s for s in states if not s["done"] and not s["failed"]]
+    return bool(left) and not any(s["held"] for s in left)
 
 
 def summary(request: Request) -> dict:
@@ -119,7 +128,7 @@ def preview(request: Request, model: str, pair_id: str, height: int, width: int)
 def run(service, units, workers: int | None = None, board: Board | None = None,
         request_id: str | None = None, start_helpers: Callable[[Request, int], object] | None = None,
         progress: Callable[[Request, dict], None] | None = None, cancel: Callable[[], bool] | None = None,
-        previews: bool = False, niceness: int | None = None) -> dict:
+        previews: bool = False, niceness: int | None = None, participate: bool = True) -> dict:
     """Whole-image maps of every (model, pair id) of ``units``, into the service's cache.
 
     Args:
@@ -131,6 +140,8 @@ def run(service, units, workers: int | None = None, board: Board | None = None,
         progress: ``progress(request, summary)`` now and then; ``cancel()``: True stops every task.
         previews: blocks publish preview maps (``preview``) while they compute.
         niceness: lower this process's priority too (a server's job).
+        participate: compute tasks here too (else only coordinate: ``workers`` helpers are started, and
+            one more whenever free tasks are left with nobody working, e.g. after a helper died).
     Returns:
         ``summary(request)`` at the end: every unit "done" or "failed" (with its error).
     Raises:
@@ -144,12 +155,20 @@ def run(service, units, workers: int | None = None, board: Board | None = None,
     tasks: list[Task] = plan_tasks(service, units, workers)
     board = board or DiskBoard(service.cache_dir / "fanout")
     request = Request(board, request_id or uuid.uuid4().hex, tasks, previews)
-    owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    count = min(workers, len(tasks)) - 1
-    helpers = None
+    owner = owner_name()
+    count = min(workers, len(tasks)) - (1 if participate else 0)
+
+    local: list[LocalHelpers] = []
+
+    def more_helpers(n: int) -> None:
+        if start_helpers is not None:
+            start_helpers(request, n)
+        else:
+            local.append(LocalHelpers(service, board, request.id, n))
+
     if count > 0:
-        helpers = start_helpers(request, count) if start_helpers else LocalHelpers(service, board, request.id, count)
-    last = [0.0]
+        more_helpers(count)
+    last, dispatched = [0.0], time.monotonic()
 
     def look() -> None:
         if cancel is not None and cancel():
@@ -164,7 +183,11 @@ def run(service, units, workers: int | None = None, board: Board | None = None,
             look()
             if request.cancelled():
                 raise Cancelled("cancelled")
-            work(service, request, owner, on_progress=look)
+            if participate:
+                work(service, request, owner, on_progress=look)
+            elif time.monotonic() - dispatched > CLAIM_S and stalled(request):
+                dispatched = time.monotonic()
+                more_helpers(1)
             for unit in dict.fromkeys(task.unit for task in tasks):
                 request.try_merge(service, unit, owner)  # one whose merger died
             result = summary(request)
@@ -172,12 +195,12 @@ def run(service, units, workers: int | None = None, board: Board | None = None,
                 if progress is not None:
                     progress(request, result)
                 return result
-            if isinstance(helpers, LocalHelpers):
+            for helpers in local:
                 helpers.replace_dead()
             time.sleep(POLL_S)
     except BaseException:
         request.cancel()  # helpers stop at their next chunk
         raise
     finally:
-        if isinstance(helpers, LocalHelpers):
+        for helpers in local:
             helpers.stop()
