@@ -14,10 +14,10 @@ import torch
 from torch import nn
 
 from .errors import InvalidCheckpoint
+from .settings import read
 
-#: Where the bundled checkpoints live; FUSION_CHECKPOINT_DIR overrides it.
-CHECKPOINT_DIR = Path(os.environ.get("FUSION_CHECKPOINT_DIR",
-                                     Path(__file__).resolve().parent.parent / "checkpoints"))
+#: Where the bundled checkpoints live; FUSION_CHECKPOINT_DIR overrides it (``fusion.settings``).
+CHECKPOINT_DIR = read("checkpoint_dir")
 
 
 def sha256_file(path: str | os.PathLike) -> str:

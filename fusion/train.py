@@ -17,7 +17,6 @@ import itertools
 import json
 import math
 import multiprocessing
-import os
 import platform
 import time
 from collections import deque
@@ -36,6 +35,7 @@ from .errors import InvalidInput
 from .io import load_pair
 from .metrics import LossWeights, fusion_loss, ssim
 from .models import create_model
+from .settings import read
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ class TrainConfig:
     freeze_batchnorm: bool = False  # BatchNorm layers use (and keep) their running statistics while training
     command: str = ""  # the command line that ran this, for the model card
     # processes making batches ahead of time (0: none); the batches are the same either way
-    data_workers: int = field(default_factory=lambda: int(os.environ.get("FUSION_DATA_WORKERS", "0")))
+    data_workers: int = field(default_factory=lambda: read("data_workers"))
 
 
 # ------------------------------------------------------------------ data

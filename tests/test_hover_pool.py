@@ -11,7 +11,8 @@ import torch
 from saliency_helpers import pair
 
 import fusion
-from fusion.service import SaliencyService
+from fusion.processes import running
+from fusion.serving import SaliencyService
 
 
 @pytest.fixture
@@ -38,8 +39,8 @@ def test_workers_answer_like_the_calling_process(services):
             assert got[name].value == pytest.approx(want[name].value, rel=1e-5, abs=1e-6)
             assert (got[name].window, got[name].method) == (want[name].window, want[name].method)
             assert np.count_nonzero(got[name].ja) == np.count_nonzero(want[name].ja)
-    assert pooled.computed["pixel"] == 4 * len(names) and not pooled._local_only
-    assert set(pooled._hover_seconds) == {(name, 48, 40) for name in names}  # worker-measured times
+    assert pooled.computed["pixel"] == 4 * len(names) and not pooled.local_only
+    assert set(pooled.hover_seconds) == {(name, 48, 40) for name in names}  # worker-measured times
 
 
 def test_workers_prepare_their_window_programs(services):
@@ -47,29 +48,25 @@ def test_workers_prepare_their_window_programs(services):
     names = ["funfusean", "deeppedestrian"]
     pair_id = pooled.put_pair(*(x.astype(np.float32) for x in pair(40, 36, seed=2)))
     for name in names:
-        pooled._plan(name, 40, 36)
-    prepared = [future.result(timeout=300) for future in pooled._hover_pool.warm(names, pair_id)]
+        pooled.planner.plan(name, 40, 36)
+    prepared = [future.result(timeout=300) for future in pooled.hover_pool.warm(names, pair_id)]
     assert len(prepared) == 2
     for ready in prepared:
         assert {key[:3] for key in ready} == {(pooled.weights_hash(name), 40, 36) for name in names}
     pooled.prepare_hover(names, pair_id).result(timeout=300)  # waits for the workers too
     pooled.pixel(names, pair_id, 20, 18)
-    assert pooled.computed["pixel"] == 2 and not pooled._local_only
+    assert pooled.computed["pixel"] == 2 and not pooled.local_only
 
 
-def test_hovers_do_not_wait_for_workers_that_are_still_warming(services):
-    from concurrent.futures import Future
-
+def test_hovers_do_not_wait_for_workers_that_are_still_warming(services, monkeypatch):
     pooled, local = services
     pair_id = pooled.put_pair(*(x.astype(np.float32) for x in pair(30, 28, seed=5)))
-    pooled._hover_pool._pid, pooled._hover_pool._warming = os.getpid(), [Future()]  # a warm-up still running
-    assert pooled._hover_pool.warming()
+    monkeypatch.setattr(pooled.hover_pool, "warming", lambda: True)  # a warm-up still running
     got = pooled.pixel(["funfusean", "deepfuse"], pair_id, 7, 9)
-    assert not pooled._hover_pool.pids()  # computed here: no worker was started or waited for
+    assert not pooled.hover_pool.pids()  # computed here: no worker was started or waited for
     want = local.pixel(["funfusean", "deepfuse"], pair_id, 7, 9)
     for name in want:  # equal up to float32 rounding (the two models' threads may split sums differently)
         np.testing.assert_allclose(got[name].ja, want[name].ja, rtol=0, atol=1e-5 * np.abs(want[name].ja).max())
-    pooled._hover_pool._warming = []
 
 
 def test_hovers_that_wait_for_a_busy_worker_go_to_it_together(services):
@@ -82,7 +79,7 @@ def test_hovers_that_wait_for_a_busy_worker_go_to_it_together(services):
     names = ["deepfuse", "masknet"]  # one per worker
     pair_id = pooled.put_pair(*(x.astype(np.float32) for x in pair(40, 44, seed=9)))
     pooled.pixel(names, pair_id, 0, 0)  # the workers are up
-    pool = pooled._hover_pool
+    pool = pooled.hover_pool
     before = dict(pool.sent)
     pixels = [(20, 22), (21, 22), (39, 43), (5, 30), (21, 22)]  # interior ones share a batch of crops; a repeat
     for pid in pool.pids():
@@ -106,7 +103,7 @@ def test_hovers_that_wait_for_a_busy_worker_go_to_it_together(services):
     for thread in threads:
         thread.join(120)
     assert {k: pool.sent[k] - before[k] for k in before} == {"batches": 4, "tasks": 2 * len(pixels)}
-    assert pooled.computed["pixel"] == len(names) * (1 + len(pixels)) and not pooled._local_only
+    assert pooled.computed["pixel"] == len(names) * (1 + len(pixels)) and not pooled.local_only
     for pixel, answer in zip(pixels, got, strict=True):
         want = local.pixel(names, pair_id, *pixel)
         for name in names:
@@ -121,26 +118,26 @@ def test_a_model_the_workers_do_not_have_and_a_broken_pool_are_computed_here(ser
     a, b = (x.astype(np.float32) for x in pair(30, 30, seed=7))
     pair_id = pooled.put_pair(a, b)
     torch.manual_seed(3)
-    pooled._models["funfusean"] = fusion.create_model("funfusean", checkpoint=None)  # not what workers build
-    pooled._hashes["funfusean"] = "given-directly"
+    other = fusion.create_model("funfusean", checkpoint=None)  # not what the workers build
+    pooled.use_model("funfusean", other, "given-directly")
     got = pooled.pixel(["funfusean", "deepfuse"], pair_id, 10, 12)
-    assert pooled._local_only == {"funfusean"}
-    want = fusion.saliency.pixel_jacobians(pooled._models["funfusean"], *pooled.get_pair(pair_id), [(10, 12)])[0]
+    assert pooled.local_only == {"funfusean"}
+    want = fusion.saliency.pixel_jacobians(other, *pooled.get_pair(pair_id), [(10, 12)])[0]
     np.testing.assert_allclose(got["funfusean"].ja, want.ja, rtol=0, atol=1e-6 * np.abs(want.ja).max())
 
-    for pid in pooled._hover_pool.pids():  # the workers die: the hover is still answered
+    for pid in pooled.hover_pool.pids():  # the workers die: the hover is still answered
         os.kill(pid, signal.SIGKILL)
     got = pooled.pixel(["deepfuse", "masknet"], pair_id, 5, 5)
     want = local.pixel(["deepfuse", "masknet"], pair_id, 5, 5)
     np.testing.assert_allclose(got["masknet"].ja, want["masknet"].ja, rtol=0,
                                atol=1e-5 * np.abs(want["masknet"].ja).max())
     again = pooled.pixel(["deepfuse", "masknet"], pair_id, 6, 5)  # and a new pool serves the next
-    assert again["deepfuse"].method == "crop" and pooled._hover_pool.pids()
+    assert again["deepfuse"].method == "crop" and pooled.hover_pool.pids()
 
 
 def test_hover_processes_setting(monkeypatch, tmp_path):
     monkeypatch.setenv("FUSION_HOVER_PROCESSES", "2")
-    assert SaliencyService(cache_dir=tmp_path)._hover_pool.workers == 2
+    assert SaliencyService(cache_dir=tmp_path).hover_pool.workers == 2
     monkeypatch.setenv("FUSION_HOVER_PROCESSES", "two")
     with pytest.raises(ValueError, match="FUSION_HOVER_PROCESSES"):
         SaliencyService(cache_dir=tmp_path)
@@ -150,22 +147,22 @@ def test_a_hung_worker_is_replaced_and_the_hover_answered_here(services, monkeyp
     pooled, local = services
     pair_id = pooled.put_pair(*(x.astype(np.float32) for x in pair(30, 30, seed=8)))
     pooled.pixel(["deepfuse", "masknet"], pair_id, 1, 1)  # the workers are up
-    for pid in pooled._hover_pool.pids():
+    for pid in pooled.hover_pool.pids():
         os.kill(pid, signal.SIGSTOP)  # hung, not dead
-    monkeypatch.setattr(pooled._hover_pool, "timeout_s", 1.0)
+    monkeypatch.setattr(pooled.hover_pool, "timeout_s", 1.0)
     got = pooled.pixel(["deepfuse", "masknet"], pair_id, 7, 9)
     want = local.pixel(["deepfuse", "masknet"], pair_id, 7, 9)
     np.testing.assert_allclose(got["deepfuse"].jb, want["deepfuse"].jb, rtol=0,
                                atol=1e-5 * np.abs(want["deepfuse"].jb).max())
-    assert not pooled._hover_pool.pids()  # replaced at the next hover
+    assert not pooled.hover_pool.pids()  # replaced at the next hover
 
 
 _ORPHANED_POOL = """
 import ctypes, sys
-from fusion.hover_pool import HoverProcesses
+from fusion.serving import HoverProcesses
 
 pool = HoverProcesses(2, {"cache_dir": sys.argv[1]})
-executor = pool._started()[0].executor
+executor = pool.start()[0].executor
 executor.submit(int).result(timeout=300)  # the worker is up
 manager = executor._executor_manager_thread
 # What dash.testing does to its server thread, landing in the pool's manager thread instead:
@@ -192,10 +189,10 @@ def test_an_unclosed_pool_whose_manager_thread_died_does_not_keep_the_interprete
 
 _KILLED_OWNER = """
 import os, sys, time
-from fusion.hover_pool import HoverProcesses
+from fusion.serving import HoverProcesses
 
 pool = HoverProcesses(2, {"cache_dir": sys.argv[1]})
-for future in [lane.executor.submit(time.sleep, 1.0) for lane in pool._started()]:
+for future in [lane.executor.submit(time.sleep, 1.0) for lane in pool.start()]:
     future.result(timeout=300)
 print(" ".join(map(str, pool.pids())), flush=True)
 os._exit(0)  # as SIGKILL would: no exit handler runs, nobody closes the pool
@@ -211,8 +208,6 @@ def test_workers_exit_when_their_owner_is_killed(tmp_path):
     import sys
     import time
 
-    from fusion.hover_pool import _running
-
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     done = subprocess.run([sys.executable, "-c", _KILLED_OWNER, str(tmp_path / "cache")], cwd=root,
                           capture_output=True, text=True, timeout=120)
@@ -220,9 +215,9 @@ def test_workers_exit_when_their_owner_is_killed(tmp_path):
     workers = [int(pid) for pid in done.stdout.split()]
     assert len(workers) == 2
     deadline = time.monotonic() + 30
-    while any(map(_running, workers)) and time.monotonic() < deadline:
+    while any(map(running, workers)) and time.monotonic() < deadline:
         time.sleep(0.2)
-    left = [pid for pid in workers if _running(pid)]
+    left = [pid for pid in workers if running(pid)]
     for pid in left:  # do not leave them to the next test
         os.kill(pid, signal.SIGKILL)
     assert not left, f"workers {left} outlived their owner"

@@ -10,10 +10,11 @@ import torch
 from saliency_helpers import pair
 
 import fusion
-from fusion.saliency import pixel_jacobian, pixel_jacobians, record_forward
+from fusion.saliency import pixel_jacobian, pixel_jacobians, record_forward, save_hdf5
 from fusion.saliency.programs import recorded_programs
 from fusion.saliency.state import model_state
 from fusion.service import SaliencyService, pack, unpack
+from fusion.serving import cache_key
 
 NAMES = ["weighted-average", "adaptive-average"]
 
@@ -81,7 +82,7 @@ def test_put_dense_installs_a_result_read_back_from_hdf5(service, images, tmp_pa
     from fusion.saliency import load_hdf5
 
     pair_id = service.put_pair(*images)
-    service.dense("adaptive-average", pair_id).to_hdf5(tmp_path / "d.h5")
+    save_hdf5(service.dense("adaptive-average", pair_id), tmp_path / "d.h5")
     elsewhere = SaliencyService(cache_dir=tmp_path / "other", checkpoint=None)  # a server that never computed it
     loaded = load_hdf5(tmp_path / "d.h5")
     assert elsewhere.put_pair(*loaded.inputs) == pair_id  # the file's pair has the same content id
@@ -132,7 +133,7 @@ def test_weights_hash_depends_on_constructor_args():
 def test_corrupted_entry_is_recomputed(service, images):
     pair_id = service.put_pair(*images)
     good = service.fuse("weighted-average", pair_id)
-    key = service._key("fused", service.weights_hash("weighted-average"), pair_id)
+    key = cache_key("fused", service.weights_hash("weighted-average"), pair_id)
     blob = bytearray(service.cache.get(key))
     blob[-5] ^= 0xFF  # flip a payload byte: the checksum no longer matches
     service.cache.set(key, bytes(blob))
@@ -167,7 +168,7 @@ def test_damaged_cache_file_is_recomputed(tmp_path):
 def test_eviction_with_tiny_size_limit(tmp_path):
     svc = SaliencyService(cache_dir=tmp_path / "tiny", size_limit_bytes=300_000, checkpoint=None)
     ids = [svc.put_pair(*pair(64, 64, seed=s)) for s in range(12)]  # about 33 kB each
-    svc._pairs.data.clear()  # forget the in-memory copies
+    svc.clear_memory()  # forget the in-memory copies
     assert svc.cache.volume() <= 2 * 300_000
     kept = 0
     for pair_id in ids:
@@ -188,7 +189,7 @@ def _worker(cache_dir: str, seed: int, queue) -> None:
     for _ in range(3):
         dense = svc.dense("adaptive-average", pair_id)
         out.append(float(dense.influence_a.sum()))
-        svc._dense.data.clear()  # read back from disk next time
+        svc.clear_memory()  # read back from disk next time
         svc.fuse("weighted-average", pair_id)
     queue.put((seed, pair_id, out))
 
@@ -257,15 +258,15 @@ def test_hover_memory_budget_bounds_the_kept_activations(tmp_path, monkeypatch):
     want = pixel_jacobians(off.model("funfusean"), *off.get_pair(pair_id), [(7, 7)])[0].ja
     np.testing.assert_allclose(off.pixel(["funfusean"], pair_id, 7, 7)["funfusean"].ja, want,
                                rtol=0, atol=1e-5 * np.abs(want).max())
-    assert off.computed["record"] == 0 and len(off._records.data) == 0
+    assert off.computed["record"] == 0 and len(off.hovers.records) == 0
 
     size = record_forward(off.model("funfusean"), *off.get_pair(pair_id)).nbytes
     one = SaliencyService(cache_dir=tmp_path / "one", checkpoint=None, hover_memory_bytes=size + 1, replay="always")
     pairs = [one.put_pair(a, b), one.put_pair(b, a)]
-    for pair_id in [*pairs, pairs[1], pairs[0]]:  # room for one record: the older is dropped
-        one.pixel(["funfusean"], pair_id, 3, 4 + len(one._pixels.data))
-    assert one.computed["record"] == 3 and list(one._records.data) == [(one.weights_hash("funfusean"), pairs[0])]
-    assert one._records.nbytes <= one._records.max_bytes
+    for k, pair_id in enumerate([*pairs, pairs[1], pairs[0]]):  # room for one record: the older is dropped
+        one.pixel(["funfusean"], pair_id, 3, 4 + k)
+    assert one.computed["record"] == 3 and one.hovers.records.keys() == [(one.weights_hash("funfusean"), pairs[0])]
+    assert one.hovers.records.nbytes <= one.hovers.records.max_bytes
 
     monkeypatch.setenv("FUSION_HOVER_MEMORY_MB", "lots")
     with pytest.raises(ValueError, match="FUSION_HOVER_MEMORY_MB"):
@@ -299,28 +300,29 @@ def test_the_replay_choice_is_timed_once_and_shared_through_the_cache(tmp_path):
     assert svc.computed["record"] == int(faster[2])
     other = SaliencyService(cache_dir=tmp_path / "cache")  # another process: reads the verdict, times nothing
     assert other.weights_hash("deeppedestrian") == svc.weights_hash("deeppedestrian")
-    other._plan("deeppedestrian", 36, 36)
+    other.planner.plan("deeppedestrian", 36, 36)
     assert model_state(other.model("deeppedestrian")).replay_pays == {(36, 36, n): faster[n] for n in (1, 2)}
-    other._concurrent_hovers = 1  # as in a hover worker process
-    assert (other._record("deeppedestrian", other.put_pair(*svc.get_pair(pair_id))) is not None) == faster[1]
+    other.hovers.concurrent_hovers = 1  # as in a hover worker process
+    assert (other.hovers.record("deeppedestrian", other.put_pair(*svc.get_pair(pair_id))) is not None) == faster[1]
 
 
-def test_hovers_start_with_the_slowest_model(service, images, monkeypatch):
+def test_hovers_start_with_the_slowest_model(tmp_path, images, monkeypatch):
     """Longest first: by field area until every model has a measured time, then by the times."""
+    service = SaliencyService(cache_dir=tmp_path / "cache", checkpoint=None, hover_threads=1)  # in submitted order
     pair_id = service.put_pair(*images)
     names = ["weighted-average", "funfusean", "deepfuse"]
     started = []
-    real_pixel = service._pixel
-    monkeypatch.setattr(service, "_pixel", lambda name, *args: started.append(name) or real_pixel(name, *args))
-    service._workers("_pool", 1)  # one worker: the models run in the order they were submitted
+    real_pixels = service.hovers.pixels
+    monkeypatch.setattr(service.hovers, "pixels", lambda name, *args: started.append(name) or real_pixels(name, *args))
     service.pixel(names, pair_id, 3, 3)
     assert started == ["deepfuse", "funfusean", "weighted-average"]  # fields 25, 23, 1
-    assert set(service._hover_seconds) == {(name, *images[0].shape) for name in names}
-    service._hover_seconds.update({("weighted-average", 24, 21): 3.0, ("funfusean", 24, 21): 1.0,
+    assert set(service.hover_seconds) == {(name, *images[0].shape) for name in names}
+    service.hover_seconds.update({("weighted-average", 24, 21): 3.0, ("funfusean", 24, 21): 1.0,
                                    ("deepfuse", 24, 21): 2.0})
     started.clear()
     service.pixel(names, pair_id, 4, 4)
     assert started == ["weighted-average", "deepfuse", "funfusean"]
+    service.close()
 
 
 def test_concurrent_first_hovers_verify_once(service, images, monkeypatch):
@@ -328,18 +330,18 @@ def test_concurrent_first_hovers_verify_once(service, images, monkeypatch):
     import threading
     import time
 
-    import fusion.service as service_module
+    from fusion.serving import planner as planner_module
 
     calls = []
-    real = service_module.verify_shrinking
+    real = planner_module.verify_shrinking
 
     def slow_verify(*args):
         calls.append(args[1:])
         time.sleep(0.3)
         return real(*args)
 
-    monkeypatch.setattr(service_module, "verify_shrinking", slow_verify)
-    threads = [threading.Thread(target=service._plan, args=("funfusean", 30, 31)) for _ in range(3)]
+    monkeypatch.setattr(planner_module, "verify_shrinking", slow_verify)
+    threads = [threading.Thread(target=service.planner.plan, args=("funfusean", 30, 31)) for _ in range(3)]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import inspect
 import math
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -31,25 +30,26 @@ import numpy as np
 import torch
 from torch import nn
 
-from .pixel import crop_batches
-from .receptive_field import Field, analyse, model_device, pinned, run, verify_replay, verify_shrinking
-from .shrinking import ForwardRecord, Unsupported, record_forward
+from ..settings import VARIABLES, read
+from .crops import crop_batches
+from .field import Field, analyse
+from .reference import run
+from .replay import ForwardRecord, record_forward
+from .state import model_device, pinned
+from .verification import verify_replay, verify_shrinking
+from .windows import Unsupported
 
 #: Default bound on the extra memory of one chunk of vmapped backward passes.
 MEMORY_BUDGET_BYTES = 1 << 30
 #: Environment setting (MiB) that overrides it for the app, the service and the command line.
-MEMORY_BUDGET_ENV = "FUSION_DENSE_MEMORY_MB"
+MEMORY_BUDGET_ENV = VARIABLES["dense_memory_mb"][0]
 
 
 def memory_budget_bytes() -> int:
-    """``$FUSION_DENSE_MEMORY_MB`` in bytes if set (at least 16 MiB), else ``MEMORY_BUDGET_BYTES``."""
-    value = os.environ.get(MEMORY_BUDGET_ENV, "").strip()
-    if not value:
-        return MEMORY_BUDGET_BYTES
-    try:
-        return max(16, int(value)) << 20
-    except ValueError:
-        raise ValueError(f"${MEMORY_BUDGET_ENV} must be a whole number of MiB, got {value!r}") from None
+    """``$FUSION_DENSE_MEMORY_MB`` in bytes if set (at least 16 MiB, ``fusion.settings``), else
+    ``MEMORY_BUDGET_BYTES``."""
+    megabytes = read("dense_memory_mb")
+    return MEMORY_BUDGET_BYTES if megabytes is None else megabytes << 20
 MAP_NAMES = ("guidance_a", "guidance_b", "influence_a", "influence_b", "mri_share")
 
 

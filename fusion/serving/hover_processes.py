@@ -4,7 +4,7 @@ A hover runs 30 to 50 small PyTorch operations per model. Two threads of one
 process take turns on the GIL around every one of them; on the 2-core CPU this
 project is measured on, two models at a time in threads gained only 1.3 to 1.4
 times over one after the other, and in two processes 1.8 times. Each worker
-builds its own ``SaliencyService`` on the same disk cache, so pairs, fields and
+builds its own ``HoverEngine`` on the same disk cache, so pairs, fields and
 verdicts are read from it, never recomputed, and runs on one intra-op thread
 (two processes with two OpenMP threads each made hovers four times slower).
 
@@ -18,115 +18,66 @@ pair as one batch of crops, which costs far less per pixel than one at a time.
 A worker answers with the Jacobian values inside the pixel's window only; the
 caller rebuilds the H x W arrays. Anything a worker cannot answer (other weights,
 a pair no longer on disk, a broken pool) is computed in the calling process.
+
+The processes themselves (started on first use, watching their owner, killed at exit if not
+closed) are a ``pool.WorkerProcesses``.
 """
 from __future__ import annotations
 
-import atexit
-import multiprocessing
-import os
 import threading
 import time
-import weakref
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from dataclasses import replace
 
 import numpy as np
+
+from ..errors import InvalidInput
+from .hover import HoverEngine
+from .pool import WorkerProcesses
 
 #: The most pixels of one model a lane's batch usually holds: one per hover that a web process answers at
 #: once (gunicorn.conf.py: 2 threads). Window programs are recorded for batches up to this size; larger
 #: ones run without (exact, slower).
 LARGEST_BATCH = 2
-_SERVICE = None  # in a worker: its SaliencyService
-_OPEN: weakref.WeakSet = weakref.WeakSet()  # in a caller: the HoverProcesses whose workers may be running
+_ENGINE: HoverEngine | None = None  # in a worker: its hover engine
 
 
-@atexit.register
-def _close_open_pools() -> None:
-    """At exit, stop every pool's workers that its owner did not close.
-
-    Normally the executor's manager thread stops them, but where that thread has died (dash.testing
-    stops its server thread with an asynchronous SystemExit, which can land in another thread) the
-    idle workers wait for work for ever, and multiprocessing's own exit handler, which runs after
-    this one, would wait for them for ever too.
-    """
-    for pool in list(_OPEN):
-        pool.close(kill=True)
-
-
-def _start_worker(settings: dict, owner_pid: int) -> None:
+def _start_worker(settings: dict) -> None:
     import torch
 
-    from .service import SaliencyService
-
-    global _SERVICE
-    threading.Thread(target=_exit_when_orphaned, args=(owner_pid,), daemon=True, name="owner-watch").start()
+    global _ENGINE
     torch.set_num_threads(1)
-    _SERVICE = SaliencyService(**settings, hover_processes=0)
-    _SERVICE._concurrent_hovers = 1  # a worker hovers one model at a time
-    _SERVICE._largest_batch = LARGEST_BATCH
-
-
-def _exit_when_orphaned(owner_pid: int, every_s: float = 1.0) -> None:
-    """In a worker: exit once the process that owns the pool is gone.
-
-    A web process killed outright (gunicorn's SIGKILL of a timed-out worker, the OOM killer) runs no
-    exit handler, and its idle workers would otherwise wait for work for ever, each holding PyTorch,
-    the models and their kept activations.
-    """
-    while True:
-        time.sleep(every_s)
-        if not _running(owner_pid):
-            os._exit(0)
-
-
-def _running(pid: int) -> bool:
-    """Is process ``pid`` there, and not a zombie (dead, waiting for its parent to collect it)?"""
-    if os.path.isdir("/proc/self"):  # Linux: the state follows the command name in brackets
-        try:
-            with open(f"/proc/{pid}/stat") as stat:
-                return stat.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-        except FileNotFoundError:
-            return False
-    try:  # elsewhere, ask the kernel (a zombie then counts as running)
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # there, under another user
-        pass
-    return True
+    _ENGINE = HoverEngine.for_worker(**settings, concurrent_hovers=1, largest_batch=LARGEST_BATCH)
 
 
 def _prepare(names: list[str], pair_id: str) -> set[tuple]:
     """In a worker: build the models, keep their forward activations on the pair where hovers replay them,
     and record their window programs. Returns every (weights hash, H, W, replay) prepared here so far."""
-    _SERVICE._prepare(names, pair_id)
-    return set(_SERVICE._windows_ready)
+    return _ENGINE.prepare(names, pair_id)
 
 
 def _hover_many(tasks: list[tuple]) -> list:
     """In a worker: per task (name, pair_id, row, col, weights_hash), (seconds, the PixelJacobian with ja, jb cut
     to ``sent``, sent); None for other weights, False for a pair that is not in the disk cache (any more).
 
-    The pixels of one model and pair are computed together (``SaliencyService._pixel_batch``); seconds is
-    the batch's time shared out among them.
+    The pixels of one model and pair are computed together (``HoverEngine.pixels``); seconds is the
+    batch's time shared out among them.
     """
-    from .errors import InvalidInput
-
-    svc, answers, groups = _SERVICE, [None] * len(tasks), {}
+    engine, answers, groups = _ENGINE, [None] * len(tasks), {}
     for k, (name, pair_id, row, col, weights_hash) in enumerate(tasks):
         groups.setdefault((name, pair_id, weights_hash), {}).setdefault((int(row), int(col)), []).append(k)
     for (name, pair_id, weights_hash), by_pixel in groups.items():
-        if svc.weights_hash(name) != weights_hash:
+        if engine.planner.weights_hash(name) != weights_hash:
             continue
         try:
-            a, b = svc.get_pair(pair_id)
+            a, b = engine.store.get_pair(pair_id)
         except InvalidInput:
             for members in by_pixel.values():
                 for k in members:
                     answers[k] = False
             continue
         start = time.perf_counter()
-        results = svc._pixel_batch(name, pair_id, a, b, list(by_pixel))
+        results = engine.pixels(name, pair_id, a, b, list(by_pixel))
         seconds = (time.perf_counter() - start) / len(results)
         for members, result in zip(by_pixel.values(), results, strict=True):
             answer = (seconds, *_cut(result, a.shape))
@@ -163,7 +114,7 @@ def _rebuild(result, sent, shape):
 class _Lane:
     """One worker process (an executor of one) and the tasks waiting for it, sent as one batch when it is free."""
 
-    def __init__(self, executor: ProcessPoolExecutor):
+    def __init__(self, executor):
         self.executor = executor
         self.waiting: list[tuple[tuple, Future]] = []
         self.busy = False
@@ -172,7 +123,8 @@ class _Lane:
 class HoverProcesses:
     """Worker processes for hovers, one lane each, started on first use (see the module docstring).
 
-    ``settings``: the keyword arguments of the workers' ``SaliencyService``.
+    ``settings``: the keyword arguments of the workers' ``HoverEngine.for_worker`` (``cache_dir`` at least).
+    ``processes``: the ``WorkerProcesses`` under the lanes.
     """
 
     #: A hover that takes longer than this counts as a hung worker (the pool is replaced).
@@ -180,37 +132,32 @@ class HoverProcesses:
 
     def __init__(self, workers: int, settings: dict):
         self.workers, self.settings = workers, settings
+        self.processes = WorkerProcesses(workers, _start_worker, (settings,), preload=(__name__,))
         self._lanes: list[_Lane] | None = None
-        self._pid = None
+        self._executors = None
         self._warming: list[Future] = []
-        self._closed = False
         self._lock = threading.Lock()  # a hover and a background preparation may start the pool at once
         self._queueing = threading.Lock()  # hovers are queued before a preparation, or not at all while it runs
         self._sending = threading.RLock()  # the lanes' queues (a batch's callback may run in the sending thread)
         #: Batches sent to the workers and the tasks they held, since this object was made.
         self.sent = {"batches": 0, "tasks": 0}
 
-    def _started(self) -> list[_Lane]:
-        """The lanes of this process, started now if they are not."""
+    def start(self) -> list[_Lane]:
+        """The lanes of this process, their workers started now if they are not; RuntimeError once closed."""
         with self._lock:
-            if self._closed:
-                raise RuntimeError("the hover worker processes were closed for good")
-            if self._lanes is None or self._pid != os.getpid():
-                methods = multiprocessing.get_all_start_methods()
-                context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-                if "forkserver" in methods:
-                    context.set_forkserver_preload(["fusion.service"])
-                self._lanes = [_Lane(ProcessPoolExecutor(1, mp_context=context, initializer=_start_worker,
-                                                         initargs=(self.settings, os.getpid())))
-                               for _ in range(self.workers)]
-                self._pid = os.getpid()
-                _OPEN.add(self)
+            executors = self.processes.start()
+            if executors is not self._executors:
+                self._lanes, self._executors = [_Lane(executor) for executor in executors], executors
             return self._lanes
+
+    def _current(self) -> list[_Lane] | None:
+        """The lanes whose workers are started in this process, else None."""
+        executors = self.processes.started()
+        return self._lanes if executors is not None and executors is self._executors else None
 
     def pids(self) -> list[int]:
         """The process ids of the workers running now (none before the first use)."""
-        lanes = self._lanes if self._pid == os.getpid() else None
-        return [pid for lane in lanes or [] for pid in list(lane.executor._processes or {})]
+        return self.processes.pids()
 
     def queued(self) -> int:
         """Tasks waiting in the lanes' queues for their worker to be free."""
@@ -223,7 +170,7 @@ class HoverProcesses:
         with self._queueing:
             self._warming = [starting]
         try:
-            self._warming = [lane.executor.submit(_prepare, list(names), pair_id) for lane in self._started()]
+            self._warming = [lane.executor.submit(_prepare, list(names), pair_id) for lane in self.start()]
         finally:
             starting.set_result(None)
         return self._warming
@@ -231,11 +178,11 @@ class HoverProcesses:
     def warming(self) -> bool:
         """Are the workers starting, or preparing a pair (``warm``)? Hovers meanwhile run in the calling
         process, instead of waiting seconds for PyTorch to load in the workers."""
-        return self._pid == os.getpid() and any(not future.done() for future in self._warming)
+        return self._current() is not None and any(not future.done() for future in self._warming)
 
     def ready(self) -> bool:
         """Are the workers started (by ``warm``) and done preparing? (A server hovers in them only then.)"""
-        return self._lanes is not None and self._pid == os.getpid() and not self.warming()
+        return self._current() is not None and not self.warming()
 
     def hover(self, tasks: list[tuple[str, str, int, int, str]], costs: list[float], shape: tuple[int, int]) -> list:
         """(name, pair_id, row, col, weights_hash) per model -> per task (seconds, PixelJacobian),
@@ -251,7 +198,7 @@ class HoverProcesses:
             lane = loads.index(min(loads))
             loads[lane] += costs[k]
             shares[lane].append(k)
-        lanes = self._started()
+        lanes = self.start()
         futures: list[Future] = [Future() for _ in tasks]
         with self._queueing:
             if self.warming():  # a preparation came first: a hover must not wait behind it in the workers
@@ -308,25 +255,10 @@ class HoverProcesses:
         workers nobody would stop, for example from a preparation still running in the background.
         """
         with self._lock:
-            lanes, pid = self._lanes, self._pid
-            self._lanes, self._pid, self._warming = None, None, []
-            self._closed = self._closed or final
-        if lanes is None or pid != os.getpid():
-            return
-        for lane in lanes:
-            # The pool's own dict, not a copy: a submit racing with this close may still spawn a worker
-            # into it, up to the shutdown below (which waits for the submit's lock).
-            processes = lane.executor._processes or {}
-            if kill:
-                for process in list(processes.values()):
-                    process.kill()
-            lane.executor.shutdown(wait=not kill, cancel_futures=True)
-            # The pool's manager thread stops its worker; where it died (dash.testing stops its server
-            # thread with an asynchronous SystemExit, which can land in a thread that reused its id),
-            # the worker would wait for work for ever and keep the interpreter from exiting.
-            for process in list(processes.values()):
-                if process.is_alive():
-                    process.kill()
+            lanes = self._current()
+            self._lanes, self._executors, self._warming = None, None, []
+            self.processes.close(kill, final)
+        for lane in lanes or []:
             with self._sending:
                 waiting, lane.waiting = lane.waiting, []
             for _, future in waiting:

@@ -1,0 +1,424 @@
+"""The cached saliency facade shared by the dashboard and the command line (``SaliencyService``).
+
+It composes the parts of ``fusion.serving``: the disk store (``DiskStore``: pairs, plans, fused images,
+dense results), the models and their plans (``Planner``), the hover engine (``HoverEngine``: kept
+activations, window programs), the hover worker processes (``HoverProcesses``) and the whole-image
+results (``WholeImages``), and keeps recent answers in memory. Settings not given as arguments come
+from ``fusion.settings`` (read and checked when the service is made).
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..background import PREPARE
+from ..checkpoints import read_card
+from ..devices import pick_device
+from ..errors import InvalidInput
+from ..io import Pair, check_colour_pair
+from ..saliency.pixel import PixelJacobian
+from ..saliency.reference import run
+from ..saliency.result import DenseJacobian
+from ..saliency.state import model_dtype
+from ..settings import Settings
+from .hover import HoverEngine
+from .hover_processes import HoverProcesses
+from .memory import LRU
+from .planner import Planner
+from .store import DiskStore
+from .whole import WholeImages
+
+#: Threads computing the pixels of several models at once (each crop runs on one intra-op thread).
+HOVER_WORKERS = max(1, min(4, os.cpu_count() or 1))
+
+
+class SaliencyService:
+    """Cached saliency for the dashboard and the CLI.
+
+    Args:
+        cache_dir: directory of the disk cache (default: ``Settings.cache_dir``, $FUSION_CACHE_DIR).
+        size_limit_bytes: the disk cache's size limit (least recently used entries are evicted).
+        device: torch device the models run on ("auto": the GPU if there is one, else the CPU).
+        checkpoint: passed to ``fusion.create_model`` ("default": the bundled weights; None: fresh).
+        max_band_bytes: largest banded Jacobian (both inputs) stored with a dense result
+            (default: a quarter of the size limit); larger ones keep only the maps.
+        hover_memory_bytes: memory for kept full-image forward activations, per process (default:
+            $FUSION_HOVER_MEMORY_MB; 0: none). A hover on a pair whose activations are kept runs only
+            the backward half; the least recently used are dropped first.
+        replay: when hovers replay kept activations: "auto", "always" or "never" (``HoverEngine``).
+        hover_processes: worker processes that compute the hovers of several models at once (CPU
+            only; default: ``Settings.hover_workers()``, 0 for the library: threads).
+        planning: where a model's one-off work at a new image size runs: "inline", "background" or
+            "elsewhere" (``fusion.serving.planner``).
+        hover_threads: threads hovering several models at once in this process (without processes).
+        settings: the ``fusion.settings.Settings`` (default: read from the environment now).
+
+    Public parts: ``store`` (``DiskStore``), ``planner`` (``Planner``), ``hovers`` (``HoverEngine``),
+    ``hover_pool`` (``HoverProcesses`` or None), ``hover_seconds`` ({(model, H, W): moving average
+    of a hover's seconds}, which orders the models of a hover), ``computed`` (how many times each
+    kind of result was computed here, not served from a cache).
+    """
+
+    def __init__(self, cache_dir=None, size_limit_bytes: int = 2**31, device: str = "cpu",
+                 checkpoint="default", max_band_bytes: int | None = None, hover_memory_bytes: int | None = None,
+                 replay: str = "auto", hover_processes: int | None = None, planning: str = "inline",
+                 hover_threads: int = HOVER_WORKERS, settings: Settings | None = None):
+        settings = settings or Settings.from_env()
+        self.store = DiskStore(Path(cache_dir) if cache_dir is not None else settings.cache_dir, size_limit_bytes)
+        self.cache_dir, self.size_limit_bytes = self.store.cache_dir, self.store.size_limit_bytes
+        self.device = pick_device(device)
+        self.checkpoint, self.planning = checkpoint, planning
+        self.planner = Planner(self.store, self.device, checkpoint, planning)
+        self.computed: dict[str, int] = {"fuse": 0, "pixel": 0, "dense": 0, "record": 0}
+        memory = settings.hover_memory_bytes if hover_memory_bytes is None else int(hover_memory_bytes)
+        self.hovers = HoverEngine(self.store, self.planner, memory, replay, self.computed)
+        self.max_band_bytes = self.size_limit_bytes // 4 if max_band_bytes is None else int(max_band_bytes)
+        self.whole = WholeImages(self.hovers, self.max_band_bytes, self.computed)
+        self._colour_fused = LRU(16)  # (weights hash, pair id) -> (H, W, 3) RGB
+        self._pixels = LRU(256)
+        self._prepared: set[tuple] = set()  # (weights hash, pair id) whose hover preparation was started
+        self.hover_seconds: dict[tuple, float] = {}
+        self._local_only: set[str] = set()  # models whose weights the workers do not have
+        self._threads, self._threads_pid, self._hover_threads = None, None, hover_threads
+        self._lock = threading.Lock()
+        processes = settings.hover_workers() if hover_processes is None else int(hover_processes)
+        self.hover_pool = None
+        if processes > 0 and self.device.type == "cpu":
+            self.hover_pool = HoverProcesses(processes, {
+                "cache_dir": str(self.cache_dir), "size_limit_bytes": self.size_limit_bytes,
+                "checkpoint": None if checkpoint is None else str(checkpoint), "hover_memory_bytes": memory,
+                "replay": replay, "planning": "inline" if planning == "inline" else "elsewhere"})
+
+    @property
+    def replay(self) -> str:
+        return self.hovers.replay
+
+    @replay.setter
+    def replay(self, value: str) -> None:
+        self.hovers.replay = value
+
+    @property
+    def cache(self):
+        """The diskcache Cache, (re)opened in this process (connections must not cross a fork)."""
+        return self.store.cache
+
+    @property
+    def local_only(self) -> frozenset[str]:
+        """Models whose hovers the worker processes cannot answer (other weights): computed here."""
+        return frozenset(self._local_only)
+
+    def close(self) -> None:
+        """Release the disk cache (reopened at the next use) and stop the hover worker processes for good
+        (later hovers run in threads)."""
+        pool, self.hover_pool = self.hover_pool, None
+        if pool is not None:
+            pool.close(final=True)
+        self.planner.close()
+        self.store.close()
+
+    def clear_memory(self) -> None:
+        """Forget this process's copies of pairs, recent hovers, fused colour images and dense results:
+        the next reads come from the disk cache (kept activations and plans stay)."""
+        self.store.forget_memory()
+        for memory in (self._pixels, self._colour_fused, self.whole.memory):
+            memory.clear()
+
+    # -------------------------------------------------------------- pairs
+    def put_pair(self, a, b, pet_chroma=None, pet_range=None) -> str:
+        """Validate (``fusion.io.check_colour_pair``) and store a pair; returns its id (hex content hash).
+
+        A colour PET: ``b`` its scaled Y (H, W), ``pet_chroma`` (H, W, 2) Cb/Cr and ``pet_range`` (lo, hi)
+        as in ``fusion.io.Pair`` (or ``b`` an (H, W, 3) RGB array); the id hashes the colour too.
+        """
+        return self.store.put_pair(check_colour_pair(a, b, pet_chroma, pet_range))
+
+    def get_pair(self, pair_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """The two H x W float32 images of a stored pair; raises InvalidInput for an unknown id."""
+        return self.store.get_pair(pair_id)
+
+    def pair_colour(self, pair_id: str) -> tuple[np.ndarray, tuple[float, float]] | None:
+        """(pet_chroma (H, W, 2) float32, pet_range (lo, hi)) of a stored colour pair, None for a grey one;
+        raises InvalidInput for an unknown id."""
+        colour = self.store.pair_colour(pair_id)
+        return None if colour[0] is None else colour
+
+    def colour_pair(self, pair_id: str) -> Pair:
+        """A stored pair with its colour (``fusion.io.Pair``); raises InvalidInput for an unknown id."""
+        return self.store.colour_pair(pair_id)
+
+    def pet_colour(self, pair_id: str) -> np.ndarray:
+        """The PET input as (H, W, 3) float32 RGB in [0, 1] (a grey PET: three equal channels)."""
+        return self.colour_pair(pair_id).colour_pet()
+
+    # -------------------------------------------------------------- models
+    def model(self, name: str) -> nn.Module:
+        """The model ``name`` (``fusion.create_model``), built once per process."""
+        return self.planner.model(name)
+
+    def weights_hash(self, name: str) -> str:
+        return self.planner.weights_hash(name)
+
+    def use_model(self, name: str, model: nn.Module, weights: str | None = None) -> None:
+        """Serve ``model`` under ``name`` here (``Planner.use_model``); its hovers are computed in this process."""
+        self.planner.use_model(name, model, weights)
+
+    def model_info(self, name: str) -> dict:
+        """{"name", "receptive_field", "field", "method", "reason", "checkpoint", "card", "weights_hash"}.
+
+        ``receptive_field``: side in pixels (None for a non-local model); ``field``: its
+        reach {"up", "down", "left", "right", "stride", "local"}; ``method``: the hover path
+        for local models ("crop", verified per image shape at first use) or "full-image".
+        """
+        model = self.model(name)
+        field = self.planner.field_soon(name)
+        path = getattr(model, "checkpoint_path", None)
+        info = {"name": name, "checkpoint": path, "card": read_card(path) if path else None,
+                "weights_hash": self.weights_hash(name)}
+        if field is None:  # still being probed in the background
+            return {**info, "receptive_field": None, "field": None, "method": "planning",
+                    "reason": "the receptive field is being probed in the background"}
+        return {**info,
+                "receptive_field": field.size if field.local else None,
+                "field": {k: getattr(field, k) for k in ("up", "down", "left", "right", "stride", "local")},
+                "method": "crop" if field.local else "full-image",
+                "reason": field.reason}
+
+    def plan_ahead(self, names, shapes) -> list:
+        """Probe ``names`` and plan them at every (height, width) of ``shapes`` in the background thread (a
+        server's start: the registered models at the bundled samples' size). Returns the jobs' Futures."""
+        names = [names] if isinstance(names, str) else list(names)
+        futures = [self.planner.probe_later(n) for n in names]
+        for height, width in shapes:
+            futures += [self.hovers.plan_in_background(n, height, width) for n in names]
+        return futures
+
+    def planned(self, name: str, height: int, width: int) -> bool:
+        """Is the model planned at this size (its hovers take the fast path)?"""
+        return self.planner.known_plan(name, height, width) is not None
+
+    # -------------------------------------------------------------- fused images
+    def fuse(self, name: str, pair_id: str) -> np.ndarray:
+        """The fused image, H x W float32 (cached)."""
+        weights = self.weights_hash(name)
+        fused = self.store.fused(weights, pair_id)
+        if fused is not None:
+            return fused
+        a, b = self.get_pair(pair_id)
+        model = self.model(name)
+        if self.planning == "inline":
+            record = self.hovers.record(name, pair_id) if self.planner.is_planned(name, *a.shape) else None
+        else:
+            record = self.hovers.kept_record(name, pair_id)
+        if record is not None:  # the forward pass the hovers keep gave the fused image
+            fused = record.fused.to("cpu", torch.float32).numpy()
+        else:
+            with torch.no_grad():
+                ta, tb = (torch.from_numpy(x)[None, None].to(self.device, model_dtype(model)) for x in (a, b))
+                fused = run(model, ta, tb)[0, 0].to("cpu", torch.float32).numpy()
+        self.computed["fuse"] += 1
+        self.store.put_fused(weights, pair_id, fused, name)
+        return fused
+
+    def fused_colour(self, name: str, pair_id: str) -> np.ndarray:
+        """The fused image in colour, (H, W, 3) float32 RGB in [0, 1] (``fusion.io.Pair.colour_fused`` of
+        ``fuse``): the fused Y on the PET's range with PET's Cb/Cr; a grey pair's in three equal channels."""
+        key = (self.weights_hash(name), pair_id)
+        hit = self._colour_fused.get(key)
+        if hit is None:
+            fused = self.fuse(name, pair_id)
+            hit = self._colour_fused.put(key, self.colour_pair(pair_id).colour_fused(fused))
+        return hit
+
+    # -------------------------------------------------------------- hovers
+    def pixel(self, names, pair_id: str, row: int, col: int) -> dict[str, PixelJacobian]:
+        """Saliency of fused pixel (row, col) for every model in ``names``: {name: PixelJacobian}.
+
+        Served from a cached dense result when there is one (method "dense-cache"),
+        else computed on the receptive-field crop (or the full image where the crop
+        is not exact); repeated hovers come from a small in-memory LRU.
+        """
+        names = [names] if isinstance(names, str) else list(names)
+        a, b = self.get_pair(pair_id)
+        row, col = int(row), int(col)
+        if not (0 <= row < a.shape[0] and 0 <= col < a.shape[1]):
+            raise InvalidInput(f"pixel ({row}, {col}) is outside the {a.shape[0]} x {a.shape[1]} image")
+        out, missing = {}, []
+        for name in names:
+            hit = self._pixels.get((self.weights_hash(name), pair_id, row, col))
+            if hit is None:
+                missing.append(name)
+            else:
+                out[name] = hit
+        if self.planning == "inline":
+            for name in missing:
+                self.planner.plan(name, *a.shape)  # plans first, so workers only run crops
+        elif missing:
+            self._prepare_later(missing, pair_id)
+        # Longest first (the classic rule for the shortest total on a few workers): by the hover times
+        # measured here once every model has one, by field area before that (the image's where unknown).
+        costs = {name: self.hover_seconds.get((name, *a.shape)) for name in missing}
+        if None in costs.values():
+            fields = {name: self.planner.known_field(name) for name in missing}
+            costs = {name: a.size if fields[name] is None else fields[name].rows * fields[name].cols
+                     for name in missing}
+        missing.sort(key=lambda n: -costs[n])
+        pool = self.hover_pool  # a server hovers in workers once started and prepared (in the background)
+        in_workers = pool is not None and (pool.ready() if self.planning != "inline" else not pool.warming())
+        if len(missing) > 1 and in_workers:
+            results = self._pixels_in_processes(missing, costs, pair_id, a, b, row, col)
+        elif len(missing) > 1:  # small crops run single-threaded: two models at a time use both cores
+            results = list(self._thread_pool().map(lambda n: self._timed_pixel(n, pair_id, a, b, row, col), missing))
+        else:
+            results = [self._timed_pixel(n, pair_id, a, b, row, col) for n in missing]
+        for name, result in zip(missing, results, strict=True):
+            out[name] = self._pixels.put((self.weights_hash(name), pair_id, row, col), result)
+        return {name: out[name] for name in names}
+
+    def prepare_hover(self, names, pair_id: str):
+        """Start preparing hovers of ``names`` on the pair in a background thread, so that the first hovers
+        need not wait: the plans, then in the worker processes if there are any, else here, the kept
+        forward activations and the window programs (``HoverEngine.prepare``). Returns a
+        ``concurrent.futures.Future`` (done when the workers are prepared too)."""
+        names = [names] if isinstance(names, str) else list(names)
+        a, _ = self.get_pair(pair_id)  # an unknown pair fails here, not in the background
+        self._prepared.update((self.weights_hash(n), pair_id) for n in names)
+
+        def prepare():
+            for name in names:
+                self.planner.plan_shared(name, *a.shape)
+            pool = self.hover_pool
+            if pool is None:
+                self.hovers.prepare(names, pair_id)
+                return
+            try:
+                warming = pool.warm(names, pair_id)  # after the plans: the workers read the verdicts
+            except RuntimeError:  # the service was closed meanwhile: nothing to prepare for
+                return
+            for future in warming:
+                future.result()
+        return self.planner.background.submit(("prepare", tuple(names), pair_id), PREPARE, prepare)
+
+    def _prepare_later(self, names: list[str], pair_id: str) -> None:
+        """``prepare_hover`` once per process for models and pair hovered here (shown by another process)."""
+        new = [n for n in names if (self.weights_hash(n), pair_id) not in self._prepared]
+        if self.planning == "background" and new:
+            self.prepare_hover(new, pair_id)
+
+    def _thread_pool(self) -> ThreadPoolExecutor:
+        """This process's threads for hovers of several models (a forked child gets its own)."""
+        with self._lock:
+            if self._threads is None or self._threads_pid != os.getpid():
+                self._threads, self._threads_pid = ThreadPoolExecutor(self._hover_threads), os.getpid()
+            return self._threads
+
+    def _pixels_in_processes(self, names, costs, pair_id, a, b, row, col) -> list[PixelJacobian]:
+        """The hovers of ``names`` in the worker processes, dealt out by ``costs``; whatever they cannot
+        answer (other weights, a pair gone from the disk cache, a broken pool) is computed here."""
+        remote = [n for n in names if n not in self._local_only and self._dense_rows(n, pair_id) is None
+                  and (self.planning == "inline" or self.planner.known_plan(n, *a.shape) is not None)]
+        tasks = [(n, pair_id, row, col, self.weights_hash(n)) for n in remote]
+        try:
+            answers = self.hover_pool.hover(tasks, [costs[n] for n in remote], a.shape)
+        except Exception:  # computed here below, where a real error shows again
+            answers = [False] * len(remote)
+        done = {}
+        for name, answer in zip(remote, answers, strict=True):
+            if answer is None:  # the workers built other weights (a model given to this service directly)
+                self._local_only.add(name)
+            elif answer:
+                self._note_hover_time(name, a.shape, answer[0])
+                self.computed["pixel"] += 1
+                done[name] = answer[1]
+        rest = [n for n in names if n not in done]
+        done.update(zip(rest, self._thread_pool().map(lambda n: self._timed_pixel(n, pair_id, a, b, row, col),
+                                                      rest), strict=True))
+        return [done[n] for n in names]
+
+    def _timed_pixel(self, name, pair_id, a, b, row, col) -> PixelJacobian:
+        """One model's hover, from a dense result in memory or ``HoverEngine.pixels``, keeping a moving
+        average of its time per model and image shape (for the hover order)."""
+        start = time.perf_counter()
+        dense = self._dense_rows(name, pair_id)
+        result = (self._dense_pixel(dense, row, col) if dense is not None
+                  else self.hovers.pixels(name, pair_id, a, b, [(row, col)])[0])
+        self._note_hover_time(name, a.shape, time.perf_counter() - start)
+        return result
+
+    def _note_hover_time(self, name: str, shape, seconds: float) -> None:
+        key = (name, *shape)
+        previous = self.hover_seconds.get(key)
+        self.hover_seconds[key] = seconds if previous is None else 0.8 * previous + 0.2 * seconds
+
+    def _dense_rows(self, name: str, pair_id: str) -> DenseJacobian | None:
+        """The dense result in memory whose banded Jacobian serves hover rows, if there is one."""
+        dense = self.whole.in_memory(name, pair_id)
+        return dense if dense is not None and dense.band_a is not None else None
+
+    @staticmethod
+    def _dense_pixel(dense: DenseJacobian, row: int, col: int) -> PixelJacobian:
+        ja, jb = dense.row(row, col)
+        height, width = dense.fused.shape
+        window = dense.field.box(row, col, height, width) if dense.field.local else (0, height, 0, width)
+        return PixelJacobian(row, col, ja, jb, float(dense.fused[row, col]), window, "dense-cache", dense.reason)
+
+    # -------------------------------------------------------------- whole images (``WholeImages``)
+    def cached_dense(self, name: str, pair_id: str) -> DenseJacobian | None:
+        """The dense result if it is in the cache (memory or disk), else None."""
+        return self.whole.cached(name, pair_id)
+
+    def dense(self, name: str, pair_id: str, progress=None, cancel=None) -> DenseJacobian:
+        """The whole-image Jacobian (cached on disk).
+
+        ``progress(done, total, preview)``: preview maps every name in
+        ``fusion.saliency.MAP_NAMES`` to an H x W map, NaN where not yet known.
+        ``cancel``: a callable returning True or a threading.Event (raises ``Cancelled``).
+        """
+        return self.whole.compute(name, pair_id, progress, cancel)
+
+    def dense_method(self, name: str, pair_id: str) -> str:
+        """The path of the model's dense result on this pair: "crops", "coloured" or "full-image"."""
+        return self.whole.method(name, pair_id)
+
+    def has_block(self, name: str, pair_id: str, top: int, bottom: int) -> bool:
+        """Is output rows [top, bottom) of the model's dense result stored (or the whole result)?"""
+        return self.whole.has_block(name, pair_id, top, bottom)
+
+    def has_dense(self, name: str, pair_id: str) -> bool:
+        """Is the model's dense result on this pair cached (without reading it)?"""
+        return self.whole.has(name, pair_id)
+
+    def dense_rows(self, name: str, pair_id: str, top: int, bottom: int, progress=None, cancel=None) -> None:
+        """Compute output rows [top, bottom) of the model's dense result and store them in the cache for
+        ``merge_rows`` (``fusion.saliency.blocks.dense_block``); nothing when they, or the whole result,
+        are stored already. ``progress(done, total, preview)``: preview maps of the block's rows."""
+        self.whole.rows(name, pair_id, top, bottom, progress, cancel)
+
+    def dense_cost(self, name: str, height: int, width: int) -> float:
+        """Relative work of the model's dense result at this size (pixels x field area), for splitting requests."""
+        return self.whole.cost(name, height, width)
+
+    def dense_bytes(self, name: str, height: int, width: int) -> float:
+        """Estimated peak memory of the model's dense result computed in one piece: the kept forward
+        activations and the banded Jacobian."""
+        return self.whole.peak_bytes(name, height, width)
+
+    def merge_rows(self, name: str, pair_id: str, bounds: list[tuple[int, int]]) -> DenseJacobian:
+        """The dense result from its stored blocks of rows ``bounds`` (``dense_rows``), stored as ``dense``
+        stores it; the blocks are then deleted. Raises KeyError when a block is missing (evicted)."""
+        return self.whole.merge(name, pair_id, bounds)
+
+    def put_dense(self, name: str, pair_id: str, dense: DenseJacobian) -> DenseJacobian:
+        """Store a dense result (computed here, or read back with ``load_hdf5``) as model ``name``'s
+        on the stored pair ``pair_id``, so that every process serves it from the cache.
+
+        Raises ValueError, storing nothing, when ``dense.meta`` says it was computed with other
+        weights, on another pair, or by another ``METHOD_VERSION``.
+        """
+        return self.whole.put(name, pair_id, dense)
