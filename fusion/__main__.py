@@ -109,6 +109,7 @@ def cmd_saliency(args) -> int:
     from .data import load_sample
     from .errors import InvalidInput
     from .fanout import run
+    from .saliency import save_hdf5
     from .service import SaliencyService
 
     models = list_models() if args.models == ["all"] else args.models or [args.model]
@@ -147,7 +148,7 @@ def cmd_saliency(args) -> int:
             if failed:
                 raise InvalidInput(f"{models[0]}: {failed[0]}")
             dense = service.cached_dense(models[0], pair_id) or service.dense(models[0], pair_id)
-            dense.to_hdf5(args.out)
+            save_hdf5(dense, args.out)
     if args.pairs:
         failed = [r for r in rows if r["error"]]
         print(f"wrote {len(rows) - len(failed)} results and statistics.csv to {args.out_dir}"

@@ -20,7 +20,7 @@ from .io import load_pair
 from .metrics import saliency_summary
 from .quality import BRAIN_THRESHOLD
 from .report import pair_files
-from .saliency import load_hdf5
+from .saliency import load_hdf5, save_hdf5
 
 #: Columns of ``statistics.csv``.
 COLUMNS = ("pair", "model", "mean_mri_share", "mri_dominated", "method", "file", "error")
@@ -34,7 +34,7 @@ def result_path(out_dir: Path, pair: str, model: str) -> Path:
 def write_atomically(dense, path: Path) -> None:
     """Write the HDF5 beside its final name and rename it: a killed run leaves no half-written result."""
     part = path.with_name(path.name + ".part")
-    dense.to_hdf5(part)
+    save_hdf5(dense, part)
     os.replace(part, path)
 
 

@@ -7,6 +7,7 @@ import torch
 import fusion
 from dashboard import backend
 from dashboard.config import Config
+from fusion.saliency import save_hdf5
 from fusion.service import SaliencyService
 
 
@@ -17,7 +18,7 @@ def written(tmp_path):
     svc = SaliencyService(cache_dir=tmp_path / "elsewhere")
     rng = np.random.default_rng(3)
     pair_id = svc.put_pair(rng.random((20, 24)), rng.random((20, 24)))
-    svc.dense("weighted-average", pair_id).to_hdf5(tmp_path / "wa.h5")
+    save_hdf5(svc.dense("weighted-average", pair_id), tmp_path / "wa.h5")
     backend.configure(Config(cache_dir=str(tmp_path / "server")))
     yield tmp_path / "wa.h5", pair_id
     torch.set_num_threads(threads)

@@ -9,7 +9,7 @@ from saliency_helpers import Dilated, MeanSubtract, build, pair
 
 from fusion.__main__ import main
 from fusion.data import list_samples
-from fusion.saliency import DenseJacobian, dense_jacobian, load_hdf5
+from fusion.saliency import dense_jacobian, load_hdf5, save_hdf5
 
 
 @pytest.mark.parametrize("keep_band", [True, False])
@@ -18,8 +18,8 @@ def test_hdf5_round_trip(tmp_path, keep_band):
     dense = dense_jacobian(model, *pair(20, 17, seed=5), keep_band=keep_band)
     dense.meta = {"model": "dilated", "weights_hash": "ab" * 16, "pair_id": "cd" * 16, "method_version": "1"}
     path = tmp_path / "out" / "d.h5"
-    dense.to_hdf5(path)
-    back = DenseJacobian.from_hdf5(path)
+    save_hdf5(dense, path)
+    back = load_hdf5(path)
     for name in ("guidance_a", "guidance_b", "influence_a", "influence_b", "mri_share", "fused"):
         np.testing.assert_array_equal(getattr(back, name), getattr(dense, name))
     assert back.method == dense.method and back.field == dense.field and back.meta == dense.meta
@@ -42,7 +42,7 @@ def test_hdf5_round_trip(tmp_path, keep_band):
 
 def test_full_image_result_round_trip(tmp_path):
     dense = dense_jacobian(build(MeanSubtract), *pair(9, 8))
-    dense.to_hdf5(tmp_path / "g.h5")
+    save_hdf5(dense, tmp_path / "g.h5")
     back = load_hdf5(tmp_path / "g.h5")
     assert back.method == "full-image" and back.reason == dense.reason and back.receptive_field == 0
     np.testing.assert_array_equal(back.influence_b, dense.influence_b)
@@ -63,7 +63,7 @@ def written(tmp_path):
     """A valid file (maps, pair and band) to damage in the tests below."""
     dense = dense_jacobian(build(Dilated), *pair(12, 10, seed=2))
     dense.meta = {"model": "dilated", "weights_hash": "ab" * 16, "pair_id": "cd" * 16, "method_version": "1"}
-    dense.to_hdf5(tmp_path / "d.h5")
+    save_hdf5(dense, tmp_path / "d.h5")
     return tmp_path / "d.h5"
 
 

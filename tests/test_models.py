@@ -181,8 +181,6 @@ class UserMax(nn.Module):
 
 
 def test_user_model_from_a_plugin_file(tmp_path, monkeypatch):
-    from fusion.models import registry
-
     plugin = tmp_path / "my_models.py"
     plugin.write_text(PLUGIN)
     monkeypatch.setenv("FUSION_PLUGINS", str(plugin))
@@ -193,8 +191,9 @@ def test_user_model_from_a_plugin_file(tmp_path, monkeypatch):
         a, b = rand_pair(1, 10, 12)
         torch.testing.assert_close(model(a, b), torch.maximum(a, b))
     finally:
-        registry._REGISTRY.pop("user-max", None)
-        registry._loaded_plugins.discard(str(plugin))
+        monkeypatch.delenv("FUSION_PLUGINS")
+        fusion.models.unregister_model("user-max")
+    assert "user-max" not in fusion.list_models()
 
 
 def test_broken_plugin_gives_a_clear_error(tmp_path, monkeypatch):

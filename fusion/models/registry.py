@@ -22,8 +22,9 @@ from torch import nn
 
 from .. import checkpoints
 from ..errors import UnknownModel
+from ..settings import VARIABLES, read
 
-PLUGINS_ENV = "FUSION_PLUGINS"
+PLUGINS_ENV = VARIABLES["plugins"][0]
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,9 @@ def register_model(name: str, *, default_checkpoint: str | os.PathLike | None = 
         >>> @register_model("my-net")
         ... class MyNet(nn.Module):
         ...     def forward(self, a, b): return (a + b) / 2
+        >>> "my-net" in list_models()
+        True
+        >>> unregister_model("my-net")
     """
     def decorator(factory):
         existing = _REGISTRY.get(name)
@@ -61,9 +65,20 @@ def register_model(name: str, *, default_checkpoint: str | os.PathLike | None = 
     return decorator
 
 
+def unregister_model(name: str) -> None:
+    """Forget the model ``name`` (a test's or an unloaded plugin's); a plugin file that registered it is
+    read again by the next ``load_plugins``. Raises UnknownModel for a name that is not registered."""
+    spec = get_spec(name)
+    del _REGISTRY[name]
+    module = getattr(spec.factory, "__module__", "")
+    for entry in list(_loaded_plugins):
+        if entry == module or Path(entry).stem == module.removeprefix("fusion_plugin_"):
+            _loaded_plugins.discard(entry)
+
+
 def load_plugins(spec: str | None = None) -> None:
     """Import the user modules named in ``spec`` (default: $FUSION_PLUGINS) once."""
-    spec = os.environ.get(PLUGINS_ENV, "") if spec is None else spec
+    spec = read("plugins") if spec is None else spec
     for entry in (e.strip() for e in spec.replace(os.pathsep, ",").split(",")):
         if not entry or entry in _loaded_plugins:
             continue

@@ -25,10 +25,12 @@ from dataclasses import dataclass
 import numpy as np
 from torch import nn
 
-from .dense import METHODS, DenseJacobian, compare_rows, unband
+from .dense import METHODS, compare_rows
 from .dense_paths import MAP_NAMES, compute, reporter
-from .pixel import as_tensor
-from .receptive_field import Field, analyse, corner_pixels
+from .field import Field, analyse
+from .reference import corner_pixels
+from .result import DenseJacobian, unband
+from .state import as_tensor
 
 
 @dataclass

@@ -37,8 +37,8 @@ from pathlib import Path
 import numpy as np
 
 from ..io import MAX_PIXELS, Pair
-from .dense import DenseJacobian
 from .field import Field
+from .result import DenseJacobian
 
 FORMAT = "fusion-saliency dense Jacobian"
 FORMAT_VERSION = 2

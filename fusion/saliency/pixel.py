@@ -116,7 +116,9 @@ def pixel_jacobian(model: nn.Module, a: np.ndarray, b: np.ndarray, row: int, col
     """dF(row, col)/da and dF(row, col)/db: two H x W float32 arrays, exact.
 
     Example:
-        >>> ja, jb = pixel_jacobian(model, a, b, row=128, col=100)
+        >>> ja, jb = pixel_jacobian(model, a, b, row=128, col=100)   # a, b: 256 x 256
+        >>> ja.shape
+        (256, 256)
     """
     result = pixel_jacobians(model, a, b, [(row, col)])[0]
     return result.ja, result.jb
