@@ -4,15 +4,20 @@
  * Every full-size image sits in a `.fs-frame.fs-full`. Moving over any of them
  * draws the crosshair (and each model's receptive-field box) on all of them at
  * once, here, without a round trip; the pixel then goes to the server's
- * `/fs-api/pixel` (dashboard/api.py), whose JSON answer (the Jacobian PNGs of
+ * hover route (`/fs-api/pixel`, dashboard/api.py), whose JSON answer (the Jacobian PNGs of
  * every model, markers, tick labels, readout values) is swapped into the page
  * here too: no Dash callback on the hot path. At most one request is in
  * flight; newer pixels wait and only the latest is sent.
  *
- * Stores written from here with dash_clientside.set_props:
- *   fs-pixel-rest  {row, col}        the pixel once the cursor rests (slower views)
- *   fs-pinned      {row, col}|null   click pins, click again or Esc releases, arrows step
- *   fs-region      {kind, points}    a box or lasso drawn on any image
+ * The ids and the route are not written here: every clientside callback hands over the
+ * page's browser config (dashboard/layout.py browser_config(), ids from dashboard/ids.py):
+ *   route    the hover endpoint, relative to the app's prefix
+ *   stores   {rest, pinned, region}: the stores written from here with dash_clientside.set_props:
+ *            rest    {row, col}        the pixel once the cursor rests (slower views)
+ *            pinned  {row, col}|null   click pins, click again or Esc releases, arrows step
+ *            region  {kind, points}    a box or lasso drawn on any image
+ *   readout  the id of the readout table's box
+ *   views    the Jacobian views ("jmri", "jpet"); types {image, ticks, mark}: their pattern types
  */
 (function () {
     "use strict";
@@ -22,6 +27,7 @@
         mode: "hover", drag: null, region: null,
         view: {pair: null, models: [], window: "rf", jac: "signed", shared: false, gamma: 1},
         base: "/",
+        cfg: null,  // the page's browser config, from the first clientside callback
     };
     const SVG = "http://www.w3.org/2000/svg";
     window.__fsState = S;  // for debugging and the browser benchmark
@@ -37,9 +43,13 @@
         return window.location.pathname.replace(/[^/]*$/, "") || "/";
     }
 
-    function setProps(id, data) {
-        if (window.dash_clientside && window.dash_clientside.set_props) {
-            window.dash_clientside.set_props(id, {data: data});
+    function configure(cfg) {
+        if (cfg && cfg.route) { S.cfg = cfg; }
+    }
+
+    function setProps(store, data) {  // store: a key of the config's "stores"
+        if (S.cfg && window.dash_clientside && window.dash_clientside.set_props) {
+            window.dash_clientside.set_props(S.cfg.stores[store], {data: data});
         }
     }
 
@@ -124,7 +134,7 @@
     }
 
     function readout(data) {
-        const box = document.getElementById("fs-readout");
+        const box = document.getElementById(S.cfg.readout);
         if (!box) { return; }
         const head = el("div", null);
         head.id = "fs-readout-head";
@@ -157,12 +167,13 @@
     function apply(data) {
         Object.keys(data.models).forEach(function (m) {
             const r = data.models[m];
-            ["jmri", "jpet"].forEach(function (view) {
-                const img = document.getElementById(domId({model: m, type: "img-jacobian", view: view}));
+            const types = S.cfg.types;
+            S.cfg.views.forEach(function (view) {
+                const img = document.getElementById(domId({model: m, type: types.image, view: view}));
                 if (img) { img.src = r.error ? "" : r[view]; }
-                applyTicks(document.getElementById(domId({model: m, type: "ticks-jacobian", view: view})),
+                applyTicks(document.getElementById(domId({model: m, type: types.ticks, view: view})),
                            r.ticks && r.ticks[view]);
-                const mark = document.getElementById(domId({model: m, type: "mark", view: view}));
+                const mark = document.getElementById(domId({model: m, type: types.mark, view: view}));
                 if (mark && r.mark) {
                     mark.style.top = r.mark.top + "%";
                     mark.style.left = r.mark.left + "%";
@@ -176,7 +187,7 @@
     }
 
     function send(p) {
-        if (!S.view.pair) { S.queued = p; return; }
+        if (!S.view.pair || !S.cfg) { S.queued = p; return; }
         const now = performance.now();
         if (S.inflight && now - S.sentAt < 3000) { S.queued = p; return; }
         S.inflight = true;
@@ -187,7 +198,7 @@
         const query = new URLSearchParams({pair: v.pair, models: v.models.join(","), row: p.row, col: p.col,
                                            jac: v.jac, shared: v.shared ? "1" : "0", gamma: v.gamma,
                                            win: v.window, seq: S.seq});
-        fetch(S.base + "fs-api/pixel?" + query.toString())
+        fetch(S.base + S.cfg.route + "?" + query.toString())
             .then(function (r) { return r.json(); })
             .then(function (data) { if (!data.error) { apply(data); } })
             .catch(function (e) { console.warn("fusion-saliency hover request failed", e); })
@@ -210,7 +221,7 @@
         drawCursor(p);
         send(p);
         clearTimeout(S.restTimer);
-        S.restTimer = setTimeout(function () { setProps("fs-pixel-rest", {row: p.row, col: p.col}); }, 150);
+        S.restTimer = setTimeout(function () { setProps("rest", {row: p.row, col: p.col}); }, 150);
     }
 
     /* ---------------------------------------------------------------- regions */
@@ -284,7 +295,7 @@
         const region = {kind: S.drag.kind, points: S.drag.points};
         S.drag = null;
         const enough = region.kind === "box" ? region.points.length >= 2 : region.points.length >= 3;
-        if (enough) { S.region = region; setProps("fs-region", region); } else { drawRegion(S.region); }
+        if (enough) { S.region = region; setProps("region", region); } else { drawRegion(S.region); }
     });
 
     document.addEventListener("click", function (ev) {
@@ -295,11 +306,11 @@
         if (!p) { return; }
         if (S.pinned) {
             S.pinned = null;
-            setProps("fs-pinned", null);
+            setProps("pinned", null);
             select(p);
         } else {
             S.pinned = p;
-            setProps("fs-pinned", p);
+            setProps("pinned", p);
         }
     });
 
@@ -308,7 +319,7 @@
         if (/INPUT|TEXTAREA|SELECT/.test(tag) || ev.target.isContentEditable) { return; }
         if (ev.key === "Escape" && S.pinned) {
             S.pinned = null;
-            setProps("fs-pinned", null);
+            setProps("pinned", null);
             drawCursor(S.pixel);
             return;
         }
@@ -321,13 +332,14 @@
         const p = {row: Math.min(Math.max(base.row + mv[0], 0), S.h - 1),
                    col: Math.min(Math.max(base.col + mv[1], 0), S.w - 1)};
         S.pinned = p;
-        setProps("fs-pinned", p);
+        setProps("pinned", p);
     });
 
     /* ---------------------------------------------------------------- Dash side */
     window.dash_clientside = Object.assign({}, window.dash_clientside, {
         fs: {
-            setShape: function (pair) {
+            setShape: function (pair, cfg) {
+                configure(cfg);
                 if (pair) {
                     if (S.pixel && (S.pixel.row >= pair.h || S.pixel.col >= pair.w)) { S.pixel = null; }
                     S.h = pair.h;
@@ -338,13 +350,15 @@
                 }
                 return window.dash_clientside.no_update;
             },
-            pin: function (pinned) {
+            pin: function (pinned, cfg) {
+                configure(cfg);
                 S.pinned = pinned || null;
                 document.documentElement.classList.toggle("fs-is-pinned", !!S.pinned);
                 if (pinned) { select({row: pinned.row, col: pinned.col}); }
                 return window.dash_clientside.no_update;
             },
-            setView: function (version, jac, shared, gamma) {
+            setView: function (version, jac, shared, gamma, cfg) {
+                configure(cfg);
                 S.base = basePath();
                 if (version) {
                     S.view.pair = version.pair;
@@ -359,12 +373,14 @@
                 refresh();
                 return window.dash_clientside.no_update;
             },
-            regionMode: function (mode) {
+            regionMode: function (mode, cfg) {
+                configure(cfg);
                 S.mode = mode || "hover";
                 document.documentElement.dataset.fsMode = S.mode;
                 return window.dash_clientside.no_update;
             },
-            drawRegion: function (region) {
+            drawRegion: function (region, version, cfg) {
+                configure(cfg);
                 S.region = region && region.points ? region : null;
                 drawRegion(S.region);
                 return window.dash_clientside.no_update;

@@ -22,17 +22,12 @@ from flask import jsonify, request
 
 import fusion
 
-from . import backend, colour
+from . import backend, colour, ids
+from .paint import paint
 from .state import JAC_MODES, WINDOW_MODES, clamp_gamma
 
 VIEWS = {"jmri": "ja", "jpet": "jb"}
-ROUTE = "/fs-api/pixel"
-
-
-def jac_spec(mode: str, gamma: float) -> colour.ColourSpec:
-    """How a Jacobian is coloured: diverging around 0 (signed) or sequential (magnitude)."""
-    scale = colour.DIVERGING if mode == "signed" else colour.SEQUENTIAL
-    return colour.ColourSpec(scale, mode, -1.0 if mode == "signed" else 0.0, 1.0, clamp_gamma(gamma))
+ROUTE = ids.HOVER_ROUTE
 
 
 def pixel_payload(pair_id: str, models: list[str], row: int, col: int, mode: str = "signed",
@@ -58,7 +53,6 @@ def pixel_payload(pair_id: str, models: list[str], row: int, col: int, mode: str
         for view, attr in VIEWS.items():
             shown[(m, view)] = getattr(r, attr)[top:bottom, left:right]
     ranges = colour.limits(shown, mode, shared)
-    base = jac_spec(mode, gamma)
     for m, r in results.items():
         top, bottom, left, right = r.window
         inside = (slice(top, bottom), slice(left, right))  # the Jacobian is zero outside its window
@@ -70,9 +64,8 @@ def pixel_payload(pair_id: str, models: list[str], row: int, col: int, mode: str
                      "top": 100 * (row - top) / (bottom - top), "left": 100 * (col - left) / (right - left),
                      "height": 100 / (bottom - top), "width": 100 / (right - left)}}
         for view in VIEWS:
-            spec = colour.with_range(base, ranges[(m, view)])
-            entry[view] = colour.map_uri(shown[(m, view)], spec)
-            entry["ticks"][view] = [[pos, text] for pos, text in colour.ticks(spec)]
+            painted = paint(shown[(m, view)], "derivative", mode, gamma, ranges[(m, view)])
+            entry[view], entry["ticks"][view] = painted.uri, painted.ticks
         out["models"][m] = entry
     return out
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 import functools
 import os
 import re
+import tempfile
 import threading
+from pathlib import Path
 
 import numpy as np
 
@@ -166,6 +168,18 @@ def put_uploaded_pair(mri: bytes, mri_name: str, pet: bytes, pet_name: str) -> s
     return put_pair(pair)
 
 
+def dense_hdf5(name: str, pair_id: str) -> bytes | None:
+    """The model's cached dense result on the pair as the bytes of an HDF5 file
+    (``fusion.saliency.save_hdf5``), None when it is not cached."""
+    from fusion.saliency import save_hdf5
+
+    result = service().cached_dense(name, pair_id)
+    if result is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        return save_hdf5(result, Path(tmp) / "dense.h5").read_bytes()
+
+
 def open_hdf5(data: bytes, filename: str) -> dict:
     """Open an uploaded dense result (``python -m fusion saliency --out``, or the ⤓ download).
 
@@ -295,11 +309,6 @@ def dense_maps(name: str, pair_id: str) -> dict[str, np.ndarray] | None:
     if result is None:
         return None
     return _dense_maps.put(key, {m: np.asarray(getattr(result, m)) for m in DENSE_MAPS})
-
-
-def cached_dense(name: str, pair_id: str):
-    """The full dense result (for HDF5 export), or None."""
-    return service().cached_dense(name, pair_id)
 
 
 def quality_rows(pair_id: str, models: list[str], threshold: float) -> list[dict]:

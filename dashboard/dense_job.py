@@ -1,6 +1,6 @@
 """A Compute request, fanned out: the job's process, helper processes here or Celery workers elsewhere.
 
-The background job (``callbacks.run_dense``) calls ``compute``: ``fusion.fanout.run`` with the job's
+The background job (``features.dense.run_dense``) calls ``compute``: ``fusion.fanout.run`` with the job's
 own key as the request id, so that the page's Cancel (``cancel``, from the web process) reaches
 every task of the request wherever it runs. Locally the helpers are processes of the job (killed
 with it); with ``REDIS_URL`` they are Celery tasks (``HELPER_TASK``) that any idle worker takes, and

@@ -29,6 +29,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 import fusion
 
+from . import ids
 from .state import JAC_MODES, WINDOW_MODES
 
 log = logging.getLogger(__name__)
@@ -115,20 +116,20 @@ def _mapping(v) -> str | None:
 #: (component id, property) -> check of its value (None: fine, else what it should be).
 #: Properties not named here get only the general bounds (size, depth, structure).
 VALUES: dict[tuple[str, str], Callable] = {
-    ("fs-url", "search"): _none_or(_text(4096)), ("fs-url", "href"): _none_or(_text(8192)),
-    ("fs-pair-select", "value"): _none_or(_text(100)),
-    ("fs-models", "value"): _none_or(_names),
-    ("fs-pinned", "data"): _none_or(_pixel), ("fs-pixel-rest", "data"): _none_or(_pixel),
-    ("fs-jac-mode", "value"): _none_or(_choice(JAC_MODES)), ("fs-window", "value"): _none_or(_choice(WINDOW_MODES)),
-    ("fs-shared", "value"): _none_or(_flag),
-    ("fs-gamma-j", "value"): _none_or(_number), ("fs-gamma-g", "value"): _none_or(_number),
-    ("fs-mask-threshold", "value"): _none_or(_number),
-    ("fs-region-mode", "value"): _none_or(_choice(("hover", "box", "lasso"))),
-    ("fs-pair", "data"): _none_or(_pair), ("fs-uploads", "data"): _none_or(_uploads),
-    ("fs-grid-version", "data"): _none_or(_version),
-    ("fs-region", "data"): _none_or(_mapping), ("fs-opened", "data"): _none_or(_mapping),
-    ("fs-scatter", "selectedData"): _none_or(_mapping),
-    ("fs-dense-cancel", "disabled"): _none_or(_flag),
+    (ids.URL, "search"): _none_or(_text(4096)), (ids.URL, "href"): _none_or(_text(8192)),
+    (ids.PAIR_SELECT, "value"): _none_or(_text(100)),
+    (ids.MODELS, "value"): _none_or(_names),
+    (ids.PINNED, "data"): _none_or(_pixel), (ids.PIXEL_REST, "data"): _none_or(_pixel),
+    (ids.JAC_MODE, "value"): _none_or(_choice(JAC_MODES)), (ids.WINDOW, "value"): _none_or(_choice(WINDOW_MODES)),
+    (ids.SHARED, "value"): _none_or(_flag),
+    (ids.GAMMA_J, "value"): _none_or(_number), (ids.GAMMA_G, "value"): _none_or(_number),
+    (ids.MASK_THRESHOLD, "value"): _none_or(_number),
+    (ids.REGION_MODE, "value"): _none_or(_choice(("hover", "box", "lasso"))),
+    (ids.PAIR, "data"): _none_or(_pair), (ids.UPLOADS, "data"): _none_or(_uploads),
+    (ids.GRID_VERSION, "data"): _none_or(_version),
+    (ids.REGION, "data"): _none_or(_mapping), (ids.OPENED, "data"): _none_or(_mapping),
+    (ids.SCATTER, "selectedData"): _none_or(_mapping),
+    (ids.DENSE_CANCEL, "disabled"): _none_or(_flag),
 }
 
 
@@ -210,7 +211,7 @@ def check_body(body, callback_map: dict) -> None:
 
 # ------------------------------------------------------------------ installing it
 def _wants_json(prefix: str) -> bool:
-    return request.path.startswith((prefix + CALLBACK_ROUTE, prefix + "fs-api/", prefix + "_dash-"))
+    return request.path.startswith((prefix + CALLBACK_ROUTE, prefix + ids.API_PATH.lstrip("/"), prefix + "_dash-"))
 
 
 def register(app, config) -> None:

@@ -33,12 +33,12 @@ import time
 import dash
 from dash.exceptions import PreventUpdate
 
-from . import backend, dense_job, job_slots
+from . import backend, dense_job, ids, job_slots
 from .auth import current_user
 from .config import Config
 
 PRELOAD = ["dashboard.callbacks"]  # imported once by the forkserver (torch, the models, the callbacks)
-JOB_STORE = "fs-dense-job"  # the page's store of its job's place in line or fate (a dcc.Store id)
+JOB_STORE = ids.DENSE_JOB  # the page's store of its job's place in line or fate (a dcc.Store id)
 #: Request headers a job never needs (they would travel to the job's process, the broker and the store).
 PRIVATE_HEADERS = ("authorization", "cookie", "proxy-authorization")
 #: Broker visibility timeout: a job running longer than this would be started a second time.

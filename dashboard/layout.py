@@ -2,32 +2,33 @@
 
 Initial control values come from ``default`` (a ``state.ViewState``); the URL
 then overrides them through the sync callback, so a shared link reproduces a view.
+Component ids come from ``ids.py``; ``browser_config`` hands those the browser needs to
+``assets/fs_hover.js``.
 """
 from __future__ import annotations
 
 import dash_bootstrap_components as dbc
 from dash import dcc, html
 
-from . import stats
-from .metrics_view import metrics_card
+from . import backend, ids, stats
+from .features.metrics import metrics_card
+from .panels import JACOBIAN_VIEWS
 from .state import GAMMA_MAX, GAMMA_MIN, ViewState
 
-STORES = ("fs-pair", "fs-pinned", "fs-pixel-rest", "fs-region", "fs-grid-version",
-          "fs-dense-request", "fs-dense-result", "fs-dense-progress", "fs-dense-status", "fs-dense-cancelled",
-          "fs-dense-job",
-          "fs-uploads", "fs-opened", "fs-stats-rows", "fs-js-sink")
+STORES = ids.STORES
+
+
+def browser_config() -> dict:
+    """What ``assets/fs_hover.js`` needs of the page: the hover route (relative to the app's prefix),
+    the stores it writes, the readout's id and the pattern types of the Jacobian panels."""
+    return {"route": ids.HOVER_ROUTE.lstrip("/"),
+            "stores": {"rest": ids.PIXEL_REST, "pinned": ids.PINNED, "region": ids.REGION},
+            "readout": ids.READOUT, "views": list(JACOBIAN_VIEWS),
+            "types": {"image": ids.IMAGE["jacobian"], "ticks": ids.TICKS["jacobian"], "mark": ids.MARK}}
 
 
 def _max_upload_bytes() -> int:
-    from .backend import config
-
-    return int(config().max_upload_mb * 2**20)
-
-
-def _sample_label(name: str) -> str:
-    from .backend import sample_label
-
-    return sample_label(name)
+    return int(backend.config().max_upload_mb * 2**20)
 
 
 def _upload(id_: str, label: str, accept: str | None = None):
@@ -53,61 +54,61 @@ def controls(samples: list[str], models: list[str], default: ViewState):
     """The left column: pair, models, colour, region, background job, sharing."""
     return dbc.Card(dbc.CardBody([
         _section("Image pair",
-                 dcc.Dropdown(id="fs-pair-select", clearable=False, value=default.pair,
-                              options=[{"label": _sample_label(s), "value": f"sample:{s}"} for s in samples]),
-                 html.Div([_upload("fs-upload-mri", "MRI"), _upload("fs-upload-pet", "PET"),
-                           _upload("fs-upload-h5", "HDF5", accept=".h5,.hdf5")], className="fs-uploads mt-2",
+                 dcc.Dropdown(id=ids.PAIR_SELECT, clearable=False, value=default.pair,
+                              options=[{"label": backend.sample_label(s), "value": f"sample:{s}"} for s in samples]),
+                 html.Div([_upload(ids.UPLOAD_MRI, "MRI"), _upload(ids.UPLOAD_PET, "PET"),
+                           _upload(ids.UPLOAD_H5, "HDF5", accept=".h5,.hdf5")], className="fs-uploads mt-2",
                           **{"data-max-bytes": str(_max_upload_bytes())}),
-                 html.Div(id="fs-upload-msg", className="fs-upload-msg", role="status"),
-                 html.Div(id="fs-pair-msg"),
-                 dbc.Switch(id="fs-y-only", label="Y only (the luminance the networks see)", value=default.y_only,
+                 html.Div(id=ids.UPLOAD_MSG, className="fs-upload-msg", role="status"),
+                 html.Div(id=ids.PAIR_MSG),
+                 dbc.Switch(id=ids.Y_ONLY, label="Y only (the luminance the networks see)", value=default.y_only,
                             className="mt-2 mb-0"),
-                 html.Small(id="fs-colour-note", className="text-muted d-block"),
+                 html.Small(id=ids.COLOUR_NOTE, className="text-muted d-block"),
                  help_text="a bundled pair, two co-registered images, or a dense result (HDF5) with its pair"),
         _section("Models",
-                 dbc.Checklist(id="fs-models", options=[{"label": m, "value": m} for m in models],
+                 dbc.Checklist(id=ids.MODELS, options=[{"label": m, "value": m} for m in models],
                                value=list(default.models), className="fs-model-list"),
                  help_text="one column each; “card” shows the checkpoint’s model card"),
         _section("Colour",
-                 dbc.RadioItems(id="fs-jac-mode", inline=True, value=default.jac,
+                 dbc.RadioItems(id=ids.JAC_MODE, inline=True, value=default.jac,
                                 options=[{"label": "signed (0 = white)", "value": "signed"},
                                          {"label": "magnitude", "value": "magnitude"}]),
-                 dbc.Switch(id="fs-shared", label="one colour range shared by all models",
+                 dbc.Switch(id=ids.SHARED, label="one colour range shared by all models",
                             value=default.range == "shared"),
-                 dbc.RadioItems(id="fs-window", inline=True, value=default.window,
+                 dbc.RadioItems(id=ids.WINDOW, inline=True, value=default.window,
                                 options=[{"label": "Jacobian: RF window", "value": "rf"},
                                          {"label": "full size", "value": "full"}]),
-                 html.Small("γ Jacobians", className="text-muted"), _gamma_slider("fs-gamma-j", default.gamma_j),
-                 html.Small("γ guidance maps", className="text-muted"), _gamma_slider("fs-gamma-g", default.gamma_g),
+                 html.Small("γ Jacobians", className="text-muted"), _gamma_slider(ids.GAMMA_J, default.gamma_j),
+                 html.Small("γ guidance maps", className="text-muted"), _gamma_slider(ids.GAMMA_G, default.gamma_g),
                  help_text="gamma only re-colours; nothing is recomputed"),
         _section("Region for statistics",
-                 dbc.RadioItems(id="fs-region-mode", inline=True, value="hover",
+                 dbc.RadioItems(id=ids.REGION_MODE, inline=True, value="hover",
                                 options=[{"label": "hover", "value": "hover"}, {"label": "draw box", "value": "box"},
                                          {"label": "draw lasso", "value": "lasso"}]),
                  html.Div([html.Small("brain mask: MRI >", className="text-muted me-2"),
-                           dcc.Input(id="fs-mask-threshold", type="number", min=0, max=1, step=0.01,
+                           dcc.Input(id=ids.MASK_THRESHOLD, type="number", min=0, max=1, step=0.01,
                                      value=stats.BRAIN_THRESHOLD, className="fs-num")], className="d-flex mt-1"),
-                 dbc.Button("clear region", id="fs-region-clear", size="sm", color="secondary", outline=True,
+                 dbc.Button("clear region", id=ids.REGION_CLEAR, size="sm", color="secondary", outline=True,
                             className="mt-1"),
                  help_text="drag on any image, or brush the scatter plot"),
         _section("Whole-image maps",
                  dbc.ButtonGroup([
-                     dbc.Button("Compute", id="fs-dense-run", color="primary", size="sm"),
-                     dbc.Button("Cancel", id="fs-dense-cancel", color="secondary", size="sm", disabled=True),
+                     dbc.Button("Compute", id=ids.DENSE_RUN, color="primary", size="sm"),
+                     dbc.Button("Cancel", id=ids.DENSE_CANCEL, color="secondary", size="sm", disabled=True),
                  ]),
-                 html.Div(id="fs-dense-msg", role="status"),
+                 html.Div(id=ids.DENSE_MSG, role="status"),
                  help_text="dense Jacobians run in the background; results are cached for everyone"),
         _section("Share and download",
-                 html.Div([dcc.Input(id="fs-link", readOnly=True, className="fs-link form-control form-control-sm"),
-                           dcc.Clipboard(target_id="fs-link", title="copy link", className="fs-copy")],
+                 html.Div([dcc.Input(id=ids.LINK, readOnly=True, className="fs-link form-control form-control-sm"),
+                           dcc.Clipboard(target_id=ids.LINK, title="copy link", className="fs-copy")],
                           className="d-flex align-items-center"),
                  dbc.ButtonGroup([
-                     dbc.Button("figures PNG", id="fs-dl-png", size="sm", outline=True, color="primary"),
-                     dbc.Button("statistics CSV", id="fs-dl-csv", size="sm", outline=True, color="primary"),
+                     dbc.Button("figures PNG", id=ids.DOWNLOAD_PNG, size="sm", outline=True, color="primary"),
+                     dbc.Button("statistics CSV", id=ids.DOWNLOAD_CSV, size="sm", outline=True, color="primary"),
                  ], className="mt-2"),
                  html.Small("each model’s column: “png” its fused image, ⤓ its dense result (HDF5)",
                             className="text-muted d-block"),
-                 dcc.Download(id="fs-download"), dcc.Download(id="fs-download-fused")),
+                 dcc.Download(id=ids.DOWNLOAD), dcc.Download(id=ids.DOWNLOAD_FUSED)),
     ]), className="fs-controls")
 
 
@@ -115,34 +116,35 @@ def inputs_card():
     """The two inputs, shown once with the cursor, and the readout of the selected pixel."""
     def source(view, title):
         return html.Div([html.Div(title, className="fs-row-title"),
-                         html.Div([html.Img(id=f"fs-input-{view}", className="fs-img", alt=title, draggable="false"),
+                         html.Div([html.Img(id=ids.INPUT[view], className="fs-img", alt=title, draggable="false"),
                                    html.Div(className="fs-ch"), html.Div(className="fs-cv")],
                                   className="fs-frame fs-full")], className="fs-input")
 
     return dbc.Card(dbc.CardBody(dbc.Row([
         dbc.Col(source("mri", "MRI"), width=3),
         dbc.Col(source("pet", "PET"), width=3),
-        dbc.Col([html.Div(id="fs-pin-badge", className="mb-1"),
-                 html.Div(id="fs-readout", className="fs-readout")], width=6),
+        dbc.Col([html.Div(id=ids.PIN_BADGE, className="mb-1"),
+                 html.Div(id=ids.READOUT, className="fs-readout")], width=6),
     ], className="g-2")), className="mb-2")
 
 
 def stats_card():
     return dbc.Card(dbc.CardBody([
         html.H6("Influence statistics: how much does each network lean on MRI?", className="card-title"),
-        dcc.Graph(id="fs-hist", config={"displaylogo": False}),
-        dcc.Graph(id="fs-scatter", config={"displaylogo": False, "modeBarButtonsToAdd": ["lasso2d", "select2d"]}),
-        html.Div(id="fs-stats-table"),
+        dcc.Graph(id=ids.HISTOGRAM, config={"displaylogo": False}),
+        dcc.Graph(id=ids.SCATTER, config={"displaylogo": False, "modeBarButtonsToAdd": ["lasso2d", "select2d"]}),
+        html.Div(id=ids.STATS_TABLE),
     ]), className="mb-2")
 
 
 def page(samples: list[str], models: list[str], default: ViewState):
     """The whole page."""
     return html.Div([
-        dcc.Location(id="fs-url", refresh=False),
+        dcc.Location(id=ids.URL, refresh=False),
         *[dcc.Store(id=s) for s in STORES],
-        dbc.Modal([dbc.ModalHeader(dbc.ModalTitle(id="fs-card-title")), dbc.ModalBody(id="fs-card-body")],
-                  id="fs-card-modal", size="lg", scrollable=True, is_open=False),
+        dcc.Store(id=ids.BROWSER_CONFIG, data=browser_config()),
+        dbc.Modal([dbc.ModalHeader(dbc.ModalTitle(id=ids.CARD_TITLE)), dbc.ModalBody(id=ids.CARD_BODY)],
+                  id=ids.CARD_MODAL, size="lg", scrollable=True, is_open=False),
         dbc.Navbar(dbc.Container([
             dbc.NavbarBrand("fusion-saliency", className="fw-bold"),
             html.Span("exact per-pixel Jacobians of MRI + PET fusion networks, side by side",
@@ -151,7 +153,7 @@ def page(samples: list[str], models: list[str], default: ViewState):
         dbc.Container(dbc.Row([
             dbc.Col(controls(samples, models, default), width=12, lg=3, xl=2),
             dbc.Col([inputs_card(),
-                     dbc.Card(dbc.CardBody(html.Div(id="fs-grid")), className="mb-2"),
+                     dbc.Card(dbc.CardBody(html.Div(id=ids.GRID)), className="mb-2"),
                      stats_card(), metrics_card()], width=12, lg=9, xl=10),
         ], className="g-2"), fluid=True),
     ])

@@ -1,8 +1,8 @@
 """The comparison grid: one column per model, one row per view, built by one function and a loop.
 
 Ids are pattern-matching dicts ``{"type": "<what>-<kind>", "view", "model"}``
-(e.g. ``img-jacobian``), so one callback with ``ALL`` serves every model and a
-view kind at once. Every image sits in a ``.fs-frame``; frames of full-size images (class
+(e.g. ``img-jacobian``; the types are in ``ids.py``), so one callback with ``ALL`` serves every
+model and a view kind at once. Every image sits in a ``.fs-frame``; frames of full-size images (class
 ``fs-full``) are hover sources and carry the crosshair, drawn by
 ``assets/fs_hover.js``. Zoomed Jacobian frames (``fs-zoom``) show the model's
 own receptive-field window; their marker is placed by the server, which knows
@@ -14,6 +14,9 @@ from dataclasses import dataclass
 
 import dash_bootstrap_components as dbc
 from dash import html
+
+from . import ids
+from .ids import pid
 
 
 @dataclass(frozen=True)
@@ -39,11 +42,6 @@ JACOBIAN_VIEWS = tuple(v.key for v in VIEWS if v.kind == "jacobian")
 DENSE_VIEWS = tuple(v.key for v in VIEWS if v.kind == "dense")
 
 
-def pid(kind: str, model: str, view: str | None = None) -> dict:
-    """Pattern-matching id of a per-model component."""
-    return {"type": kind, "model": model} if view is None else {"type": kind, "view": view, "model": model}
-
-
 def frame(image_id, hoverable: bool, extra=(), rf: tuple[int, int, int, int] | None = None, label: str = ""):
     """An image with its overlays. ``rf`` = (up, down, left, right) draws the model's RF box on hover."""
     attrs = {}
@@ -61,8 +59,8 @@ def frame(image_id, hoverable: bool, extra=(), rf: tuple[int, int, int, int] | N
 def colourbar(view: View, model: str):
     """A colour bar: an image coloured like the map, tick labels set by callbacks, and the unit."""
     return html.Div([
-        html.Img(id=pid(f"cbar-{view.kind}", model, view.key), className="fs-cbar-img"),
-        html.Div(id=pid(f"ticks-{view.kind}", model, view.key), className="fs-ticks"),
+        html.Img(id=pid(ids.COLOURBAR[view.kind], model, view.key), className="fs-cbar-img"),
+        html.Div(id=pid(ids.TICKS[view.kind], model, view.key), className="fs-ticks"),
         html.Div(view.unit, className="fs-unit"),
     ], className="fs-cbar")
 
@@ -72,10 +70,10 @@ def cell(view: View, model: str, window: str, rf: tuple[int, int, int, int] | No
     extra = []
     hoverable = not (view.kind == "jacobian" and window == "rf")
     if view.kind == "jacobian" and window == "rf":
-        extra.append(html.Div(id=pid("mark", model, view.key), className="fs-mark"))
+        extra.append(html.Div(id=pid(ids.MARK, model, view.key), className="fs-mark"))
     if view.kind == "dense":
-        extra.append(html.Div(id=pid("empty", model, view.key), className="fs-empty"))
-    image = frame(pid(f"img-{view.kind}", model, view.key), hoverable, extra,
+        extra.append(html.Div(id=pid(ids.EMPTY, model, view.key), className="fs-empty"))
+    image = frame(pid(ids.IMAGE[view.kind], model, view.key), hoverable, extra,
                   rf=rf if view.key == "fused" else None, label=f"{view.title} of {model}")
     parts = [image]
     if view.colourbar:
@@ -94,14 +92,14 @@ def model_header(model: str, info: dict):
                                 title=info.get("reason") or ""))
     return html.Div([
         html.Div([html.Span(model, className="fs-model-name"),
-                  dbc.Button("card", id=pid("card-btn", model), size="sm", color="link", className="fs-card-btn",
+                  dbc.Button("card", id=pid(ids.CARD_BUTTON, model), size="sm", color="link", className="fs-card-btn",
                              title=f"model card of {model}"),
-                  dbc.Button("png", id=pid("fused-png", model), size="sm", color="link", className="fs-card-btn",
+                  dbc.Button("png", id=pid(ids.FUSED_PNG, model), size="sm", color="link", className="fs-card-btn",
                              title=f"download the fused image of {model} (PNG; in colour when the PET is colour)"),
-                  dbc.Button("⤓", id=pid("h5", model), size="sm", color="link", className="fs-card-btn",
+                  dbc.Button("⤓", id=pid(ids.HDF5, model), size="sm", color="link", className="fs-card-btn",
                              title=f"download the dense result of {model} (HDF5)")], className="fs-head-top"),
         html.Div(badges, className="fs-badges"),
-        html.Div(id=pid("status", model), className="fs-status"),
+        html.Div(id=pid(ids.STATUS, model), className="fs-status"),
     ], className="fs-head")
 
 
@@ -121,20 +119,21 @@ def grid(models: list[str], infos: dict[str, dict], window: str, rf_offsets: dic
     if not models:
         return dbc.Alert([html.H5("No model selected", className="alert-heading"),
                           html.P("Tick one or more models under “Models” to compare them side by side.",
-                                 className="mb-0")], color="light", className="fs-empty-state", id="fs-no-models")
+                                 className="mb-0")], color="light", className="fs-empty-state", id=ids.NO_MODELS)
     rf_offsets = rf_offsets or {}
     children = [html.Div(className="fs-corner")]
     children += [model_header(m, infos.get(m, {})) for m in models]
     for view in VIEWS:
         children.append(html.Div([html.Div(view.title, className="fs-row-title"),
-                                  html.Div(_row_note(view, window), className="fs-row-note")],
+                                  html.Div(row_note(view, window), className="fs-row-note")],
                                  className="fs-row-label"))
         children += [cell(view, m, window, rf_offsets.get(m)) for m in models]
     return html.Div(children, className="fs-grid",
                     style={"gridTemplateColumns": f"7.5rem repeat({len(models)}, minmax(0, 1fr))"})
 
 
-def _row_note(view: View, window: str) -> str:
+def row_note(view: View, window: str) -> str:
+    """The note under a row's title: what its images show."""
     if view.kind == "jacobian":
         return "hovered pixel; each model’s own RF window" if window == "rf" else "hovered pixel; full image"
     if view.kind == "dense":

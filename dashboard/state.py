@@ -52,6 +52,13 @@ def clamp_gamma(value) -> float:
     return round(min(max(g, GAMMA_MIN), GAMMA_MAX), 2)
 
 
+def clamp_pixel(pixel: dict | None, h: int, w: int) -> tuple[int, int]:
+    """The selected pixel {row, col} as (row, col) inside an h x w image; the centre when there is none."""
+    if not pixel or pixel.get("row") is None:
+        return h // 2, w // 2
+    return min(max(int(pixel["row"]), 0), h - 1), min(max(int(pixel["col"]), 0), w - 1)
+
+
 def encode(state: ViewState) -> str:
     """The URL search string (with its leading "?") for ``state``."""
     params = {"pair": state.pair, "models": ",".join(state.models)}

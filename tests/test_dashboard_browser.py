@@ -216,13 +216,13 @@ def _png(uri: str) -> bytes:
 
 
 def test_background_job_reports_progress_and_finishes(dash_duo, start, tmp_path, monkeypatch):
-    import dashboard.callbacks
+    from dashboard.features import grid as grid_feature
 
     start(models=("funfusean",))
     # One click right after an upload, while the grid is still being re-rendered for the new pair
     # (slowed down here so that the race always happens): the job must run, for the new pair.
-    grid = dashboard.callbacks.grid
-    monkeypatch.setattr(dashboard.callbacks, "grid", lambda *args: (time.sleep(2), grid(*args))[1])
+    grid = grid_feature.grid
+    monkeypatch.setattr(grid_feature, "grid", lambda *args: (time.sleep(2), grid(*args))[1])
     upload_pair(dash_duo, tmp_path, shape=(48, 48))
     click(dash_duo, "#fs-dense-run")
     seen = set()
@@ -288,12 +288,13 @@ def test_empty_state_and_model_card(dash_duo, start):
 # ------------------------------------------------------------------ opening HDF5, downloads, cancel
 def dense_file(path, model: str, seed: int, checkpoint="default", side: int = 32):
     """A dense result written as ``python -m fusion saliency`` does, on a small random pair."""
+    from fusion.saliency import save_hdf5
     from fusion.service import SaliencyService
 
     svc = SaliencyService(cache_dir=path.parent / f"cache-{path.stem}", checkpoint=checkpoint)
     rng = np.random.default_rng(seed)
     pair_id = svc.put_pair(rng.random((side, side)), rng.random((side, side)))
-    svc.dense(model, pair_id).to_hdf5(path)
+    save_hdf5(svc.dense(model, pair_id), path)
     return path
 
 

@@ -13,8 +13,11 @@ import test_dashboard_browser as browser
 import torch
 from PIL import Image
 
-from dashboard import backend, callbacks, colour_view
+from dashboard import backend
 from dashboard.config import Config
+from dashboard.features import downloads
+from dashboard.features import pair as pair_feature
+from fusion.saliency import save_hdf5
 
 cache_dir, start = browser.cache_dir, browser.start  # the browser tests' app fixtures
 
@@ -101,7 +104,7 @@ def test_an_uploaded_colour_pet_keeps_its_colour(service, tmp_path):
 
 def test_fused_png_is_rgb_for_a_colour_pet_and_grey_otherwise(service, tmp_path):
     pair = uploaded(tmp_path)
-    data, name = colour_view.fused_png("weighted-average", pair)
+    data, name = downloads.fused_png("weighted-average", pair)
     rgb = decoded(data)
     assert name == f"weighted-average-{pair['id'][:8]}-fused.png" and rgb.shape == (*SHAPE, 3)
     assert is_colour_image(rgb)
@@ -115,12 +118,12 @@ def test_fused_png_is_rgb_for_a_colour_pet_and_grey_otherwise(service, tmp_path)
     unclipped = (rgb > 0).all(-1) & (rgb < 255).all(-1)
     np.testing.assert_allclose(got[..., 1:][unclipped], pet[..., 1:][unclipped], atol=3 / 255)
 
-    y_data, y_name = colour_view.fused_png("weighted-average", pair, y_only=True)
+    y_data, y_name = downloads.fused_png("weighted-average", pair, y_only=True)
     assert y_name.endswith("-fused-y.png") and Image.open(io.BytesIO(y_data)).mode == "L"
     np.testing.assert_array_equal(decoded(y_data), np.rint(np.clip(fused_y, 0, 1) * 255))
 
     grey = backend.resolve_pair(GREY_SAMPLE)
-    g_data, g_name = colour_view.fused_png("weighted-average", grey)
+    g_data, g_name = downloads.fused_png("weighted-average", grey)
     assert not grey["colour"] and g_name.endswith("-fused.png") and Image.open(io.BytesIO(g_data)).mode == "L"
     np.testing.assert_array_equal(decoded(g_data),
                                   np.rint(np.clip(service.fuse("weighted-average", grey["id"]), 0, 1) * 255))
@@ -134,11 +137,11 @@ def fused_tile(sheet: bytes) -> np.ndarray:
 def test_sheet_shows_the_fused_image_in_colour_unless_y_only(service, tmp_path):
     pair = uploaded(tmp_path)
     version = {"models": ["weighted-average"]}
-    sheet = callbacks.figure_sheet(pair, version, None, "signed", False, 1.0, 1.0)
+    sheet = downloads.figure_sheet(pair, version, None, "signed", False, 1.0, 1.0)
     assert is_colour_image(fused_tile(sheet))
-    assert is_grey_image(fused_tile(callbacks.figure_sheet(pair, version, None, "signed", False, 1, 1, True)))
+    assert is_grey_image(fused_tile(downloads.figure_sheet(pair, version, None, "signed", False, 1, 1, True)))
     grey = backend.resolve_pair(GREY_SAMPLE)
-    assert is_grey_image(fused_tile(callbacks.figure_sheet(grey, version, None, "signed", False, 1.0, 1.0)))
+    assert is_grey_image(fused_tile(downloads.figure_sheet(grey, version, None, "signed", False, 1.0, 1.0)))
 
 
 def test_the_page_opens_on_a_colour_head_sample_unless_told_otherwise():
@@ -163,7 +166,7 @@ def test_a_colour_sample_is_labelled_and_stored_with_its_colour(service, tmp_pat
     backend.sample_label.cache_clear()
     try:
         assert backend.sample_label("head-01") == "sample head-01 · colour PET"
-        assert callbacks.pair_options([], None) == [{"label": "sample head-01 · colour PET",
+        assert pair_feature.pair_options([], None) == [{"label": "sample head-01 · colour PET",
                                                       "value": "sample:head-01"}]
         pair = backend.resolve_pair("sample:head-01")
         assert pair["colour"] and is_colour_image(np.rint(backend.pet_colour(pair["id"]) * 255))
@@ -173,7 +176,7 @@ def test_a_colour_sample_is_labelled_and_stored_with_its_colour(service, tmp_pat
 
 def test_a_dense_result_of_a_colour_pair_opens_in_colour(service, tmp_path):
     pair = uploaded(tmp_path)
-    service.dense("weighted-average", pair["id"]).to_hdf5(tmp_path / "wa.h5")  # the ⤓ download's file
+    save_hdf5(service.dense("weighted-average", pair["id"]), tmp_path / "wa.h5")  # the ⤓ download's file
     backend.configure(Config(cache_dir=str(tmp_path / "another-server")))
     opened = backend.open_hdf5((tmp_path / "wa.h5").read_bytes(), "wa.h5")
     assert opened["pair_id"] == pair["id"] and opened["installed"]  # the colour pair's id: chroma kept
