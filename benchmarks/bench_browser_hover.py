@@ -2,6 +2,7 @@
 
     python benchmarks/bench_browser_hover.py                 # starts `python app.py`, 5 models, 60 hovers
     python benchmarks/bench_browser_hover.py --url http://127.0.0.1:8050/ --n 100
+    python benchmarks/bench_browser_hover.py --during-compute    # idle, then while Compute runs all models
 
 The page shows its default pair (``dashboard.backend.default_pair_key``: head-axial-090, a
 colour PET; axial-095 before the head samples; both 256 x 256). One trial: the mouse jumps (one
@@ -9,7 +10,9 @@ W3C pointer move, no intermediate events) to a random pixel of a random model's 
 The clock starts at that mousemove event's timestamp (recorded by assets/fs_hover.js) and stops
 when the readout shows the new pixel and every Jacobian image of every model has decoded its new
 PNG (the crosshairs on all images are drawn in the event handler itself, so they are done long
-before). Prints p50 / p95 / max in ms.
+before). Prints p50 / p95 / max in ms. ``--during-compute``: the same hovers once more after pressing
+Compute (every shown model's whole-image maps, fanned out over the cores at low priority), measured
+while the job's progress shows; both phases are printed, from the same run.
 """
 from __future__ import annotations
 
@@ -115,6 +118,17 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
+def measure(driver, targets, rng, args) -> list[float]:
+    """``args.warmup`` hovers, then ``args.n`` measured ones (ms each)."""
+    latencies = []
+    for k in range(args.warmup + args.n):
+        ms = trial(driver, rng.choice(targets), rng.uniform(0.15, 0.85), rng.uniform(0.15, 0.85))
+        if k >= args.warmup:
+            latencies.append(ms)
+        time.sleep(args.pause)
+    return latencies
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", help="an app already running (else `python app.py` is started)")
@@ -124,6 +138,8 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8071)
     parser.add_argument("--pause", type=float, default=0.15, help="seconds between hovers")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--during-compute", action="store_true",
+                        help="measure again while a Compute of every shown model runs")
     parser.add_argument("--cache", help="service cache to use when starting the app (default: a fresh one; a "
                                         "warm one skips the first-visit probing of every model)")
     args = parser.parse_args()
@@ -148,16 +164,21 @@ def main() -> None:
         wait_ready(driver, n_models)
         targets = driver.find_elements("css selector", "img[id*='img-fused']")
         rng = random.Random(args.seed)
-        latencies = []
-        for k in range(args.warmup + args.n):
-            target = rng.choice(targets)
-            ms = trial(driver, target, rng.uniform(0.15, 0.85), rng.uniform(0.15, 0.85))
-            if k >= args.warmup:
-                latencies.append(ms)
-            time.sleep(args.pause)
-        print(f"hover -> all panels updated, {n_models} models, {len(latencies)} hovers, headless Chromium")
-        print(f"  p50 {percentile(latencies, 0.5):6.1f} ms   p95 {percentile(latencies, 0.95):6.1f} ms   "
-              f"mean {statistics.fmean(latencies):6.1f} ms   max {max(latencies):6.1f} ms")
+        phases = [("idle", measure(driver, targets, rng, args))]
+        if args.during_compute:
+            driver.execute_script("document.getElementById('fs-dense-run').click()")
+            end = time.time() + 300
+            while not driver.find_elements("css selector", "[id*='status'] .progress"):
+                if time.time() > end:
+                    raise RuntimeError("the Compute job never showed progress")
+                time.sleep(0.2)
+            phases.append(("during Compute", measure(driver, targets, rng, args)))
+            still = driver.find_elements("css selector", "[id*='status'] .progress")
+            print(f"(the Compute was {'still running' if still else 'finished'} at the end of the second phase)")
+        print(f"hover -> all panels updated, {n_models} models, {args.n} hovers per phase, headless Chromium")
+        for name, latencies in phases:
+            print(f"  {name:15s} p50 {percentile(latencies, 0.5):6.1f} ms   p95 {percentile(latencies, 0.95):6.1f} ms"
+                  f"   mean {statistics.fmean(latencies):6.1f} ms   max {max(latencies):6.1f} ms")
     finally:
         driver.quit()
         if proc is not None:
