@@ -110,7 +110,7 @@ def cmd_saliency(args) -> int:
     from .errors import InvalidInput
     from .fanout import run
     from .saliency import save_hdf5
-    from .service import SaliencyService
+    from .serving import SaliencyService
 
     models = list_models() if args.models == ["all"] else args.models or [args.model]
     unknown = [m for m in models if m not in list_models()]

@@ -179,7 +179,7 @@ def page(title: str, parts: list[str]) -> str:
 
 
 def open_service(args):
-    from .service import SaliencyService
+    from .serving import SaliencyService
 
     return SaliencyService(cache_dir=args.cache_dir, device=args.device)
 

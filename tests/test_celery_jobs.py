@@ -350,7 +350,7 @@ def test_one_request_is_shared_by_two_celery_workers(celery_stack, tmp_path):
     from dashboard.dense_job import HELPER_TASK
     from fusion import fanout
     from fusion.data import load_sample
-    from fusion.service import SaliencyService
+    from fusion.serving import SaliencyService
 
     env = dict(os.environ)
     env.update(REDIS_URL=celery_stack.start_redis(), FUSION_CACHE_DIR=str(tmp_path / "cache"), FUSION_DEVICE="cpu")

@@ -11,7 +11,7 @@ from PIL import Image
 from fusion.cohort import result_path, run_cohort
 from fusion.data import load_sample
 from fusion.saliency import load_hdf5
-from fusion.service import SaliencyService
+from fusion.serving import SaliencyService
 
 MODELS = ["weighted-average", "funfusean"]
 

@@ -9,7 +9,7 @@ from PIL import Image
 import fusion
 from fusion.__main__ import main
 from fusion.io import ColourImage, Pair, check_colour_pair, load_colour_image, to_unit_colour
-from fusion.service import SaliencyService
+from fusion.serving import SaliencyService
 from fusion.ycbcr import luminance, rgb_to_ycbcr, rgb_with_y, ycbcr_to_rgb
 
 SIDE = 32

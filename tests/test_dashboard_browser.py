@@ -289,7 +289,7 @@ def test_empty_state_and_model_card(dash_duo, start):
 def dense_file(path, model: str, seed: int, checkpoint="default", side: int = 32):
     """A dense result written as ``python -m fusion saliency`` does, on a small random pair."""
     from fusion.saliency import save_hdf5
-    from fusion.service import SaliencyService
+    from fusion.serving import SaliencyService
 
     svc = SaliencyService(cache_dir=path.parent / f"cache-{path.stem}", checkpoint=checkpoint)
     rng = np.random.default_rng(seed)

@@ -8,7 +8,7 @@ import fusion
 from dashboard import backend
 from dashboard.config import Config
 from fusion.saliency import save_hdf5
-from fusion.service import SaliencyService
+from fusion.serving import SaliencyService
 
 
 @pytest.fixture

@@ -19,9 +19,17 @@ from saliency_helpers import (
 )
 
 import fusion
-from fusion.saliency import Cancelled, DenseJacobian, colour_order, dense_jacobian, pixel_jacobian, receptive_field
+from fusion.saliency import (
+    Cancelled,
+    DenseJacobian,
+    colour_order,
+    dense_jacobian,
+    pixel_jacobian,
+    receptive_field,
+    verify_replay,
+    verify_shrinking,
+)
 from fusion.saliency.programs import recorded_programs
-from fusion.saliency.receptive_field import verify_replay, verify_shrinking
 
 
 def sample_pixels(height: int, width: int, n_random: int = 10, seed: int = 0) -> list[tuple[int, int]]:

@@ -4,7 +4,7 @@ import torch
 
 import fusion
 from fusion.devices import pick_device
-from fusion.service import SaliencyService
+from fusion.serving import SaliencyService
 
 
 def test_auto_is_the_gpu_when_there_is_one():

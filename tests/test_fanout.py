@@ -15,7 +15,7 @@ from fusion import fanout
 from fusion.data import load_sample
 from fusion.fanout import request as request_module
 from fusion.saliency import Cancelled
-from fusion.service import SaliencyService
+from fusion.serving import SaliencyService
 
 MAPS = ("guidance_a", "guidance_b", "influence_a", "influence_b", "fused")
 
@@ -125,15 +125,17 @@ def test_a_killed_helper_task_is_retried_and_the_request_completes(tmp_path):
             request = request or fanout.Request(board, "kill-test")
             for task in request.tasks:
                 held = request.state(task)["held"]
-                if held and held.startswith(f"{helpers[0].pid}-") and request.state(task)["progress"][0] > 0:
-                    os.kill(helpers[0].pid, signal.SIGKILL)
+                victim = next((p for p in helpers if held and f":{p.pid}-" in held), None)  # "HOST:pid-random"
+                if victim is not None and request.state(task)["progress"][0] > 0:
+                    os.kill(victim.pid, signal.SIGKILL)
                     killed.append(task)
                     return
 
     watcher = threading.Thread(target=killer)
     watcher.start()
+    # The requester only coordinates: the helpers hold every task, so one is killed holding one.
     outcome = fanout.run(service, [("masknet", pair_id)], workers=2, board=board, request_id="kill-test",
-                         start_helpers=start)
+                         start_helpers=start, participate=False)
     watcher.join()
     assert killed, "the helper never held a task"
     state = fanout.Request(board, "kill-test").state(killed[0])

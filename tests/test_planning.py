@@ -20,7 +20,7 @@ from fusion import background
 from fusion.saliency import field as field_module
 from fusion.saliency import pixel_jacobians, verification
 from fusion.saliency.field import Field, analyse, representative_shape
-from fusion.service import SaliencyService
+from fusion.serving import SaliencyService
 
 BACKGROUND_THREADS = ("fusion-background", "fusion-probe")
 

@@ -11,7 +11,7 @@ from fusion import metrics, quality
 from fusion.data import load_sample, sample_paths
 from fusion.errors import InvalidInput
 from fusion.report import add_report_parser, run_report, summary_rows
-from fusion.service import SaliencyService
+from fusion.serving import SaliencyService
 
 MODELS = ["weighted-average", "funfusean"]
 SAMPLE = "coronal-100"

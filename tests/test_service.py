@@ -13,8 +13,7 @@ import fusion
 from fusion.saliency import pixel_jacobian, pixel_jacobians, record_forward, save_hdf5
 from fusion.saliency.programs import recorded_programs
 from fusion.saliency.state import model_state
-from fusion.service import SaliencyService, pack, unpack
-from fusion.serving import cache_key
+from fusion.serving import SaliencyService, cache_key, pack, unpack
 
 NAMES = ["weighted-average", "adaptive-average"]
 
@@ -123,7 +122,7 @@ def test_model_info(service):
 
 
 def test_weights_hash_depends_on_constructor_args():
-    from fusion.service import weights_hash
+    from fusion.serving import weights_hash
 
     w3, w5 = (fusion.create_model("weighted-average", w=w) for w in (0.3, 0.5))
     assert weights_hash(w3) != weights_hash(w5)

@@ -154,7 +154,7 @@ def test_gunicorn_serves_on_when_a_web_worker_is_killed_under_load(gunicorn):
     from dashboard.config import from_env
     from fusion.data import load_sample
     from fusion.io import check_colour_pair
-    from fusion.service import pair_hash
+    from fusion.serving import pair_hash
 
     key = default_pair_key(from_env())  # the pair the server prepares at start (a colour PET)
     sample = load_sample(key[len(SAMPLE_PREFIX):])

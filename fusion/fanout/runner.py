@@ -31,7 +31,7 @@ def helper_main(settings: dict, board_spec: dict, request_id: str, owner_pid: in
     ``owner_pid``: end with that process; ``where``: names this helper in its claims (``owner_name``)."""
     import torch
 
-    from ..service import SaliencyService
+    from ..serving import SaliencyService
 
     if owner_pid is not None:
         exit_when_orphaned(owner_pid)

@@ -20,20 +20,13 @@ probed receptive field); where the check fails the exact full-image path is
 used and the result's ``method`` and ``reason`` say so.
 """
 from .dense import MAP_NAMES, Cancelled, colour_order, dense_jacobian, share
+from .field import Field, analyse, receptive_field
 from .hdf5 import load_hdf5, save_hdf5
 from .pixel import PixelJacobian, crop_windows, pixel_jacobian, pixel_jacobians
-from .receptive_field import (
-    Field,
-    analyse,
-    plan,
-    receptive_field,
-    replay_pays,
-    verify,
-    verify_replay,
-    verify_shrinking,
-)
+from .planning import plan, replay_pays
+from .replay import ForwardRecord, record_forward
 from .result import DenseJacobian
-from .shrinking import ForwardRecord, record_forward
+from .verification import verify, verify_replay, verify_shrinking
 
 __all__ = ["MAP_NAMES", "Cancelled", "DenseJacobian", "Field", "ForwardRecord", "PixelJacobian", "analyse",
            "colour_order", "crop_windows", "dense_jacobian", "load_hdf5", "pixel_jacobian", "pixel_jacobians",
