@@ -49,7 +49,7 @@ def pair(size: int):
 
 
 def planned_cache(directory: Path, models: list[str], size: int) -> None:
-    from fusion.service import SaliencyService
+    from fusion.serving import SaliencyService
 
     service = SaliencyService(cache_dir=directory)
     pair_id = service.put_pair(*pair(size))
@@ -64,7 +64,7 @@ def child(args) -> None:
     import torch
 
     from fusion import fanout
-    from fusion.service import SaliencyService
+    from fusion.serving import SaliencyService
 
     torch.set_num_threads(1)
     service = SaliencyService(cache_dir=args.cache)
@@ -106,7 +106,7 @@ def measured(cache: Path, args, workers: int, redis: str | None = None) -> dict:
 
 def compare(first: Path, second: Path, args) -> float:
     """Largest |difference| between the two runs' maps, relative to each map's largest value."""
-    from fusion.service import SaliencyService
+    from fusion.serving import SaliencyService
 
     worst = 0.0
     a, b = pair(args.size)

@@ -39,7 +39,7 @@ from _common import MAIN_MODELS  # noqa: E402
 import fusion  # noqa: E402
 from fusion.data import simulate_pair  # noqa: E402
 from fusion.saliency import pixel_jacobians  # noqa: E402
-from fusion.service import SaliencyService  # noqa: E402
+from fusion.serving import SaliencyService  # noqa: E402
 
 
 def new_pair(size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import MAIN_MODELS, load_model, naive_backward_seconds, sample_pair, timed  # noqa: E402
 
-from fusion.service import SaliencyService  # noqa: E402
+from fusion.serving import SaliencyService  # noqa: E402
 
 
 def hover_times(svc: SaliencyService, pair_id: str, pixels) -> tuple[dict[str, list[float]], list[float]]:

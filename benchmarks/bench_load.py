@@ -152,7 +152,7 @@ def pair_id_of(sample: str) -> str:
     """The id the page sends for a bundled sample (its content hash, as the service stores it)."""
     from fusion.data import load_sample
     from fusion.io import check_colour_pair
-    from fusion.service import pair_hash
+    from fusion.serving import pair_hash
 
     pair = load_sample(sample)
     pair = check_colour_pair(pair.mri, pair.pet, pair.pet_chroma, pair.pet_range)  # as put_pair validates it

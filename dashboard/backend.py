@@ -18,7 +18,7 @@ import numpy as np
 
 import fusion
 from fusion import data
-from fusion.service import LRU
+from fusion.serving import LRU
 
 from .config import Config, from_env
 
@@ -59,7 +59,7 @@ def service():
     global _service, _pid
     with _lock:
         if _service is None or _pid != os.getpid():
-            from fusion.service import SaliencyService
+            from fusion.serving import SaliencyService
 
             cfg = config()
             _service = SaliencyService(cache_dir=cfg.cache_dir, device=cfg.device, size_limit_bytes=cfg.cache_bytes,

@@ -28,7 +28,7 @@ from PIL import Image  # noqa: E402
 from dashboard.backend import DEFAULT_SAMPLE  # noqa: E402
 from fusion.data import load_sample  # noqa: E402
 from fusion.io import Pair, check_colour_pair  # noqa: E402
-from fusion.service import SaliencyService  # noqa: E402
+from fusion.serving import SaliencyService  # noqa: E402
 
 
 def resized_sample(name: str, size: int) -> Pair:
