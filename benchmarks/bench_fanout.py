@@ -141,7 +141,7 @@ class Workers:
             log = root / f"worker-{k}.log"
             logs.append(log)
             self.procs.append(subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "app:celery_app", "worker", "--concurrency=1",
+                [sys.executable, "-m", "celery", "-A", "app:celery_app", "worker", "--concurrency=1", "--loglevel=INFO",
                  "--without-gossip", "--without-mingle", "--without-heartbeat", "--hostname", f"bench{k}@%h"],
                 cwd=ROOT, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT))
         end = time.time() + 300
