@@ -38,7 +38,7 @@ def hover_times(svc: SaliencyService, pair_id: str, pixels) -> tuple[dict[str, l
     for r, c in pixels:
         for name in MAIN_MODELS:
             per_model[name].append(timed(svc.pixel, [name], pair_id, r, c)[0])
-    svc._pixels.clear()
+    svc.clear_memory()  # recent hovers forgotten: every pixel computed again
     together = [timed(svc.pixel, MAIN_MODELS, pair_id, r, c)[0] for r, c in pixels]
     return per_model, together
 
@@ -70,7 +70,7 @@ def main() -> None:
             for p in model.parameters():
                 p.requires_grad_(False)
             for svc in services.values():
-                svc._models[name], svc._hashes[name] = model, f"bench-{name}"
+                svc.use_model(name, model, f"bench-{name}")
             print(f"  {name:16s} weights: {kind}")
         # Worker processes build their models from the bundled checkpoints (a model without one is
         # hovered in this process).
@@ -78,37 +78,37 @@ def main() -> None:
         pair_ids = {replay: svc.put_pair(a, b) for replay, svc in services.items()}
         first = time.perf_counter()
         for name in MAIN_MODELS:
-            services["auto"]._plan(name, args.size, args.size)
+            services["auto"].planner.plan(name, args.size, args.size)
         print(f"probing, verification and timing the replay (once per model and image shape): "
               f"{time.perf_counter() - first:.2f} s")
         svc = services["always"]
-        keep = {name: timed(svc._record, name, pair_ids["always"])[0] for name in MAIN_MODELS}
+        keep = {name: timed(svc.hovers.record, name, pair_ids["always"])[0] for name in MAIN_MODELS}
         print(f"kept forward passes (once per model and pair, made by the first hover): "
-              f"{sum(keep.values()) * 1e3:.0f} ms for all five, {svc._records.nbytes / 2**20:.0f} MB")
+              f"{sum(keep.values()) * 1e3:.0f} ms for all five, {svc.hovers.records.nbytes / 2**20:.0f} MB")
         first = time.perf_counter()
-        services["auto"]._prepare(MAIN_MODELS, pair_ids["auto"])
+        services["auto"].hovers.prepare(MAIN_MODELS, pair_ids["auto"])
         print(f"window programs of the interior and the edges (once per model and image shape, in the "
               f"background when the dashboard shows a pair): {time.perf_counter() - first:.2f} s")
         for replay in ("always", "never"):
-            services[replay]._prepare(MAIN_MODELS, pair_ids[replay])
+            services[replay].hovers.prepare(MAIN_MODELS, pair_ids[replay])
         times = {replay: hover_times(services[replay], pair_ids[replay], pixels) for replay in services}
         pooled_pair = pooled.put_pair(a, b)
         pooled.prepare_hover(MAIN_MODELS, pooled_pair).result()  # as the dashboard does when it shows a pair
         together_pooled = [timed(pooled.pixel, MAIN_MODELS, pooled_pair, r, c)[0] for r, c in pixels]
-        pooled_here = sorted(pooled._local_only)
+        pooled_here = sorted(pooled.local_only)
         pooled.close()
         # Another process's first hovers: the verdicts come from the disk cache, no window program is
         # prepared (each is recorded at its first use).
         cold = SaliencyService(cache_dir=f"{cache}/auto", hover_processes=0, device=args.device)
         for name in MAIN_MODELS:
-            cold._models[name] = load_model(name)[0].to(args.device).requires_grad_(False)
-            cold._hashes[name] = f"bench-{name}"
+            cold.use_model(name, load_model(name)[0].to(args.device).requires_grad_(False), f"bench-{name}")
         cold_pair = cold.put_pair(a, b)
         for name in MAIN_MODELS:
-            cold._plan(name, args.size, args.size)
+            cold.planner.plan(name, args.size, args.size)
         together_cold = [timed(cold.pixel, MAIN_MODELS, cold_pair, r, c)[0] for r, c in pixels]
         cached = [timed(services["auto"].pixel, MAIN_MODELS, pair_ids["auto"], r, c)[0] for r, c in pixels]
-        replays = [name for name in MAIN_MODELS if services["auto"]._record(name, pair_ids["auto"]) is not None]
+        kept = services["auto"].hovers.kept_record
+        replays = [name for name in MAIN_MODELS if kept(name, pair_ids["auto"]) is not None]
         print(f"replay used by default for: {', '.join(replays) or 'none'}")
 
         naive, naive_forward = {}, {}
