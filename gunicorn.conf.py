@@ -43,8 +43,10 @@ import subprocess
 import sys
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-_READ_SETTINGS = ("import json; from dashboard.config import from_env; c = from_env(); "
-                  "print(json.dumps({'host': c.host, 'port': c.port, 'hover_processes': c.hover_processes}))")
+_READ_SETTINGS = ("import json; from dashboard.config import from_env; from fusion.settings import read; "
+                  "c = from_env(); print(json.dumps({'host': c.host, 'port': c.port, "
+                  "'hover_processes': c.hover_processes, 'hover_processes_set': read('hover_processes') is not None, "
+                  "'hover_memory_mb': read('hover_memory_mb')}))")
 
 
 def _settings() -> dict:
@@ -78,13 +80,6 @@ def _memory_gb() -> float:
         return 0.0  # unknown: no memory cap
 
 
-def _hover_memory_gb() -> float:
-    try:
-        return float(os.environ.get("FUSION_HOVER_MEMORY_MB", "").strip() or 1024) / 1024
-    except ValueError:
-        return 1.0  # the service refuses the bad value with its own message
-
-
 def sizes(cores: int, memory_gb: float, hover_memory_gb: float = 1.0, hover_processes: int | None = None
           ) -> tuple[int, int]:
     """(web workers W, hover processes P per web worker) by the sizing rule of the module docstring.
@@ -103,8 +98,8 @@ def sizes(cores: int, memory_gb: float, hover_memory_gb: float = 1.0, hover_proc
     return max(1, min(wanted, int((0.8 * memory_gb - 1.0) // per_worker))), processes
 
 
-_explicit = os.environ.get("FUSION_HOVER_PROCESSES", "").strip()
-workers, _hover_processes = sizes(_cores(), _memory_gb(), _hover_memory_gb(),
+_explicit = _config["hover_processes_set"]
+workers, _hover_processes = sizes(_cores(), _memory_gb(), _config["hover_memory_mb"] / 1024,
                                   _config["hover_processes"] if _explicit else None)
 raw_env = [] if _explicit else [f"FUSION_HOVER_PROCESSES={_hover_processes}"]
 bind = f"{_config['host']}:{_config['port']}"
