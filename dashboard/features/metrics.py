@@ -49,18 +49,18 @@ def statistics_csv(region_rows: list[dict], metric_rows: list[dict]) -> str:
     rows = [{**metrics.get(row["model"], {}), **row} for row in region_rows]
     covered = {row["model"] for row in region_rows}
     rows += [row for model, row in metrics.items() if model not in covered]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()})
-    return buffer.getvalue()
+    return csv_text(rows, fields)
 
 
 def metrics_csv(rows: list[dict]) -> str:
     """The metrics rows as CSV text (NaN as empty cells, inf as "inf")."""
+    return csv_text(rows, CSV_FIELDS)
+
+
+def csv_text(rows: list[dict], fields: list[str]) -> str:
+    """``rows`` as CSV text with the columns ``fields`` (other keys ignored; NaN as empty cells)."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in rows:
         writer.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()})
