@@ -17,9 +17,11 @@ while the job's progress shows; both phases are printed, from the same run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -33,6 +35,10 @@ from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.common.actions.action_builder import ActionBuilder
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from dashboard.ids import HOVER_ROUTE  # noqa: E402
+
 DEFAULT_MODELS = "weighted-average,funfusean,masknet,deepfuse,deeppedestrian"
 
 ARM = """
@@ -49,10 +55,13 @@ obs.observe(readout, {childList: true, subtree: true, characterData: true});
 """
 
 
-def start_server(port: int, models: str, cache: str) -> subprocess.Popen:
+def start_server(port: int, models: str, cache: str, log: Path) -> subprocess.Popen:
+    """``python app.py`` with its output in ``log``: a pipe nobody reads fills up (64 KiB) and then
+    blocks the app's next log line, which stops every request (it did, during a Compute)."""
     env = dict(os.environ, FUSION_DASH_PORT=str(port), FUSION_DASH_MODELS=models, FUSION_CACHE_DIR=cache)
-    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}/"
     for _ in range(240):
         try:
@@ -60,7 +69,7 @@ def start_server(port: int, models: str, cache: str) -> subprocess.Popen:
             return proc
         except OSError:
             if proc.poll() is not None:
-                raise RuntimeError("the app exited: " + proc.stderr.read().decode()[-2000:]) from None
+                raise RuntimeError("the app exited: " + log.read_text(errors="replace")[-2000:]) from None
             time.sleep(0.5)
     proc.terminate()
     raise RuntimeError(f"the app did not answer on {url}")
@@ -98,7 +107,18 @@ def move_to(driver, element, fx: float, fy: float) -> None:
     actions.perform()
 
 
-def trial(driver, target, fx: float, fy: float, timeout: float = 10.0) -> float:
+SPLIT = """
+const t0 = window.__fsHoverT0;
+const r = performance.getEntriesByType('resource').filter(e => e.name.includes(arguments[0]) && e.startTime >= t0);
+if (!r.length) { return null; }
+const e = r[r.length - 1];
+return [e.startTime - t0, e.responseEnd - e.startTime, window.__fsBenchEnd - e.responseEnd];
+"""
+
+
+def trial(driver, target, fx: float, fy: float, route: str, timeout: float = 10.0) -> tuple[float, list | None]:
+    """One hover: (ms from the mousemove to every panel updated, [ms before the request is sent,
+    ms of the request itself, ms from its answer to the images decoded] or None)."""
     driver.execute_script(ARM)
     move_to(driver, target, fx, fy)
     end = time.time() + timeout
@@ -106,7 +126,7 @@ def trial(driver, target, fx: float, fy: float, timeout: float = 10.0) -> float:
         done = driver.execute_script("return window.__fsBenchEnd === null ? null : "
                                      "window.__fsBenchEnd - window.__fsHoverT0")
         if done is not None:
-            return float(done)
+            return float(done), driver.execute_script(SPLIT, route)
         time.sleep(0.01)
     raise RuntimeError("a hover was not answered within the timeout")
 
@@ -118,15 +138,18 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
-def measure(driver, targets, rng, args) -> list[float]:
-    """``args.warmup`` hovers, then ``args.n`` measured ones (ms each)."""
-    latencies = []
+def measure(driver, targets, rng, args) -> tuple[list[float], list[list[float]]]:
+    """``args.warmup`` hovers, then ``args.n`` measured ones: (ms each, their three parts)."""
+    route = HOVER_ROUTE
+    latencies, parts = [], []
     for k in range(args.warmup + args.n):
-        ms = trial(driver, rng.choice(targets), rng.uniform(0.15, 0.85), rng.uniform(0.15, 0.85))
+        ms, split = trial(driver, rng.choice(targets), rng.uniform(0.15, 0.85), rng.uniform(0.15, 0.85), route)
         if k >= args.warmup:
             latencies.append(ms)
+            if split:
+                parts.append(split)
         time.sleep(args.pause)
-    return latencies
+    return latencies, parts
 
 
 def main() -> None:
@@ -148,7 +171,9 @@ def main() -> None:
     url = args.url
     if url is None:
         cache = args.cache or tempfile.mkdtemp(prefix="fusion-bench-")
-        proc = start_server(args.port, args.models, cache)
+        log = Path(tempfile.mkstemp(prefix="fusion-bench-app-", suffix=".log")[1])
+        print(f"app log: {log}")
+        proc = start_server(args.port, args.models, cache, log)
         url = f"http://127.0.0.1:{args.port}/"
     driver = browser()
     try:
@@ -176,14 +201,22 @@ def main() -> None:
             still = driver.find_elements("css selector", "[id*='status'] .progress")
             print(f"(the Compute was {'still running' if still else 'finished'} at the end of the second phase)")
         print(f"hover -> all panels updated, {n_models} models, {args.n} hovers per phase, headless Chromium")
-        for name, latencies in phases:
+        for name, (latencies, parts) in phases:
             print(f"  {name:15s} p50 {percentile(latencies, 0.5):6.1f} ms   p95 {percentile(latencies, 0.95):6.1f} ms"
                   f"   mean {statistics.fmean(latencies):6.1f} ms   max {max(latencies):6.1f} ms")
+            for k, part in enumerate(("before the request", "the request", "answer -> decoded")):
+                values = [split[k] for split in parts]
+                if values:
+                    print(f"    {part:20s} p50 {percentile(values, 0.5):6.1f} ms   p95 "
+                          f"{percentile(values, 0.95):6.1f} ms   max {max(values):6.1f} ms")
     finally:
         driver.quit()
-        if proc is not None:
-            proc.terminate()
+        if proc is not None:  # the app and its job processes (a running Compute outlives the app)
+            os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=20)
+            time.sleep(1)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
         if cache and not args.cache:
             shutil.rmtree(cache, ignore_errors=True)
 
