@@ -10,8 +10,9 @@ the same state in a fresh process: ``fusion.fanout.run`` with ``--workers 1`` (t
 one process, one thread) and with ``--workers N`` (this process and N - 1 helpers, one thread each).
 ``--celery``: a throw-away redis-server and 1, then N, ``celery -A app:celery_app worker -c 1``
 processes compute while the measuring process only coordinates. Prints each wall time, the ratio,
-the peak memory of the requesting process and of its largest helper, and the largest difference between
-the runs' maps relative to each map's largest value.
+the blocks of each model, the peak memory of the requesting process (and before it computes) and of its
+largest helper against the memory budget of a block (``FUSION_DENSE_MEMORY_MB``), and the largest
+difference between the runs' maps relative to each map's largest value.
 """
 from __future__ import annotations
 
@@ -57,6 +58,51 @@ def planned_cache(directory: Path, models: list[str], size: int) -> None:
         service.dense_method(name, pair_id)  # probes and plans (verification) once, stored in the cache
 
 
+class PeakMemory:
+    """The largest peak resident memory (VmHWM) of any process below this one (the helpers, forked by a
+    forkserver, are grandchildren: ``getrusage`` does not see them), sampled every ``every`` s (Linux)."""
+
+    def __init__(self, every: float = 0.5):
+        import threading
+
+        self.peaks: dict[int, float] = {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.sample, args=(every,), daemon=True)
+        self.thread.start()
+
+    @staticmethod
+    def descendants(root: int) -> list[int]:
+        parents = {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                except (OSError, IndexError, ValueError):
+                    continue
+        found, frontier = [], [root]
+        while frontier:
+            kids = [pid for pid, parent in parents.items() if parent in frontier]
+            found += kids
+            frontier = kids
+        return found
+
+    def sample(self, every: float) -> None:
+        while not self.stop.wait(every):
+            for pid in self.descendants(os.getpid()):
+                try:
+                    status = Path(f"/proc/{pid}/status").read_text()
+                except OSError:
+                    continue
+                for line in status.splitlines():
+                    if line.startswith("VmHWM:"):
+                        self.peaks[pid] = max(self.peaks.get(pid, 0.0), int(line.split()[1]) / 1024)
+
+    def largest_mb(self) -> float:
+        self.stop.set()
+        self.thread.join()
+        return max(self.peaks.values(), default=0.0)
+
+
 def child(args) -> None:
     """One measured run in this fresh process; prints JSON."""
     import resource
@@ -84,12 +130,21 @@ def child(args) -> None:
                 sender.send_task(HELPER_TASK, args=[settings, request.board.spec, request.id])
 
         kwargs = dict(board=fanout.RedisBoard(args.redis), start_helpers=start, participate=False)
+    from fusion.saliency.dense import memory_budget_bytes
+
+    for name in args.models:
+        service.model(name)
+    tasks = fanout.plan_tasks(service, units, args.workers)
+    blocks = {name: sum(task.model == name for task in tasks) for name in args.models}
+    before_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    helpers = PeakMemory()
     start = time.perf_counter()
     outcome = fanout.run(service, units, workers=args.workers, **kwargs)
     seconds = time.perf_counter() - start
     print(json.dumps({"seconds": seconds, "failed": [u["error"] for u in outcome.values() if u["error"]],
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                      "children_peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
+                      "children_peak_rss_mb": helpers.largest_mb(), "before_rss_mb": before_mb, "blocks": blocks,
+                      "budget_mb": memory_budget_bytes() / 2**20}))
 
 
 def measured(cache: Path, args, workers: int, redis: str | None = None) -> dict:
@@ -188,8 +243,9 @@ def main() -> None:
             else:
                 runs[workers] = measured(cache, args, workers)
             run = runs[workers]
-            print(f"workers {workers}: {run['seconds']:.1f} s   peak RSS {run['peak_rss_mb']:.0f} MB "
-                  f"(largest helper {run['children_peak_rss_mb']:.0f} MB)", flush=True)
+            print(f"workers {workers}: {run['seconds']:.1f} s, blocks {run['blocks']}; peak RSS "
+                  f"{run['peak_rss_mb']:.0f} MB (before computing {run['before_rss_mb']:.0f} MB; largest helper "
+                  f"{run['children_peak_rss_mb']:.0f} MB; block memory budget {run['budget_mb']:.0f} MB)", flush=True)
         ratio = runs[args.workers]["seconds"] / runs[1]["seconds"]
         difference = compare(root / "run-1", root / f"run-{args.workers}", args)
         where = "Celery workers" if args.celery else "processes"

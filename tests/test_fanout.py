@@ -1,6 +1,7 @@
 """Whole-image requests fanned out over processes: the same maps as one job, cancel, retries, cohorts."""
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -81,6 +82,26 @@ def test_progress_is_monotone_and_per_model(tmp_path):
     for unit in units:
         done = [s[unit][0] for s in seen]
         assert done == sorted(done) and seen[-1][unit] == (48 * 40, "done")
+
+
+def test_helpers_compute_at_the_lowest_priority(tmp_path):
+    """Local helpers run at ``NICENESS`` (19), below the web process and its hover workers (0)."""
+    a, b = crop(64, 40)
+    service = SaliencyService(cache_dir=tmp_path / "cache")
+    pair_id = service.put_pair(a, b)
+    seen = {}
+
+    def progress(request, summary):
+        for task in request.tasks:
+            held = request.state(task)["held"]  # "HOST:pid-random"
+            pid = int(held.rsplit(":", 1)[1].split("-")[0]) if held else None
+            if pid not in (None, os.getpid()):
+                with contextlib.suppress(ProcessLookupError):
+                    seen[pid] = os.getpriority(os.PRIO_PROCESS, pid)
+
+    fanout.run(service, [("masknet", pair_id), ("funfusean", pair_id)], workers=2, progress=progress)
+    assert seen and set(seen.values()) == {fanout.NICENESS} and fanout.NICENESS == 19
+    assert os.getpriority(os.PRIO_PROCESS, 0) < fanout.NICENESS  # the requester was not lowered
 
 
 def test_cancel_reaches_every_task(tmp_path):

@@ -20,8 +20,9 @@ from .tasks import Task
 ATTEMPTS = 2
 #: A claim lasts this long unless renewed; its holder renews it every ``RENEW_S`` while it computes.
 CLAIM_S, RENEW_S = 20.0, 4.0
-#: Niceness of the processes that compute whole images (the web process and hover workers keep 0).
-NICENESS = 10
+#: Niceness of the processes that compute whole images: the lowest priority, so that the web process
+#: and its hover workers (niceness 0) take a core from them at once (CFS weight 1024 against 15).
+NICENESS = 19
 #: A board entry of a request outlives it by this long (then the board forgets it).
 KEEP_S = 24 * 3600
 
