@@ -6,10 +6,14 @@ Jacobian rows of the four corners, the centre and random pixels with one full-im
 (``disagreement``). A large image is checked on a smaller one with the same window geometries
 (``field.representative_shape``), so that checking costs what it checks, not the image. The
 verdicts live in the model's memo (``state.model_state``); ``remember_verdict`` installs verdicts
-derived elsewhere (another process, a cache).
+derived elsewhere (another process, a cache). ``compare_with_autograd`` checks given Jacobian rows the
+same way (the rows of a whole-image result).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import numpy as np
 import torch
 from torch import nn
 
@@ -77,6 +81,40 @@ def disagreement(model: nn.Module, height: int, width: int, rows) -> float | Non
         scale = max(float(want.abs().max()), float(got.abs().max()), 1e-30)
         worst = max(worst, float((want - got).abs().max()) / scale)
     return worst if worst > rtol else None
+
+
+def compare_with_autograd(model: nn.Module, a: torch.Tensor, b: torch.Tensor, pixels: list[tuple[int, int]],
+                          row: Callable[[int, int], tuple[np.ndarray, np.ndarray]], label: str) -> str | None:
+    """Compare the Jacobian rows ``row(r, c)`` (two H x W arrays) at ``pixels`` with full-image autograd on
+    the (H, W) tensors ``a``, ``b``; None when they agree, else what disagrees (naming ``label``).
+
+    One backward pass checks every pixel: it compares sum_k w_k dF(p_k)/d(a, b) with the same sum of
+    the given rows, where w_k is a random number in [0.5, 1.5) over the largest value of row k, so that
+    each pixel counts at its own scale (a row off by a relative error e moves the sum by about e of
+    its largest value). Only when the sums disagree is each pixel compared alone (one backward pass
+    each), which names the pixel, or clears the sum if every pixel agrees on its own.
+    """
+    rtol = max(VERIFY_RTOL if a.dtype == torch.float64 else VERIFY_RTOL_FLOAT32, 1e-6)
+    have = [tuple(np.asarray(x, np.float64) for x in row(r, c)) for r, c in pixels]
+    rng = np.random.default_rng(8765)
+    weights = np.array([(0.5 + rng.random()) / max(np.abs(ra).max(), np.abs(rb).max(), 1e-12) for ra, rb in have])
+    want_a, want_b, _ = full_rows(model, a, b, pixels, torch.from_numpy(weights).to(a.device, a.dtype))
+    worst = 0.0
+    for want, got in ((want_a[0], sum(w * ra for w, (ra, _) in zip(weights, have, strict=True))),
+                      (want_b[0], sum(w * rb for w, (_, rb) in zip(weights, have, strict=True)))):
+        want = want.detach().cpu().double().numpy()
+        worst = max(worst, np.abs(want - got).max() / max(np.abs(want).max(), np.abs(got).max(), 1e-30))
+    if worst <= rtol:
+        return None
+    want_a, want_b, _ = full_rows(model, a, b, pixels)
+    for k, (r, c) in enumerate(pixels):
+        for want, got in zip((want_a[k], want_b[k]), have[k], strict=True):
+            want = want.detach().cpu().double().numpy()
+            err = np.abs(want - got).max() / max(np.abs(want).max(), np.abs(got).max(), 1e-30)
+            if err > rtol:
+                return (f"the {label} Jacobian disagrees with full-image autograd at pixel ({r}, {c}) "
+                        f"(relative error {err:.2g})")
+    return None
 
 
 def verify(model: nn.Module, height: int, width: int) -> tuple[bool, str | None]:
