@@ -16,6 +16,7 @@ from fusion import fanout
 from fusion.data import load_sample
 from fusion.fanout import request as request_module
 from fusion.saliency import Cancelled
+from fusion.saliency.blocks import split_rows
 from fusion.serving import SaliencyService
 
 MAPS = ("guidance_a", "guidance_b", "influence_a", "influence_b", "fused")
@@ -192,3 +193,32 @@ def test_plan_splits_big_images_and_idle_workers(tmp_path):
     squeezed = fanout.plan_tasks(service, units[:1], workers=1, memory_budget=service.dense_bytes(
         "deeppedestrian", 96, 64) / 3)
     assert len(squeezed) >= 3  # memory alone asks for blocks
+
+
+def random_pair(size: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    return rng.random((size, size), dtype=np.float32), rng.random((size, size), dtype=np.float32)
+
+
+@pytest.mark.parametrize("name", fusion.list_models())
+def test_a_512_request_is_split_so_that_every_block_fits_the_memory_budget(name, tmp_path):
+    """At 512 x 512 even one worker gets blocks when the whole image would need more than the budget."""
+    service = SaliencyService(cache_dir=tmp_path / "cache")
+    pair_id = service.put_pair(*random_pair(512))
+    budget = 256 << 20
+    tasks = fanout.plan_tasks(service, [(name, pair_id)], workers=1, memory_budget=budget)
+    assert sorted((t.top, t.bottom) for t in tasks) == split_rows(512, len(tasks))
+    whole = service.dense_bytes(name, 512, 512)
+    assert len(tasks) == max(1, -(-int(whole) // budget))
+    assert all(service.dense_bytes(name, t.bottom - t.top, 512) <= budget for t in tasks)
+
+
+def test_a_512_pair_fanned_out_in_blocks_equals_one_job(tmp_path):
+    """512 x 512, two processes, eight blocks: merged exactly into the single job's maps."""
+    a, b = random_pair(512, seed=1)
+    service = SaliencyService(cache_dir=tmp_path / "cache")
+    pair_id = service.put_pair(a, b)
+    assert len(fanout.plan_tasks(service, [("adaptive-average", pair_id)], workers=2)) == 8
+    outcome = fanout.run(service, [("adaptive-average", pair_id)], workers=2)
+    assert outcome[("adaptive-average", pair_id)]["state"] == "done"
+    assert_same_maps(service.cached_dense("adaptive-average", pair_id), serial("adaptive-average", a, b, tmp_path))
