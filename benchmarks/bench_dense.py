@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import MAIN_MODELS, load_model, naive_backward_seconds, sample_pair, timed  # noqa: E402
 
-from fusion.saliency import analyse, dense_jacobian, plan  # noqa: E402
+from fusion.saliency import Method, analyse, dense_jacobian, plan  # noqa: E402
 
 
 def main() -> None:
@@ -34,7 +34,7 @@ def main() -> None:
     parser.add_argument("--naive-pixels", type=int, default=4)
     parser.add_argument("--quick", action="store_true", help="64 x 64, 2 naive pixels")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--method", default="auto", choices=["auto", "crops", "coloured"],
+    parser.add_argument("--method", default="auto", choices=["auto", Method.CROPS.value, Method.COLOURED.value],
                         help="dense_jacobian's path (auto: crops on the CPU where verified, else coloured)")
     parser.add_argument("--memory-mb", type=int, default=None, help="chunk budget (default: FUSION_DENSE_MEMORY_MB)")
     parser.add_argument("--tf32", action="store_true", help="allow TF32 matrix and convolution kernels (GPU)")

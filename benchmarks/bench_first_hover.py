@@ -38,7 +38,7 @@ from _common import MAIN_MODELS  # noqa: E402
 
 import fusion  # noqa: E402
 from fusion.data import simulate_pair  # noqa: E402
-from fusion.saliency import pixel_jacobians  # noqa: E402
+from fusion.saliency import Method, pixel_jacobians  # noqa: E402
 from fusion.serving import SaliencyService  # noqa: E402
 
 
@@ -72,7 +72,7 @@ def exactness(body: dict, a, b, row: int, col: int, models: dict) -> float:
         entry = body["models"][name]
         if "error" in entry:
             raise SystemExit(f"{name}: {entry['error']}")
-        (want,) = pixel_jacobians(model, a, b, [(row, col)], method="full-image")
+        (want,) = pixel_jacobians(model, a, b, [(row, col)], method=Method.FULL_IMAGE)
         total_a, total_b = np.abs(want.ja).sum(), np.abs(want.jb).sum()
         share = total_a / (total_a + total_b) if total_a + total_b > 0 else 0.5
         scale = max(np.abs(want.ja).max(), np.abs(want.jb).max(), 1e-12)

@@ -13,6 +13,8 @@ import zlib
 import numpy as np
 from PIL import Image
 
+from fusion.saliency import Method
+
 SIDE = 20000
 
 
@@ -112,7 +114,7 @@ def nii_volume_bomb() -> bytes:
 
 def _dense_file(f, side: int, field: int = 1) -> None:
     """The attributes, maps and pair of a format-2 dense result of side x side (all arrays small or unwritten)."""
-    f.attrs.update(format="fusion-saliency dense Jacobian", format_version=2, method="crops", reason="",
+    f.attrs.update(format="fusion-saliency dense Jacobian", format_version=2, method=Method.CROPS.value, reason="",
                    field=json.dumps({"up": field, "down": field, "left": field, "right": field, "stride": 1,
                                      "local": True, "reason": None}), receptive_field=2 * field + 1)
     for key in ("model", "weights_hash", "pair_id", "method_version"):

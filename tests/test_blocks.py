@@ -6,7 +6,7 @@ import pytest
 from saliency_helpers import Dilated, DownUp, MeanSubtract, brute_rows, build, fresh, pair
 
 import fusion
-from fusion.saliency import dense_jacobian
+from fusion.saliency import Method, dense_jacobian
 from fusion.saliency.blocks import dense_block, merge_blocks, split_rows, strip_of
 from fusion.saliency.dense import dense_method
 
@@ -50,7 +50,7 @@ def test_registered_models_blocks_equal_the_whole_image(name):
         np.testing.assert_allclose(got_b, want_b[k], atol=1e-9 * max(np.abs(want_b[k]).max(), 1e-30))
 
 
-@pytest.mark.parametrize("method", ["crops", "coloured", "full-image"])
+@pytest.mark.parametrize("method", [Method.CROPS, Method.COLOURED, Method.FULL_IMAGE])
 def test_each_path_in_blocks(method):
     model = build(Dilated)
     a, b = pair(30, 22, seed=6)
@@ -72,10 +72,10 @@ def test_a_strip_is_only_the_rows_the_block_needs():
     model = build(Dilated)  # field 13 x 13: six rows either side
     a, b = pair(40, 20, seed=1)
     field = dense_method(model, 40, 20)[1].clipped(40, 20)
-    assert strip_of(field, 10, 20, 40, "crops") == (10 - field.up, 20 + field.down)
-    assert strip_of(field, 0, 3, 40, "crops") == (0, 3 + field.down)
+    assert strip_of(field, 10, 20, 40, Method.CROPS) == (10 - field.up, 20 + field.down)
+    assert strip_of(field, 0, 3, 40, Method.CROPS) == (0, 3 + field.down)
     calls = []
-    block = dense_block(model, a, b, 10, 20, "crops",
+    block = dense_block(model, a, b, 10, 20, Method.CROPS,
                         progress=lambda done, total, preview: calls.append((done, total, preview)))
     assert block.guidance_a.shape == (10, 20) and block.band_a.shape == (10, 20, 13, 13)
     assert calls[-1][0] == calls[-1][1] == 10 * 20  # only the block's own pixels are visited
@@ -98,10 +98,10 @@ def test_a_block_that_disagrees_is_never_served(monkeypatch):
     monkeypatch.setattr(blocks_module, "compute", wrong)
     model = build(Dilated)
     a, b = pair(24, 18, seed=2)
-    blocks = [dense_block(model, a, b, top, bottom, "crops") for top, bottom in [(0, 9), (9, 24)]]
-    assert all(block.method == "full-image" and "disagrees" in block.reason for block in blocks)
+    blocks = [dense_block(model, a, b, top, bottom, Method.CROPS) for top, bottom in [(0, 9), (9, 24)]]
+    assert all(block.method == Method.FULL_IMAGE and "disagrees" in block.reason for block in blocks)
     result = merge_blocks(model, a, b, blocks)
-    assert result.method == "full-image" and "disagrees" in result.reason and result.band_a is None
+    assert result.method == Method.FULL_IMAGE and "disagrees" in result.reason and result.band_a is None
     whole = dense_jacobian(model, a, b)
     for name in ("guidance_a", "guidance_b", "influence_a", "influence_b"):
         np.testing.assert_allclose(getattr(result, name), getattr(whole, name), atol=1e-9)
@@ -110,13 +110,13 @@ def test_a_block_that_disagrees_is_never_served(monkeypatch):
 def test_blocks_must_tile_the_image():
     model = build(Dilated)
     a, b = pair(20, 12, seed=3)
-    blocks = [dense_block(model, a, b, top, bottom, "crops") for top, bottom in [(0, 8), (10, 20)]]
+    blocks = [dense_block(model, a, b, top, bottom, Method.CROPS) for top, bottom in [(0, 8), (10, 20)]]
     with pytest.raises(ValueError, match="cover rows"):
         merge_blocks(model, a, b, blocks)
     with pytest.raises(ValueError, match="cover rows"):
-        merge_blocks(model, a, b, blocks + [dense_block(model, a, b, 6, 10, "crops")])
+        merge_blocks(model, a, b, blocks + [dense_block(model, a, b, 6, 10, Method.CROPS)])
     with pytest.raises(ValueError, match="not a band"):
-        dense_block(model, a, b, 5, 5, "crops")
+        dense_block(model, a, b, 5, 5, Method.CROPS)
     with pytest.raises(ValueError, match="unknown method"):
         dense_block(model, a, b, 0, 5, "auto")
 

@@ -22,6 +22,7 @@ import fusion
 from fusion.saliency import (
     Cancelled,
     DenseJacobian,
+    Method,
     colour_order,
     dense_jacobian,
     pixel_jacobian,
@@ -76,7 +77,7 @@ def _heavy(name: str) -> bool:
     return sum(p.numel() for p in fresh(name).parameters()) > 50_000
 
 
-@pytest.mark.parametrize("method", ["auto", "coloured"])
+@pytest.mark.parametrize("method", ["auto", Method.COLOURED])
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if _heavy(n) else n
                                   for n in fusion.list_models()])
 def test_registered_models_dense_exact(name, method):
@@ -86,9 +87,9 @@ def test_registered_models_dense_exact(name, method):
     a, b = pair(22, 19, seed=2)
     dense = dense_jacobian(model, a, b, method=method)
     crops = verify_shrinking(model, 22, 19) and verify_replay(model, 22, 19)
-    assert dense.method == ("crops" if method == "auto" and crops else "coloured") and dense.reason is None
+    assert dense.method == (Method.CROPS if method == "auto" and crops else Method.COLOURED) and dense.reason is None
     if _heavy(name):
-        assert dense.method == method.replace("auto", "crops")  # the networks: each path tested
+        assert dense.method == (Method.CROPS if method == "auto" else method)  # the networks: each path tested
     assert dense.receptive_field == receptive_field(model)
     assert_dense_exact(dense, model, a, b)
 
@@ -99,15 +100,15 @@ def test_crops_in_an_image_smaller_than_the_field():
     pixels of one batch sit at different places in their windows."""
     model = fresh("funfusean")
     a, b = pair(13, 11, seed=7)
-    dense = dense_jacobian(model, a, b, method="crops")
-    assert dense.method == "crops" and dense.band_a.shape == (13, 11, 23, 21)  # the field clipped to 2H-1 x 2W-1
+    dense = dense_jacobian(model, a, b, method=Method.CROPS)
+    assert dense.method == Method.CROPS and dense.band_a.shape == (13, 11, 23, 21)  # the field clipped to 2H-1 x 2W-1
     assert_dense_exact(dense, model, a, b, full=True)
 
 
 def test_dense_against_the_whole_brute_force_jacobian():
     model = build(Dilated)  # receptive field 13: 169 coloured passes for 24 x 20 = 480 pixels
     a, b = pair(24, 20, seed=3)
-    for method in ("coloured", "crops"):
+    for method in (Method.COLOURED, Method.CROPS):
         dense = dense_jacobian(model, a, b, method=method)
         assert dense.method == method and dense.band_a.shape == (24, 20, 13, 13)
         assert_dense_exact(dense, model, a, b, full=True)
@@ -136,14 +137,14 @@ def test_weighted_average_dense_is_analytic():
     assert dense.band_a.shape == (16, 18, 1, 1)
 
 
-@pytest.mark.parametrize("cls, method", [(DownUp, "coloured"), (MeanSubtract, "full-image"),
-                                         (FunctionalPool, "full-image")])
+@pytest.mark.parametrize("cls, method", [(DownUp, Method.COLOURED), (MeanSubtract, Method.FULL_IMAGE),
+                                         (FunctionalPool, Method.FULL_IMAGE)])
 def test_awkward_models_dense(cls, method):
     model = build(cls)
     a, b = pair(13, 11, seed=6)
     dense = dense_jacobian(model, a, b)
     assert dense.method == method
-    assert (dense.reason is None) == (method == "coloured")
+    assert (dense.reason is None) == (method == Method.COLOURED)
     assert_dense_exact(dense, model, a, b, full=True)
 
 
@@ -151,8 +152,8 @@ def test_wrong_band_is_detected_and_recomputed():
     """Forcing the coloured path on a model whose field is misaligned: the band check catches it."""
     model = build(FunctionalPool)
     a, b = pair(14, 12, seed=8)
-    dense = dense_jacobian(model, a, b, method="coloured")
-    assert dense.method == "full-image" and "disagrees" in dense.reason
+    dense = dense_jacobian(model, a, b, method=Method.COLOURED)
+    assert dense.method == Method.FULL_IMAGE and "disagrees" in dense.reason
     assert_dense_exact(dense, model, a, b, full=True)
 
 
@@ -170,7 +171,7 @@ def test_progress_preview_and_memory_bound():
     def progress(done, total, preview):
         calls.append((done, total, {k: v.copy() for k, v in preview.items()}))
 
-    dense = dense_jacobian(model, a, b, progress=progress, memory_budget=1, method="coloured")  # a colour a chunk
+    dense = dense_jacobian(model, a, b, progress=progress, memory_budget=1, method=Method.COLOURED)  # a colour a chunk
     total = 13 * 13
     assert [c[0] for c in calls] == list(range(1, total + 1)) and {c[1] for c in calls} == {total}
     first = calls[0][2]
@@ -194,7 +195,7 @@ def test_memory_setting_from_the_environment(monkeypatch):
     def chunks():
         seen = []
         dense_jacobian(model, a, b, progress=lambda done, total: seen.append(done), keep_band=False,
-                       method="coloured")
+                       method=Method.COLOURED)
         return seen
 
     monkeypatch.delenv("FUSION_DENSE_MEMORY_MB", raising=False)
@@ -214,7 +215,8 @@ def test_two_argument_progress_is_accepted():
     dense_jacobian(model, *pair(10, 10), progress=lambda done, total: seen.append((done, total)))
     assert seen == [(100, 100)]  # the crop path: 100 pixels in one chunk
     seen.clear()
-    dense_jacobian(model, *pair(10, 10), progress=lambda done, total: seen.append((done, total)), method="coloured")
+    dense_jacobian(model, *pair(10, 10), progress=lambda done, total: seen.append((done, total)),
+                   method=Method.COLOURED)
     assert seen == [(1, 1)]  # one colour
 
 
@@ -232,7 +234,7 @@ def test_cancel(kind):
 
     cancel = event if kind == "event" else event.is_set
     with pytest.raises(Cancelled):
-        dense_jacobian(model, a, b, progress=progress, cancel=cancel, memory_budget=1, method="coloured")
+        dense_jacobian(model, a, b, progress=progress, cancel=cancel, memory_budget=1, method=Method.COLOURED)
     assert calls == [1, 2, 3]
 
 
@@ -245,16 +247,16 @@ def test_crops_progress_preview_and_cancel(monkeypatch):
     model = build(Dilated).float()
     a, b = pair(30, 26, seed=9)
     calls = []
-    dense = dense_jacobian(model, a, b, method="crops",
+    dense = dense_jacobian(model, a, b, method=Method.CROPS,
                            progress=lambda done, total, preview: calls.append((done, total, preview)))
-    assert dense.method == "crops"
+    assert dense.method == Method.CROPS
     assert [c[0] for c in calls] == list(range(6, 30 * 26 + 1, 6)) and {c[1] for c in calls} == {30 * 26}
     known = ~np.isnan(calls[0][2]["guidance_a"])
     assert known.sum() == 3 * 2 and known[0, 0] and known[13, 13] and known[26, 0]
     np.testing.assert_array_equal(calls[-1][2]["influence_b"], dense.influence_b)
     event = threading.Event()
     with pytest.raises(Cancelled, match="after 12 of 780 pixels"):
-        dense_jacobian(model, a, b, method="crops", cancel=event,
+        dense_jacobian(model, a, b, method=Method.CROPS, cancel=event,
                        progress=lambda done, total, preview: event.set() if done >= 12 else None)
 
 
@@ -274,8 +276,8 @@ def test_crops_record_no_window_program_for_corner_geometries():
     """In a whole image each corner geometry holds one pixel: recording its program would cost more
     than it saves. The interior and the edges, which repeat along the image, are recorded."""
     model = build(Dilated).float()
-    dense = dense_jacobian(model, *pair(30, 26, seed=1), method="crops")
-    assert dense.method == "crops"
+    dense = dense_jacobian(model, *pair(30, 26, seed=1), method=Method.CROPS)
+    assert dense.method == Method.CROPS
     borders = [key[1] for key, program in recorded_programs(model).items() if program is not None]
     assert (False, False, False, False) in borders and (True, False, False, False) in borders
     assert not any((top or bottom) and (left or right) for top, bottom, left, right in borders)

@@ -1,6 +1,8 @@
 """HDF5 export/import of dense Jacobians and the `python -m fusion saliency` command."""
 from __future__ import annotations
 
+import json
+
 import h5py
 import numpy as np
 import pytest
@@ -9,7 +11,7 @@ from saliency_helpers import Dilated, MeanSubtract, build, pair
 
 from fusion.__main__ import main
 from fusion.data import list_samples
-from fusion.saliency import dense_jacobian, load_hdf5, save_hdf5
+from fusion.saliency import Method, dense_jacobian, load_hdf5, save_hdf5
 
 
 @pytest.mark.parametrize("keep_band", [True, False])
@@ -44,7 +46,7 @@ def test_full_image_result_round_trip(tmp_path):
     dense = dense_jacobian(build(MeanSubtract), *pair(9, 8))
     save_hdf5(dense, tmp_path / "g.h5")
     back = load_hdf5(tmp_path / "g.h5")
-    assert back.method == "full-image" and back.reason == dense.reason and back.receptive_field == 0
+    assert back.method == Method.FULL_IMAGE and back.reason == dense.reason and back.receptive_field == 0
     np.testing.assert_array_equal(back.influence_b, dense.influence_b)
 
 
@@ -76,6 +78,34 @@ def test_bytes_and_version_1_files_load(written):
     old = load_hdf5(written)
     assert old.inputs is None and old.meta == back.meta
     np.testing.assert_array_equal(old.guidance_a, back.guidance_a)
+
+
+def write_method_version_1(path, dense, method: str = "crop") -> None:
+    """``dense`` as a file of method version 1 (before ``Method``), written with h5py alone: the former
+    name ``method`` and no band."""
+    with h5py.File(path, "w") as f:
+        f.attrs.update(format="fusion-saliency dense Jacobian", format_version=2, layout="(version 1)",
+                       method=method, reason="", field=json.dumps(dense.field.__dict__),
+                       receptive_field=dense.receptive_field, model="dilated", weights_hash="ab" * 16,
+                       pair_id="cd" * 16, method_version="1")
+        for name in ("guidance_a", "guidance_b", "influence_a", "influence_b", "fused"):
+            f[f"maps/{name}"] = getattr(dense, name)
+        f["maps/mri_share"] = dense.mri_share
+        for name, array in zip("ab", dense.inputs, strict=True):
+            f[f"pair/{name}"] = np.float32(array)
+
+
+@pytest.mark.parametrize("former, now", [("crop", Method.CROPS), ("crops", Method.CROPS),
+                                         ("coloured", Method.COLOURED), ("full-image", Method.FULL_IMAGE)])
+def test_files_with_former_method_names_load(tmp_path, former, now):
+    dense = dense_jacobian(build(Dilated), *pair(12, 10, seed=3), keep_band=False)
+    write_method_version_1(tmp_path / "old.h5", dense, former)
+    back = load_hdf5(tmp_path / "old.h5")
+    assert back.method is now and back.meta["method_version"] == "1" and back.band_a is None
+    np.testing.assert_array_equal(back.influence_a, dense.influence_a)
+    save_hdf5(back, tmp_path / "new.h5")  # written again under today's name
+    with h5py.File(tmp_path / "new.h5") as f:
+        assert f.attrs["method"] == now.value
 
 
 def test_a_band_over_the_limit_is_not_read(written):
@@ -125,6 +155,7 @@ def _attr(key, value):
     (_attr("field", '{"up": 1, "down": 1, "left": 1, "right": 1, "evil": 1}'), "not a receptive field"),
     (_attr("field", "not json"), "not a receptive field"),
     (_attr("method", "magic"), "unknown method"),
+    (_attr("method", Method.DENSE_CACHE.value), "unknown method 'dense-cache'"),  # a hover's, never a file's
 ])
 def test_hostile_or_inconsistent_files_are_refused(written, tmp_path, change, message):
     with h5py.File(written, "r+") as f:
@@ -154,7 +185,7 @@ def test_cli_saliency_on_a_bundled_sample(tmp_path, capsys):
     out = tmp_path / "s.h5"
     code = main(["saliency", "--model", "weighted-average", "--sample", sample, "--out", str(out),
                  "--cache-dir", str(tmp_path / "cache"), "--quiet"])
-    path = "coloured" if torch.cuda.is_available() else "crops"  # --device auto: the GPU keeps the coloured passes
+    path = Method.COLOURED if torch.cuda.is_available() else Method.CROPS  # --device auto: a GPU keeps the colours
     assert code == 0 and f"method {path}" in capsys.readouterr().out
     back = load_hdf5(out)
     np.testing.assert_allclose(back.guidance_a, 0.5)

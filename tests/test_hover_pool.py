@@ -12,6 +12,7 @@ from saliency_helpers import pair
 
 import fusion
 from fusion.processes import running
+from fusion.saliency import Method
 from fusion.serving import SaliencyService
 
 
@@ -132,7 +133,7 @@ def test_a_model_the_workers_do_not_have_and_a_broken_pool_are_computed_here(ser
     np.testing.assert_allclose(got["masknet"].ja, want["masknet"].ja, rtol=0,
                                atol=1e-5 * np.abs(want["masknet"].ja).max())
     again = pooled.pixel(["deepfuse", "masknet"], pair_id, 6, 5)  # and a new pool serves the next
-    assert again["deepfuse"].method == "crop" and pooled.hover_pool.pids()
+    assert again["deepfuse"].method == Method.CROPS and pooled.hover_pool.pids()
 
 
 def test_hover_processes_setting(monkeypatch, tmp_path):

@@ -17,8 +17,8 @@ from saliency_helpers import pair
 
 import fusion
 from fusion import background
+from fusion.saliency import Method, pixel_jacobians, verification
 from fusion.saliency import field as field_module
-from fusion.saliency import pixel_jacobians, verification
 from fusion.saliency.field import Field, analyse, representative_shape
 from fusion.serving import SaliencyService
 
@@ -46,7 +46,7 @@ def one_off_work(monkeypatch):
 
 def exact_rows(model, a, b, pixels):
     """Plain full-image autograd, one pixel at a time: the reference every path must equal."""
-    return pixel_jacobians(model, a, b, pixels, method="full-image")
+    return pixel_jacobians(model, a, b, pixels, method=Method.FULL_IMAGE)
 
 
 def assert_exact(got, want):
@@ -71,7 +71,7 @@ def test_first_hover_is_exact_and_does_no_one_off_work(name, tmp_path, one_off_w
         want = exact_rows(model, a, b, pixels)
         first = [svc.pixel([name], pair_id, r, c)[name] for r, c in pixels[:2]]
         assert_exact(first, want[:2])
-        assert first[0].method in ("crop", "full-image") and first[0].reason  # says why it is not the fast path
+        assert first[0].method in (Method.CROPS, Method.FULL_IMAGE) and first[0].reason  # why not the fast path
         in_request = [w for w in one_off_work if w[0] not in BACKGROUND_THREADS]
         assert in_request == [], f"one-off work ran in the request: {in_request}"
 
@@ -84,7 +84,7 @@ def test_first_hover_is_exact_and_does_no_one_off_work(name, tmp_path, one_off_w
         assert len(one_off_work) == before  # planned: hovers verify nothing more
         field = analyse(model)
         fresh = later[2:]  # the first two pixels are remembered as first answered (exact too)
-        assert {p.method for p in fresh} == ({"crop"} if field.local else {"full-image"})
+        assert {p.method for p in fresh} == ({Method.CROPS} if field.local else {Method.FULL_IMAGE})
     finally:
         svc.close()
 
@@ -171,8 +171,8 @@ def test_full_image_answer_needs_no_field(monkeypatch):
     model = fusion.create_model("deeppedestrian", checkpoint=None)
     monkeypatch.setattr(field_module, "probe_support", lambda *args: pytest.fail("probed"))
     a, b = (torch.rand(20, 18) for _ in "ab")
-    (result,) = pixel_jacobians(model, a, b, [(3, 4)], method="full-image")
-    assert result.method == "full-image" and result.window == (0, 20, 0, 18)
+    (result,) = pixel_jacobians(model, a, b, [(3, 4)], method=Method.FULL_IMAGE)
+    assert result.method == Method.FULL_IMAGE and result.window == (0, 20, 0, 18)
 
 
 @pytest.mark.parametrize("budget_mb, records", [(0.5, 0), (512, 1)])

@@ -20,7 +20,7 @@ from saliency_helpers import (
 from torch import nn
 
 import fusion
-from fusion.saliency import analyse, crop_windows, pixel_jacobian, pixel_jacobians, receptive_field
+from fusion.saliency import Method, analyse, crop_windows, pixel_jacobian, pixel_jacobians, receptive_field
 
 
 # ------------------------------------------------------------------ registered models
@@ -33,7 +33,7 @@ def test_registered_models_exact(name, shape):
     results = pixel_jacobians(model, a, b, pixels)
     want_a, want_b, out = brute_rows(model, a, b, pixels)
     assert_rows_equal(results, want_a, want_b)
-    assert all(r.method == "crop" for r in results)
+    assert all(r.method == Method.CROPS for r in results)
     for res in results:
         assert res.value == pytest.approx(out[res.row, res.col], rel=1e-6, abs=1e-7)
     # the tuple API agrees with the batched one
@@ -99,8 +99,9 @@ def test_adaptive_average_analytic():
 
 
 # ------------------------------------------------------------------ awkward models (saliency_helpers)
-@pytest.mark.parametrize("cls, method", [(DownUp, "crop"), (Dilated, "crop"), (FunctionalPool, "full-image"),
-                                         (MeanSubtract, "full-image"), (GlobalGate, "full-image")])
+@pytest.mark.parametrize("cls, method", [(DownUp, Method.CROPS), (Dilated, Method.CROPS),
+                                         (FunctionalPool, Method.FULL_IMAGE), (MeanSubtract, Method.FULL_IMAGE),
+                                         (GlobalGate, Method.FULL_IMAGE)])
 @pytest.mark.parametrize("shape", [(29, 37), (40, 33)])
 def test_awkward_models_exact_and_labelled(cls, method, shape):
     model = build(cls)
@@ -110,7 +111,7 @@ def test_awkward_models_exact_and_labelled(cls, method, shape):
     want_a, want_b, _ = brute_rows(model, a, b, pixels)
     assert_rows_equal(results, want_a, want_b)
     assert {r.method for r in results} == {method}
-    if method == "full-image":
+    if method == Method.FULL_IMAGE:
         assert results[0].reason  # says why the fast path was not used
         assert results[0].window == (0, shape[0], 0, shape[1])
 

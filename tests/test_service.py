@@ -4,16 +4,17 @@ from __future__ import annotations
 import multiprocessing as mp
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import torch
 from saliency_helpers import pair
 
 import fusion
-from fusion.saliency import pixel_jacobian, pixel_jacobians, record_forward, save_hdf5
+from fusion.saliency import Method, pixel_jacobian, pixel_jacobians, record_forward, save_hdf5
 from fusion.saliency.programs import recorded_programs
 from fusion.saliency.state import model_state
-from fusion.serving import SaliencyService, cache_key, pack, unpack
+from fusion.serving import METHOD_VERSION, SaliencyService, cache_key, pack, unpack
 
 NAMES = ["weighted-average", "adaptive-average"]
 
@@ -53,7 +54,7 @@ def test_pixel_matches_library_and_is_cached(service, images):
         ja, jb = pixel_jacobian(service.model(name), a, b, 5, 7)
         np.testing.assert_array_equal(result[name].ja, ja)
         np.testing.assert_array_equal(result[name].jb, jb)
-        assert result[name].method == "crop" and result[name].window == (5, 6, 7, 8)
+        assert result[name].method == Method.CROPS and result[name].window == (5, 6, 7, 8)
     assert service.computed["pixel"] == 2
     again = service.pixel(NAMES, pair_id, 5, 7)
     assert service.computed["pixel"] == 2 and again["weighted-average"] is result["weighted-average"]
@@ -72,7 +73,7 @@ def test_dense_cached_on_disk_and_serves_rows(service, images, tmp_path):
     np.testing.assert_array_equal(cached.guidance_a, dense.guidance_a)
     np.testing.assert_array_equal(cached.band_b, dense.band_b)
     hit = fresh_process.pixel(["adaptive-average"], pair_id, 3, 4)["adaptive-average"]
-    assert hit.method == "dense-cache"
+    assert hit.method == Method.DENSE_CACHE
     np.testing.assert_array_equal(hit.ja, dense.row(3, 4)[0])
     assert fresh_process.cached_dense("weighted-average", pair_id) is None
 
@@ -100,8 +101,26 @@ def test_put_dense_installs_a_result_read_back_from_hdf5(service, images, tmp_pa
     assert fresh_process.computed["dense"] == elsewhere.computed["dense"] == 0
     np.testing.assert_array_equal(cached.influence_b, loaded.influence_b)
     hit = fresh_process.pixel(["adaptive-average"], pair_id, 2, 3)["adaptive-average"]
-    assert hit.method == "dense-cache"
+    assert hit.method == Method.DENSE_CACHE
     np.testing.assert_array_equal(hit.jb, pixel_jacobian(service.model("adaptive-average"), *loaded.inputs, 2, 3)[1])
+
+
+def test_put_dense_installs_a_file_of_method_version_1(service, images, tmp_path):
+    from fusion.saliency import load_hdf5
+
+    pair_id = service.put_pair(*images)
+    dense = service.dense("adaptive-average", pair_id)
+    save_hdf5(dense, tmp_path / "d.h5")
+    with h5py.File(tmp_path / "d.h5", "r+") as f:  # as version 1 wrote it: the numbers are the same
+        f.attrs.update(method_version="1", method="crop" if dense.method == Method.CROPS else dense.method.value)
+    loaded = load_hdf5(tmp_path / "d.h5")
+    assert loaded.method == dense.method and loaded.meta["method_version"] == "1"
+    elsewhere = SaliencyService(cache_dir=tmp_path / "other", checkpoint=None)
+    assert elsewhere.put_pair(*loaded.inputs) == pair_id
+    assert elsewhere.put_dense("adaptive-average", pair_id, loaded).meta["method_version"] == METHOD_VERSION == "2"
+    cached = SaliencyService(cache_dir=tmp_path / "other", checkpoint=None).cached_dense("adaptive-average", pair_id)
+    assert cached is not None and cached.method == dense.method
+    np.testing.assert_array_equal(cached.influence_a, dense.influence_a)
 
 
 def test_fuse_cached(service, images):
@@ -116,7 +135,7 @@ def test_fuse_cached(service, images):
 def test_model_info(service):
     info = service.model_info("weighted-average")
     assert info["name"] == "weighted-average" and info["receptive_field"] == 1
-    assert info["method"] == "crop" and info["reason"] is None
+    assert info["method"] == Method.CROPS and info["reason"] is None
     assert info["checkpoint"] is None and info["card"] is None and len(info["weights_hash"]) == 32
     assert info["field"] == {"up": 0, "down": 0, "left": 0, "right": 0, "stride": 1, "local": True}
 

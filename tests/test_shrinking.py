@@ -9,7 +9,15 @@ from saliency_helpers import Dilated, DownUp, brute_jacobian, build, fresh, pair
 from torch import nn
 
 import fusion
-from fusion.saliency import analyse, pixel_jacobians, record_forward, replay_pays, verify_replay, verify_shrinking
+from fusion.saliency import (
+    Method,
+    analyse,
+    pixel_jacobians,
+    record_forward,
+    replay_pays,
+    verify_replay,
+    verify_shrinking,
+)
 from fusion.saliency.crops import crop_rows
 from fusion.saliency.planning import record_windows
 from fusion.saliency.programs import recorded_programs, run_windows
@@ -60,7 +68,7 @@ def test_replay_with_trained_weights_matches_autograd_at_borders_and_corners(nam
     got = pixel_jacobians(model, a, b, pixels, record=record_forward(model, a, b))
     want_a, want_b, want_out = full_rows(model, a, b, pixels)
     for k, res in enumerate(got):
-        assert res.method == "crop"
+        assert res.method == Method.CROPS
         scale = float(max(want_a[k].abs().max(), want_b[k].abs().max()))
         np.testing.assert_allclose(res.ja, want_a[k].numpy(), rtol=0, atol=1e-5 * scale)
         np.testing.assert_allclose(res.jb, want_b[k].numpy(), rtol=0, atol=1e-5 * scale)

@@ -28,6 +28,7 @@ from torch import nn
 from .dense import METHODS, compare_rows
 from .dense_paths import MAP_NAMES, compute, reporter
 from .field import Field, analyse
+from .methods import Method
 from .reference import corner_pixels
 from .result import DenseJacobian, unband
 from .state import as_tensor
@@ -49,11 +50,14 @@ class DenseBlock:
     influence_a: np.ndarray
     influence_b: np.ndarray
     fused: np.ndarray
-    method: str
+    method: Method
     field: Field
     band_a: np.ndarray | None = None
     band_b: np.ndarray | None = None
     reason: str | None = None
+
+    def __post_init__(self):
+        self.method = Method(self.method)
 
     def row(self, row: int, col: int, height: int) -> tuple[np.ndarray, np.ndarray]:
         """dF(row, col)/da and /db as two H x W arrays, from the kept band (``row`` in the whole image)."""
@@ -81,32 +85,33 @@ def split_rows(height: int, parts: int) -> list[tuple[int, int]]:
     return list(zip(edges[:-1], edges[1:], strict=True))
 
 
-def strip_of(field: Field, top: int, bottom: int, height: int, method: str) -> tuple[int, int]:
+def strip_of(field: Field, top: int, bottom: int, height: int, method: Method) -> tuple[int, int]:
     """The input rows [start, end) that output rows [top, bottom) depend on (all rows unless the
     model is local with stride 1 and the method uses the field).
 
-    >>> strip_of(Field(2, 3, 1, 1), 10, 20, 64, "crops")
+    >>> strip_of(Field(2, 3, 1, 1), 10, 20, 64, Method.CROPS)
     (8, 23)
     """
-    if method == "full-image" or not field.local or field.stride != 1:
+    if method == Method.FULL_IMAGE or not field.local or field.stride != 1:
         return 0, height
     return max(0, top - field.up), min(height, bottom + field.down)
 
 
-def dense_block(model: nn.Module, a: np.ndarray, b: np.ndarray, top: int, bottom: int, method: str,
+def dense_block(model: nn.Module, a: np.ndarray, b: np.ndarray, top: int, bottom: int, method: Method,
                 progress: Callable | None = None, cancel=None, keep_band: bool = True,
                 memory_budget: int | None = None) -> DenseBlock:
     """Output rows [top, bottom) of ``dense_jacobian(model, a, b, method=method)``, checked.
 
     Args:
         a, b: the whole H x W pair in [0, 1].
-        method: "crops", "coloured" or "full-image", chosen for the whole image (``dense_method``).
+        method: ``Method.CROPS``, ``COLOURED`` or ``FULL_IMAGE``, chosen for the whole image (``dense_method``).
         progress: ``progress(done, total, preview)`` with preview maps (bottom - top, W), NaN where
             not yet known; cancel, memory_budget: as in ``dense_jacobian``.
         keep_band: keep the block's rows of the banded Jacobian (they are computed and checked anyway).
     """
     if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; use one of {METHODS}")
+        raise ValueError(f"unknown method {method!r}; use one of {', '.join(repr(m.value) for m in METHODS)}")
+    method = Method(method)
     ta, tb = as_tensor(a, "a", model), as_tensor(b, "b", model)
     if ta.shape != tb.shape:
         raise ValueError(f"a and b differ in shape: {tuple(ta.shape)} vs {tuple(tb.shape)}")
@@ -114,7 +119,7 @@ def dense_block(model: nn.Module, a: np.ndarray, b: np.ndarray, top: int, bottom
     if not 0 <= top < bottom <= height:
         raise ValueError(f"rows [{top}, {bottom}) are not a band of the image's {height} rows")
     field = analyse(model)
-    field = field.clipped(height, width) if method != "full-image" else field
+    field = field.clipped(height, width) if method != Method.FULL_IMAGE else field
     start, end = strip_of(field, top, bottom, height, method)
     keep = slice(top - start, bottom - start)
     report = reporter(progress)
@@ -131,7 +136,7 @@ def dense_block(model: nn.Module, a: np.ndarray, b: np.ndarray, top: int, bottom
         mismatch = compare_rows(model, ta, tb, block_pixels(top, bottom, height, width),
                                 lambda r, c: block.row(r, c, height), taken)
         if mismatch is not None:  # never serve a wrong answer: these rows the slow, exact way
-            block = dense_block(model, a, b, top, bottom, "full-image", progress, cancel, keep_band, memory_budget)
+            block = dense_block(model, a, b, top, bottom, Method.FULL_IMAGE, progress, cancel, keep_band, memory_budget)
             block.reason = mismatch
     if not keep_band:
         block.band_a = block.band_b = None
@@ -149,7 +154,7 @@ def block_pixels(top: int, bottom: int, height: int, width: int) -> list[tuple[i
 def merge_blocks(model: nn.Module, a: np.ndarray, b: np.ndarray, blocks: list[DenseBlock]) -> DenseJacobian:
     """The ``DenseJacobian`` of blocks that cover the image's rows exactly once (any order).
 
-    Where a block was redone by the full-image path, the result is "full-image" without a band,
+    Where a block was redone by the full-image path, the result is ``Method.FULL_IMAGE`` without a band,
     and its ``reason`` says why. Raises ValueError when the blocks do not tile the image or were
     computed with different fields.
     """
@@ -162,10 +167,10 @@ def merge_blocks(model: nn.Module, a: np.ndarray, b: np.ndarray, blocks: list[De
     if any(block.fused.shape[1] != width for block in blocks):
         raise ValueError(f"blocks are not {width} pixels wide")
     methods = {block.method for block in blocks}
-    redone = [block for block in blocks if block.method == "full-image"]
+    redone = [block for block in blocks if block.method == Method.FULL_IMAGE]
     if not redone and len(methods) > 1:
         raise ValueError("blocks computed by different methods cannot be merged")
-    method = "full-image" if redone else methods.pop()
+    method = Method.FULL_IMAGE if redone else methods.pop()
     fields = {block.field for block in blocks if block.method == method}
     if len(fields) != 1:
         raise ValueError("blocks computed with different fields cannot be merged")

@@ -26,6 +26,7 @@ from .dense_paths import (
     share,
 )
 from .field import Field, analyse
+from .methods import Method
 from .planning import plan
 from .reference import corner_pixels, full_rows
 from .result import DenseJacobian
@@ -35,7 +36,7 @@ from .verification import VERIFY_RTOL, VERIFY_RTOL_FLOAT32
 __all__ = ["MAP_NAMES", "MEMORY_BUDGET_BYTES", "MEMORY_BUDGET_ENV", "Cancelled", "colour_order", "check_rows",
            "compare_rows", "dense_jacobian", "dense_method", "memory_budget_bytes", "share"]
 #: What ``dense_jacobian``'s ``method`` accepts besides "auto".
-METHODS = ("crops", "coloured", "full-image")
+METHODS = (Method.CROPS, Method.COLOURED, Method.FULL_IMAGE)
 
 
 def check_rows(model: nn.Module, a: torch.Tensor, b: torch.Tensor, result: DenseJacobian,
@@ -64,17 +65,17 @@ def compare_rows(model: nn.Module, a: torch.Tensor, b: torch.Tensor, pixels: lis
     return None
 
 
-def dense_method(model: nn.Module, height: int, width: int) -> tuple[str, Field, str | None]:
-    """The path ``dense_jacobian(method="auto")`` takes at this size: ("crops", "coloured" or "full-image",
-    the model's field, why the full image when it is taken)."""
+def dense_method(model: nn.Module, height: int, width: int) -> tuple[Method, Field, str | None]:
+    """The path ``dense_jacobian(method="auto")`` takes at this size: (``Method.CROPS``, ``COLOURED`` or
+    ``FULL_IMAGE``, the model's field, why the full image when it is taken)."""
     path, f, reason = plan(model, height, width)
-    if path != "crop":
-        return "full-image", f, reason
-    return ("crops" if crops_apply(model, height, width) else "coloured"), f, None
+    if path != Method.CROPS:
+        return Method.FULL_IMAGE, f, reason
+    return (Method.CROPS if crops_apply(model, height, width) else Method.COLOURED), f, None
 
 
 def dense_jacobian(model: nn.Module, a: np.ndarray, b: np.ndarray, progress: Callable | None = None,
-                   cancel=None, keep_band: bool = True, method: str = "auto",
+                   cancel=None, keep_band: bool = True, method: Method | str = "auto",
                    memory_budget: int | None = None) -> DenseJacobian:
     """The whole Jacobian of ``model`` on the pair (a, b): guidance, influence and banded rows.
 
@@ -88,9 +89,9 @@ def dense_jacobian(model: nn.Module, a: np.ndarray, b: np.ndarray, progress: Cal
             raises ``Cancelled``.
         keep_band: keep the (H, W, rows, cols) banded Jacobian; without it ``.row`` recomputes
             rows with ``pixel_jacobian`` on the kept model.
-        method: "auto" (``dense_method``: on the CPU "crops" where shrinking windows and their replay
-            are verified exact, else "coloured" where the crop path is, else "full-image"), "crops",
-            "coloured" or "full-image".
+        method: "auto" (``dense_method``: on the CPU ``Method.CROPS`` where shrinking windows and their
+            replay are verified exact, else ``COLOURED`` where the crop path is, else ``FULL_IMAGE``),
+            ``Method.CROPS``, ``COLOURED`` or ``FULL_IMAGE``.
         memory_budget: bytes one chunk of batched backward passes may use (None:
             ``$FUSION_DENSE_MEMORY_MB`` or 1 GiB).
     Returns:
@@ -103,10 +104,12 @@ def dense_jacobian(model: nn.Module, a: np.ndarray, b: np.ndarray, progress: Cal
     if method == "auto":
         method, f, reason = dense_method(model, height, width)
     elif method in METHODS:
-        f, reason = analyse(model), "requested" if method == "full-image" else None
+        method = Method(method)
+        f, reason = analyse(model), "requested" if method == Method.FULL_IMAGE else None
     else:
-        raise ValueError(f"unknown method {method!r}; use 'auto', 'crops', 'coloured' or 'full-image'")
-    f = f.clipped(height, width) if method != "full-image" else f
+        raise ValueError(f"unknown method {method!r}; use 'auto', "
+                         + ", ".join(repr(m.value) for m in METHODS))
+    f = f.clipped(height, width) if method != Method.FULL_IMAGE else f
     method, maps, bands, fused = compute(method, model, ta, tb, f, reporter(progress), cancel, keep_band,
                                          memory_budget)
     result = DenseJacobian(**maps, fused=fused, method=method, field=f, reason=reason,
@@ -115,6 +118,6 @@ def dense_jacobian(model: nn.Module, a: np.ndarray, b: np.ndarray, progress: Cal
     if keep_band and bands:
         mismatch = check_rows(model, ta, tb, result)
         if mismatch is not None:  # never serve a wrong answer: redo it the slow, exact way
-            result = dense_jacobian(model, a, b, progress, cancel, keep_band, "full-image", memory_budget)
+            result = dense_jacobian(model, a, b, progress, cancel, keep_band, Method.FULL_IMAGE, memory_budget)
             result.reason = mismatch
     return result

@@ -33,6 +33,7 @@ from torch import nn
 from ..settings import VARIABLES, read
 from .crops import crop_batches
 from .field import Field, analyse
+from .methods import Method
 from .reference import run
 from .replay import ForwardRecord, record_forward
 from .state import model_device, pinned
@@ -383,19 +384,19 @@ def crops_apply(model: nn.Module, height: int, width: int) -> bool:
             and verify_shrinking(model, height, width) and verify_replay(model, height, width))
 
 
-def compute(method: str, model: nn.Module, ta: torch.Tensor, tb: torch.Tensor, f: Field, report, cancel,
+def compute(method: Method, model: nn.Module, ta: torch.Tensor, tb: torch.Tensor, f: Field, report, cancel,
             keep_band: bool, memory_budget: int | None, rows: tuple[int, int] | None = None):
-    """Run one path ("crops", "coloured" or "full-image") on the (H, W) tensors ``ta``, ``tb``.
+    """Run one path (``Method.CROPS``, ``COLOURED`` or ``FULL_IMAGE``) on the (H, W) tensors ``ta``, ``tb``.
 
     Returns (the method taken, maps {name: (H, W)}, the two (H, W, rows, cols) bands or None,
-    the fused image (H, W) float32). "crops" becomes "coloured" where the shrinking windows
-    cannot follow the model; "full-image" keeps no band.
+    the fused image (H, W) float32). ``CROPS`` becomes ``COLOURED`` where the shrinking windows
+    cannot follow the model; ``FULL_IMAGE`` keeps no band.
     """
-    if method == "crops":
+    if method == Method.CROPS:
         try:
             record = record_forward(model, ta, tb)
         except Unsupported:  # the shrinking windows cannot follow this model: the coloured passes can
-            method = "coloured"
+            method = Method.COLOURED
         else:
             fused = record.fused.detach().to("cpu", torch.float32).numpy().copy()
             with pinned(model):
@@ -403,7 +404,7 @@ def compute(method: str, model: nn.Module, ta: torch.Tensor, tb: torch.Tensor, f
                                        record, rows)
             return method, maps, bands, fused
     backward, chunk, fused = kept_graph(model, ta, tb, memory_budget)
-    if method == "coloured":
+    if method == Method.COLOURED:
         maps, bands = by_coloured_passes(model, ta, tb, f, report, cancel, keep_band, chunk, backward, rows)
         return method, maps, bands, fused
-    return "full-image", by_full_image(model, ta, tb, report, cancel, chunk, backward, rows), None, fused
+    return Method.FULL_IMAGE, by_full_image(model, ta, tb, report, cancel, chunk, backward, rows), None, fused

@@ -22,8 +22,9 @@ File layout (also written into the file's ``layout`` attribute):
     a, b and F are luminance on the network's [0, 1] scale: the maps are dF_Y/dY_MRI and dF_Y/dY_PET
     /band/a, /band/b                  (H, W, rows, cols) float32, gzip, chunked; optional:
                                       band[r, c, i, j] = dF(r, c)/dx(r - up + i, c - left + j)
-    attributes: format, format_version, method, reason, field (JSON: up, down, left, right,
-                stride, local), receptive_field, model, weights_hash, pair_id, method_version
+    attributes: format, format_version, method ("crops", "coloured" or "full-image": the path,
+                fusion.saliency.Method), reason, field (JSON: up, down, left, right, stride, local),
+                receptive_field, model, weights_hash, pair_id, method_version
 """
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ import numpy as np
 
 from ..io import MAX_PIXELS, Pair
 from .field import Field
+from .methods import Method
 from .result import DenseJacobian
 
 FORMAT = "fusion-saliency dense Jacobian"
@@ -60,8 +62,9 @@ def save_hdf5(dense: DenseJacobian, path: str | os.PathLike) -> Path:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with h5py.File(tmp, "w") as f:
-            f.attrs.update(format=FORMAT, format_version=FORMAT_VERSION, layout=LAYOUT, method=dense.method,
-                           reason=dense.reason or "", field=json.dumps(dense.field.__dict__),
+            f.attrs.update(format=FORMAT, format_version=FORMAT_VERSION, layout=LAYOUT,
+                           method=Method(dense.method).value, reason=dense.reason or "",
+                           field=json.dumps(dense.field.__dict__),
                            receptive_field=dense.receptive_field)
             for key in META_KEYS:
                 f.attrs[key] = str(dense.meta.get(key, ""))
@@ -213,9 +216,12 @@ def _read(f, max_band_bytes: int | None, max_pixels: int = MAX_PIXELS) -> DenseJ
         stored = sum(band.id.get_storage_size() for band in bands)
         if (max_band_bytes is None or nbytes <= max_band_bytes) and nbytes <= MAX_BAND_RATIO * stored:
             band_a, band_b = (_read_array(band, band_shape) for band in bands)
-    method = _text(f.attrs.get("method"))
-    if method not in ("crops", "coloured", "full-image"):
-        raise ValueError(f"unknown method {method!r}")
+    try:  # a former name (``methods.FORMER_NAMES``) reads as today's
+        method = Method(_text(f.attrs.get("method")))
+    except ValueError:
+        method = None
+    if method not in (Method.CROPS, Method.COLOURED, Method.FULL_IMAGE):
+        raise ValueError(f"unknown method {_text(f.attrs.get('method'))!r}")
     meta = {key: _text(f.attrs.get(key)) for key in META_KEYS}
     return DenseJacobian(**maps, method=method, field=field, band_a=band_a, band_b=band_b,
                          reason=_text(f.attrs.get("reason")) or None, meta=meta, inputs=inputs)

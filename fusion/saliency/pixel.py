@@ -15,6 +15,7 @@ from torch import nn
 
 from .crops import SINGLE_THREAD_PIXELS, crop_batches, crop_rows, crop_windows, single_thread
 from .field import analyse
+from .methods import Method
 from .planning import plan, record_windows
 from .programs import MAX_PROGRAMS, run_windows
 from .reference import full_rows
@@ -32,8 +33,8 @@ class PixelJacobian:
 
     ``window``: the pixel's receptive field clipped to the image, (top, bottom,
     left, right) with bottom/right exclusive (the whole image for non-local
-    models). ``method``: "crop", "full-image" or "dense-cache"; ``reason`` says why
-    a slower path was taken.
+    models). ``method``: ``Method.CROPS``, ``FULL_IMAGE`` or ``DENSE_CACHE`` (a service's
+    cached whole-image result); ``reason`` says why a slower path was taken.
     """
 
     row: int
@@ -42,8 +43,11 @@ class PixelJacobian:
     jb: np.ndarray
     value: float
     window: tuple[int, int, int, int]
-    method: str
+    method: Method
     reason: str | None = None
+
+    def __post_init__(self):
+        self.method = Method(self.method)
 
 
 def _check_pixels(pixels, height: int, width: int) -> list[tuple[int, int]]:
@@ -57,7 +61,7 @@ def _check_pixels(pixels, height: int, width: int) -> list[tuple[int, int]]:
 
 
 @pinning
-def pixel_jacobians(model: nn.Module, a: np.ndarray, b: np.ndarray, pixels, method: str = "auto",
+def pixel_jacobians(model: nn.Module, a: np.ndarray, b: np.ndarray, pixels, method: Method | str = "auto",
                     record: ForwardRecord | None = None, shrinking: bool | None = None,
                     new_programs: bool = True) -> list[PixelJacobian]:
     """Exact Jacobian rows of many fused pixels at once.
@@ -66,8 +70,8 @@ def pixel_jacobians(model: nn.Module, a: np.ndarray, b: np.ndarray, pixels, meth
         model: a fusion model, ``forward(a, b)`` on (N, 1, H, W) tensors.
         a, b: H x W arrays or tensors (MRI, PET) in [0, 1].
         pixels: iterable of (row, col).
-        method: "auto" (the crop path where verified exact, else full image),
-            "crop" (skip verification: the caller vouches) or "full-image".
+        method: "auto" (``Method.CROPS`` where verified exact, else ``Method.FULL_IMAGE``),
+            ``Method.CROPS`` (skip verification: the caller vouches) or ``Method.FULL_IMAGE``.
         record: ``record_forward(model, a, b)``, the kept full-image activations:
             the crop path then runs only the backward half ("auto" uses it where
             ``verify_replay`` passed for this model and shape).
@@ -82,16 +86,16 @@ def pixel_jacobians(model: nn.Module, a: np.ndarray, b: np.ndarray, pixels, meth
         raise ValueError(f"a and b differ in shape: {tuple(ta.shape)} vs {tuple(tb.shape)}")
     height, width = ta.shape
     pixels = _check_pixels(pixels, height, width)
-    reason, vouched = None, method == "crop"
     if method == "auto":
         method, field, reason = plan(model, height, width)
-    elif method == "crop":
-        field = analyse(model)
-    elif method == "full-image":
-        field, reason = None, "requested"  # no probe: the full image needs no field
+        vouched = False
     else:
-        raise ValueError(f"unknown method {method!r}; use 'auto', 'crop' or 'full-image'")
-    if method == "crop":
+        method, reason, vouched = _requested(method), None, True
+        if method == Method.CROPS:
+            field = analyse(model)
+        else:
+            field, reason = None, "requested"  # no probe: the full image needs no field
+    if method == Method.CROPS:
         if record is not None and not (vouched or verify_replay(model, height, width)):
             record = None
         fallback = shrinking is None  # where verified; a batch they cannot follow runs as whole crops
@@ -106,9 +110,21 @@ def pixel_jacobians(model: nn.Module, a: np.ndarray, b: np.ndarray, pixels, meth
     values = values.detach().to("cpu", torch.float64).numpy()
     results = []
     for k, (r, c) in enumerate(pixels):
-        window = field.box(r, c, height, width) if method == "crop" else (0, height, 0, width)
+        window = field.box(r, c, height, width) if method == Method.CROPS else (0, height, 0, width)
         results.append(PixelJacobian(r, c, rows_a[k], rows_b[k], float(values[k]), window, method, reason))
     return results
+
+
+def _requested(name) -> Method:
+    """The ``Method`` a caller named for a hover: crops or the full image."""
+    try:
+        method = Method(name)
+    except ValueError:
+        method = None
+    if method not in (Method.CROPS, Method.FULL_IMAGE):
+        raise ValueError(f"unknown hover method {name!r}; use 'auto', {Method.CROPS.value!r} or "
+                         f"{Method.FULL_IMAGE.value!r}")
+    return method
 
 
 def pixel_jacobian(model: nn.Module, a: np.ndarray, b: np.ndarray, row: int, col: int

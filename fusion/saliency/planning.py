@@ -1,6 +1,6 @@
 """Planning a model at an image shape: which exact path to take, and preparing it.
 
-``plan`` gives the hover path ("crop" where ``verify`` passed, else "full-image"), with the probed
+``plan`` gives the hover path (``Method.CROPS`` where ``verify`` passed, else ``FULL_IMAGE``), with the probed
 field and the reason; ``replay_pays`` times whether replaying kept activations beats computing the
 shrinking windows; ``record_windows`` records the window programs of an image shape ahead of use.
 """
@@ -16,6 +16,7 @@ from torch import nn
 
 from .crops import crop_rows, single_thread
 from .field import Field, analyse
+from .methods import Method
 from .programs import run_windows
 from .replay import ForwardRecord, record_forward
 from .state import model_device, model_dtype, model_state, pinned
@@ -60,11 +61,11 @@ def replay_pays(model: nn.Module, height: int, width: int, concurrent: int = 2, 
     return state.replay_pays[key]
 
 
-def plan(model: nn.Module, height: int, width: int) -> tuple[str, Field, str | None]:
-    """("crop" or "full-image", field, reason) for this model at this image shape."""
+def plan(model: nn.Module, height: int, width: int) -> tuple[Method, Field, str | None]:
+    """(``Method.CROPS`` or ``Method.FULL_IMAGE``, field, reason) for this model at this image shape."""
     field = analyse(model)
     ok, reason = verify(model, height, width)
-    return ("crop" if ok else "full-image"), field, reason
+    return (Method.CROPS if ok else Method.FULL_IMAGE), field, reason
 
 
 def _axis_geometries(reach_before: int, reach_after: int, n: int) -> dict[tuple[int, bool, bool], int]:

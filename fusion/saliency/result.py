@@ -13,6 +13,7 @@ from torch import nn
 
 from .dense_paths import MAP_NAMES, share
 from .field import Field
+from .methods import Method
 from .pixel import pixel_jacobians
 
 __all__ = ["DenseJacobian", "unband"]
@@ -25,7 +26,7 @@ class DenseJacobian:
     ``guidance_a/_b``: the Jacobian diagonal dF(p)/da(p), dF(p)/db(p).
     ``influence_a/_b``: sum over q of |dF(p)/da(q)| (likewise for b).
     ``band_a/_b``: (H, W, rows, cols) banded Jacobian (see the module docstring) or None.
-    ``method``: "crops", "coloured" or "full-image"; ``reason``: why the slower path, if taken.
+    ``method``: ``Method.CROPS``, ``COLOURED`` or ``FULL_IMAGE``; ``reason``: why the slower path, if taken.
     """
 
     guidance_a: np.ndarray
@@ -33,7 +34,7 @@ class DenseJacobian:
     influence_a: np.ndarray
     influence_b: np.ndarray
     fused: np.ndarray
-    method: str
+    method: Method
     field: Field
     band_a: np.ndarray | None = None
     band_b: np.ndarray | None = None
@@ -41,6 +42,9 @@ class DenseJacobian:
     meta: dict = dataclass_field(default_factory=dict)
     model: nn.Module | None = dataclass_field(default=None, repr=False, compare=False)
     inputs: tuple[np.ndarray, np.ndarray] | None = dataclass_field(default=None, repr=False, compare=False)
+
+    def __post_init__(self):
+        self.method = Method(self.method)
 
     @property
     def shape(self) -> tuple[int, int]:

@@ -15,6 +15,7 @@ import torch
 
 from ..background import PLAN
 from ..devices import pick_device
+from ..saliency.methods import Method
 from ..saliency.pixel import PixelJacobian, pixel_jacobians
 from ..saliency.planning import record_windows, replay_pays
 from ..saliency.replay import ForwardRecord, record_forward
@@ -72,7 +73,7 @@ class HoverEngine:
         planner = self.planner
         if planner.planning == "inline":
             method = planner.plan(name, *a.shape).method
-            record = self.record(name, pair_id) if method == "crop" else None
+            record = self.record(name, pair_id) if method == Method.CROPS else None
         else:  # only what is ready: planning, records and programs come from the background
             known = planner.known_plan(name, *a.shape)
             if known is None:
@@ -80,7 +81,7 @@ class HoverEngine:
                     self.plan_in_background(name, *a.shape)
                 return self.first_answers(name, a, b, pixels)
             method = known.method
-            record = self.records.get((planner.weights_hash(name), pair_id)) if method == "crop" else None
+            record = self.records.get((planner.weights_hash(name), pair_id)) if method == Method.CROPS else None
         self.computed["pixel"] += len(pixels)
         if record is not None:
             a, b = record.inputs  # the tensors the record was made on: no conversion, no comparison
@@ -94,10 +95,10 @@ class HoverEngine:
         model = self.planner.model(name)
         self.computed["pixel"] += len(pixels)
         if field is not None and field.local and field.stride == 1:
-            results = pixel_jacobians(model, a, b, pixels, method="crop", shrinking=False, new_programs=False)
+            results = pixel_jacobians(model, a, b, pixels, method=Method.CROPS, shrinking=False, new_programs=False)
             reason = "the plain crop, while the fast path for this image size is prepared"
         else:
-            results = pixel_jacobians(model, a, b, pixels, method="full-image")
+            results = pixel_jacobians(model, a, b, pixels, method=Method.FULL_IMAGE)
             reason = field.reason if field is not None and not field.local else \
                 "the full image, while the model's receptive field is probed"
         for result in results:
@@ -173,7 +174,7 @@ class HoverEngine:
         """The window programs of the model's hovers at this size, with ``record`` or without (once per process)."""
         key = (self.planner.weights_hash(name), height, width, record is not None)
         if key not in self.windows_ready:
-            if self.planner.plan(name, height, width).method == "crop":
+            if self.planner.plan(name, height, width).method == Method.CROPS:
                 record_windows(self.planner.model(name), height, width, record=record,
                                batch_sizes=tuple(range(1, self.largest_batch + 1)))
             self.windows_ready.add(key)

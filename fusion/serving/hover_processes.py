@@ -32,6 +32,7 @@ from dataclasses import replace
 import numpy as np
 
 from ..errors import InvalidInput
+from ..saliency.methods import Method
 from .hover import HoverEngine
 from .pool import WorkerProcesses
 
@@ -93,7 +94,7 @@ def _cut(result, shape):
     """
     top, bottom, left, right = sent = result.window
     inside = (slice(top, bottom), slice(left, right))
-    if result.method != "crop" and any(np.count_nonzero(j) != np.count_nonzero(j[inside])
+    if result.method != Method.CROPS and any(np.count_nonzero(j) != np.count_nonzero(j[inside])
                                        for j in (result.ja, result.jb)):
         sent = (0, shape[0], 0, shape[1])  # never expected: send everything
         inside = (slice(0, shape[0]), slice(0, shape[1]))

@@ -16,8 +16,12 @@ import numpy as np
 import torch
 from torch import nn
 
-#: Bump when a change of the algorithms changes stored results: old entries are then ignored.
-METHOD_VERSION = "1"
+#: Bump when a change of the algorithms or of their names changes stored results: old entries are then
+#: ignored. Version 2: one name per path (``fusion.saliency.Method``; hovers on crops were "crop").
+METHOD_VERSION = "2"
+#: Earlier versions whose results hold the same numbers as this one's (only names changed): a result
+#: read back from their HDF5 files is served as this version's (``SaliencyService.put_dense``).
+SAME_NUMBERS_AS = ("1",)
 MAGIC = b"FSC1"
 
 

@@ -21,6 +21,7 @@ from torch import nn
 from ..background import FIELD, BackgroundWork
 from ..models import create_model
 from ..saliency.field import Field, analyse, remember_field
+from ..saliency.methods import Method
 from ..saliency.planning import plan, replay_pays
 from ..saliency.verification import remember_verdict, verify_replay, verify_shrinking
 from .keys import weights_hash
@@ -38,9 +39,10 @@ PROBE_LEASE_S, PLAN_LEASE_S = 30, 300
 
 
 class HoverPlan(NamedTuple):
-    """The hover path of a model at an image size: "crop" or "full-image", the probed field, and why not the crop."""
+    """The hover path of a model at an image size (``Method.CROPS`` or ``FULL_IMAGE``), the probed field, and
+    why not the crops."""
 
-    method: str
+    method: Method
     field: Field
     reason: str | None
 
@@ -183,10 +185,11 @@ class Planner:
             self._install(name, None, height, width, stored)
         method, field, reason = plan(model, height, width)
         if stored is None:
-            shrinking = method == "crop" and verify_shrinking(model, height, width)
+            shrinking = method == Method.CROPS and verify_shrinking(model, height, width)
             replay = shrinking and verify_replay(model, height, width)
             faster = {concurrent: replay and replay_pays(model, height, width, concurrent) for concurrent in (1, 2)}
-            self.store.put_plan(weights, height, width, StoredPlan(method == "crop", reason, shrinking, replay, faster))
+            self.store.put_plan(weights, height, width,
+                                StoredPlan(method == Method.CROPS, reason, shrinking, replay, faster))
         return HoverPlan(method, field, reason)
 
     def _install(self, name: str, field: Field | None, height: int = 0, width: int = 0,

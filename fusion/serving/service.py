@@ -23,6 +23,7 @@ from ..checkpoints import read_card
 from ..devices import pick_device
 from ..errors import InvalidInput
 from ..io import Pair, check_colour_pair
+from ..saliency.methods import Method
 from ..saliency.pixel import PixelJacobian
 from ..saliency.reference import run
 from ..saliency.result import DenseJacobian
@@ -173,8 +174,9 @@ class SaliencyService:
         """{"name", "receptive_field", "field", "method", "reason", "checkpoint", "card", "weights_hash"}.
 
         ``receptive_field``: side in pixels (None for a non-local model); ``field``: its
-        reach {"up", "down", "left", "right", "stride", "local"}; ``method``: the hover path
-        for local models ("crop", verified per image shape at first use) or "full-image".
+        reach {"up", "down", "left", "right", "stride", "local"}; ``method``: the hover path,
+        ``Method.CROPS`` for local models (verified per image shape at first use) or ``FULL_IMAGE``
+        ("planning" while the field is probed).
         """
         model = self.model(name)
         field = self.planner.field_soon(name)
@@ -187,7 +189,7 @@ class SaliencyService:
         return {**info,
                 "receptive_field": field.size if field.local else None,
                 "field": {k: getattr(field, k) for k in ("up", "down", "left", "right", "stride", "local")},
-                "method": "crop" if field.local else "full-image",
+                "method": Method.CROPS if field.local else Method.FULL_IMAGE,
                 "reason": field.reason}
 
     def plan_ahead(self, names, shapes) -> list:
@@ -240,7 +242,7 @@ class SaliencyService:
     def pixel(self, names, pair_id: str, row: int, col: int) -> dict[str, PixelJacobian]:
         """Saliency of fused pixel (row, col) for every model in ``names``: {name: PixelJacobian}.
 
-        Served from a cached dense result when there is one (method "dense-cache"),
+        Served from a cached dense result when there is one (``Method.DENSE_CACHE``),
         else computed on the receptive-field crop (or the full image where the crop
         is not exact); repeated hovers come from a small in-memory LRU.
         """
@@ -366,7 +368,8 @@ class SaliencyService:
         ja, jb = dense.row(row, col)
         height, width = dense.fused.shape
         window = dense.field.box(row, col, height, width) if dense.field.local else (0, height, 0, width)
-        return PixelJacobian(row, col, ja, jb, float(dense.fused[row, col]), window, "dense-cache", dense.reason)
+        return PixelJacobian(row, col, ja, jb, float(dense.fused[row, col]), window, Method.DENSE_CACHE,
+                             dense.reason)
 
     # -------------------------------------------------------------- whole images (``WholeImages``)
     def cached_dense(self, name: str, pair_id: str) -> DenseJacobian | None:
@@ -382,8 +385,8 @@ class SaliencyService:
         """
         return self.whole.compute(name, pair_id, progress, cancel)
 
-    def dense_method(self, name: str, pair_id: str) -> str:
-        """The path of the model's dense result on this pair: "crops", "coloured" or "full-image"."""
+    def dense_method(self, name: str, pair_id: str) -> Method:
+        """The path of the model's dense result on this pair: ``Method.CROPS``, ``COLOURED`` or ``FULL_IMAGE``."""
         return self.whole.method(name, pair_id)
 
     def has_block(self, name: str, pair_id: str, top: int, bottom: int) -> bool:
@@ -419,6 +422,7 @@ class SaliencyService:
         on the stored pair ``pair_id``, so that every process serves it from the cache.
 
         Raises ValueError, storing nothing, when ``dense.meta`` says it was computed with other
-        weights, on another pair, or by another ``METHOD_VERSION``.
+        weights, on another pair, or by another ``METHOD_VERSION`` (one of ``keys.SAME_NUMBERS_AS`` is
+        accepted: only names changed since).
         """
         return self.whole.put(name, pair_id, dense)

@@ -10,9 +10,10 @@ import math
 
 from ..saliency.blocks import dense_block, merge_blocks
 from ..saliency.dense import dense_jacobian, dense_method
+from ..saliency.methods import Method
 from ..saliency.result import DenseJacobian
 from .hover import HoverEngine
-from .keys import METHOD_VERSION
+from .keys import METHOD_VERSION, SAME_NUMBERS_AS
 from .memory import LRU
 
 
@@ -57,17 +58,17 @@ class WholeImages:
         a, b = self.store.get_pair(pair_id)
         method, _, reason = self.planner.plan(name, *a.shape)
         dense = dense_jacobian(self.planner.model(name), a, b, progress=progress, cancel=cancel,
-                               method="auto" if method == "crop" else "full-image")
-        dense.reason = dense.reason if method == "crop" else reason
+                               method="auto" if method == Method.CROPS else Method.FULL_IMAGE)
+        dense.reason = dense.reason if method == Method.CROPS else reason
         self.computed["dense"] += 1
         dense.meta = self._meta(name, pair_id)
         return self.put(name, pair_id, dense)
 
-    def method(self, name: str, pair_id: str) -> str:
-        """The path of the model's dense result on this pair: "crops", "coloured" or "full-image"."""
+    def method(self, name: str, pair_id: str) -> Method:
+        """The path of the model's dense result on this pair: ``Method.CROPS``, ``COLOURED`` or ``FULL_IMAGE``."""
         a, _ = self.store.get_pair(pair_id)
-        if self.planner.plan(name, *a.shape).method != "crop":
-            return "full-image"
+        if self.planner.plan(name, *a.shape).method != Method.CROPS:
+            return Method.FULL_IMAGE
         return dense_method(self.planner.model(name), *a.shape)[0]
 
     def has_block(self, name: str, pair_id: str, top: int, bottom: int) -> bool:
@@ -110,7 +111,7 @@ class WholeImages:
             blocks.append(block)
         a, b = self.store.get_pair(pair_id)
         dense = merge_blocks(self.planner.model(name), a, b, blocks)
-        if dense.method == "full-image" and dense.reason is None:
+        if dense.method == Method.FULL_IMAGE and dense.reason is None:
             dense.reason = self.planner.plan(name, *a.shape).reason
         self.computed["dense"] += 1
         dense.meta = self._meta(name, pair_id)
@@ -129,10 +130,10 @@ class WholeImages:
                              f"{theirs[:12] or 'not recorded'}, the loaded model's {ours[:12]})")
         if meta.get("pair_id") != pair_id or dense.shape != a.shape:
             raise ValueError("it was computed on another image pair")
-        if meta.get("method_version") != METHOD_VERSION:
+        if meta.get("method_version") not in (METHOD_VERSION, *SAME_NUMBERS_AS):
             raise ValueError(f"it was computed by method version {meta.get('method_version') or '?'}; "
                              f"this library is at version {METHOD_VERSION}")
-        dense.meta = {**meta, "model": name}
+        dense.meta = {**meta, "model": name, "method_version": METHOD_VERSION}
         dense.model, dense.inputs = self.planner.model(name), self.store.colour_pair(pair_id)  # HDF5 keeps colour
         self.store.put_dense(ours, pair_id, dense, self.max_band_bytes)
         return self.memory.put((ours, pair_id), dense)
