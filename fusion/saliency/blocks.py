@@ -7,9 +7,9 @@ scale with its height, and blocks run in other processes or on other machines. A
 non-local model's block runs on the whole image.
 
 Each block checks the rows of its own edges (and of the image's corners it holds) against
-full-image autograd before it is returned; a block that disagrees is redone by one
-backward pass per pixel of its rows, and says why. ``merge_blocks`` joins blocks into the
-``DenseJacobian`` that ``dense_jacobian`` returns.
+full-image autograd in one backward pass (``compare_with_autograd``) before it is returned; a
+block that disagrees is redone by one backward pass per pixel of its rows, and says why.
+``merge_blocks`` joins blocks into the ``DenseJacobian`` that ``dense_jacobian`` returns.
 
 Example (``model``, ``a``, ``b`` as for ``dense_jacobian``)::
 
@@ -25,13 +25,14 @@ from dataclasses import dataclass
 import numpy as np
 from torch import nn
 
-from .dense import METHODS, compare_rows
+from .dense import METHODS
 from .dense_paths import MAP_NAMES, compute, reporter
 from .field import Field, analyse
 from .methods import Method
 from .reference import corner_pixels
 from .result import DenseJacobian, unband
 from .state import as_tensor
+from .verification import compare_with_autograd
 
 
 @dataclass
@@ -133,8 +134,8 @@ def dense_block(model: nn.Module, a: np.ndarray, b: np.ndarray, top: int, bottom
                        fused=fused[keep].copy(), method=taken, field=field,
                        band_a=bands[0][keep].copy() if bands else None, band_b=bands[1][keep].copy() if bands else None)
     if bands:
-        mismatch = compare_rows(model, ta, tb, block_pixels(top, bottom, height, width),
-                                lambda r, c: block.row(r, c, height), taken)
+        mismatch = compare_with_autograd(model, ta, tb, block_pixels(top, bottom, height, width),
+                                         lambda r, c: block.row(r, c, height), taken)
         if mismatch is not None:  # never serve a wrong answer: these rows the slow, exact way
             block = dense_block(model, a, b, top, bottom, Method.FULL_IMAGE, progress, cancel, keep_band, memory_budget)
             block.reason = mismatch
