@@ -22,7 +22,7 @@ so one id always gives the same head, and different ids give different heads.
 
 Splits: ids in ``VALIDATION_HEADS`` (900-915) are for the training run's validation
 loss, ids in ``training_heads()`` (1000 on) are the only ones the training sampler
-(``fusion.train``, ``--data mni``) draws; every other id (0-899: the bundled samples
+(``fusion.training_data``, ``--data mni``) draws; every other id (0-899: the bundled samples
 use 1-3, ``benchmarks/bench_heads.py`` 10 on) is held out. All heads share the one
 template brain, so training also never sees a slice within 4 mm of a bundled
 sample's (``fusion.data.sample_slice_indices``) in any head.

@@ -35,7 +35,7 @@ td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}th{background:#f3f3
 
 def pair_files(directory) -> list[tuple[str, Path, Path]]:
     """(name, MRI path, PET path) of every ``NAME_mri.EXT`` with a ``NAME_pet.EXT`` beside it in ``directory``
-    (the rule of ``fusion.train.pairs_in_directory``), sorted by name."""
+    (the rule of ``fusion.training_data.pairs_in_directory``), sorted by name."""
     directory = Path(directory)
     if not directory.is_dir():
         raise InvalidInput(f"{directory}: not a directory")

@@ -206,7 +206,7 @@ def test_draws_are_deterministic_per_seed():
 
 
 def test_training_never_draws_a_held_out_head_or_slice(monkeypatch):
-    from fusion.train import SimulatedMNI
+    from fusion.training_data import SimulatedMNI
 
     ids = H.training_heads()
     assert not set(ids) & set(range(900)) and not set(ids) & set(H.VALIDATION_HEADS)
@@ -248,7 +248,7 @@ def test_bundled_head_samples_are_colour_pairs_from_held_out_heads():
 
 
 def test_batches_made_ahead_by_workers_are_the_serial_batches():
-    from fusion.train import Batches, make_source
+    from fusion.training_data import Batches, make_source
 
     source = make_source("samples", seed=0, val_pairs=1)
     keys = [[0, step] for step in range(6)]

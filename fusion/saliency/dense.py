@@ -1,7 +1,8 @@
 """The whole Jacobian of a fused image (``dense_jacobian``, returning a ``result.DenseJacobian``).
 
 The paths themselves (coloured backward passes, shrinking-window crops, one backward pass
-per pixel) are in ``dense_paths``; ``dense_method`` picks one, as ``method="auto"`` does.
+per pixel) are in ``dense_paths``, on the kept forward graph of ``backward``; ``dense_method``
+picks one, as ``method="auto"`` does.
 
 The result type and its banded storage are in ``result``.
 """
@@ -13,18 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .dense_paths import (
-    MAP_NAMES,
-    MEMORY_BUDGET_BYTES,
-    MEMORY_BUDGET_ENV,
-    Cancelled,
-    colour_order,
-    compute,
-    crops_apply,
-    memory_budget_bytes,
-    reporter,
-    share,
-)
+from .backward import MEMORY_BUDGET_BYTES, MEMORY_BUDGET_ENV, memory_budget_bytes
+from .dense_paths import MAP_NAMES, Cancelled, colour_order, compute, crops_apply, reporter, share
 from .field import Field, analyse
 from .methods import Method
 from .planning import plan

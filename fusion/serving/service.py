@@ -8,20 +8,14 @@ from ``fusion.settings`` (read and checked when the service is made).
 """
 from __future__ import annotations
 
-import os
-import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..background import PREPARE
 from ..checkpoints import read_card
 from ..devices import pick_device
-from ..errors import InvalidInput
 from ..io import Pair, check_colour_pair
 from ..saliency.methods import Method
 from ..saliency.pixel import PixelJacobian
@@ -31,13 +25,11 @@ from ..saliency.state import model_dtype
 from ..settings import Settings
 from .hover import HoverEngine
 from .hover_processes import HoverProcesses
+from .hover_requests import HOVER_WORKERS, HoverRequests
 from .memory import LRU
 from .planner import Planner
 from .store import DiskStore
 from .whole import WholeImages
-
-#: Threads computing the pixels of several models at once (each crop runs on one intra-op thread).
-HOVER_WORKERS = max(1, min(4, os.cpu_count() or 1))
 
 
 class SaliencyService:
@@ -62,6 +54,7 @@ class SaliencyService:
         settings: the ``fusion.settings.Settings`` (default: read from the environment now).
 
     Public parts: ``store`` (``DiskStore``), ``planner`` (``Planner``), ``hovers`` (``HoverEngine``),
+    ``requests`` (``HoverRequests``: hovers of several models), ``whole`` (``WholeImages``),
     ``hover_pool`` (``HoverProcesses`` or None), ``hover_seconds`` ({(model, H, W): moving average
     of a hover's seconds}, which orders the models of a hover), ``computed`` (how many times each
     kind of result was computed here, not served from a cache).
@@ -83,19 +76,14 @@ class SaliencyService:
         self.max_band_bytes = self.size_limit_bytes // 4 if max_band_bytes is None else int(max_band_bytes)
         self.whole = WholeImages(self.hovers, self.max_band_bytes, self.computed)
         self._colour_fused = LRU(16)  # (weights hash, pair id) -> (H, W, 3) RGB
-        self._pixels = LRU(256)
-        self._prepared: set[tuple] = set()  # (weights hash, pair id) whose hover preparation was started
-        self.hover_seconds: dict[tuple, float] = {}
-        self._local_only: set[str] = set()  # models whose weights the workers do not have
-        self._threads, self._threads_pid, self._hover_threads = None, None, hover_threads
-        self._lock = threading.Lock()
         processes = settings.hover_workers() if hover_processes is None else int(hover_processes)
-        self.hover_pool = None
+        pool = None
         if processes > 0 and self.device.type == "cpu":
-            self.hover_pool = HoverProcesses(processes, {
+            pool = HoverProcesses(processes, {
                 "cache_dir": str(self.cache_dir), "size_limit_bytes": self.size_limit_bytes,
                 "checkpoint": None if checkpoint is None else str(checkpoint), "hover_memory_bytes": memory,
                 "replay": replay, "planning": "inline" if planning == "inline" else "elsewhere"})
+        self.requests = HoverRequests(self.hovers, self.whole, pool, hover_threads)
 
     @property
     def replay(self) -> str:
@@ -111,14 +99,24 @@ class SaliencyService:
         return self.store.cache
 
     @property
+    def hover_pool(self) -> HoverProcesses | None:
+        """The hover worker processes (None without them, or once closed)."""
+        return self.requests.pool
+
+    @property
+    def hover_seconds(self) -> dict[tuple, float]:
+        """{(model, H, W): moving average of a hover's seconds here}, which orders the models of a hover."""
+        return self.requests.seconds
+
+    @property
     def local_only(self) -> frozenset[str]:
         """Models whose hovers the worker processes cannot answer (other weights): computed here."""
-        return frozenset(self._local_only)
+        return frozenset(self.requests.local_only)
 
     def close(self) -> None:
         """Release the disk cache (reopened at the next use) and stop the hover worker processes for good
         (later hovers run in threads)."""
-        pool, self.hover_pool = self.hover_pool, None
+        pool, self.requests.pool = self.requests.pool, None
         if pool is not None:
             pool.close(final=True)
         self.planner.close()
@@ -128,7 +126,7 @@ class SaliencyService:
         """Forget this process's copies of pairs, recent hovers, fused colour images and dense results:
         the next reads come from the disk cache (kept activations and plans stay)."""
         self.store.forget_memory()
-        for memory in (self._pixels, self._colour_fused, self.whole.memory):
+        for memory in (self.requests.memory, self._colour_fused, self.whole.memory):
             memory.clear()
 
     # -------------------------------------------------------------- pairs
@@ -238,7 +236,7 @@ class SaliencyService:
             hit = self._colour_fused.put(key, self.colour_pair(pair_id).colour_fused(fused))
         return hit
 
-    # -------------------------------------------------------------- hovers
+    # -------------------------------------------------------------- hovers (``HoverRequests``)
     def pixel(self, names, pair_id: str, row: int, col: int) -> dict[str, PixelJacobian]:
         """Saliency of fused pixel (row, col) for every model in ``names``: {name: PixelJacobian}.
 
@@ -246,130 +244,15 @@ class SaliencyService:
         else computed on the receptive-field crop (or the full image where the crop
         is not exact); repeated hovers come from a small in-memory LRU.
         """
-        names = [names] if isinstance(names, str) else list(names)
-        a, b = self.get_pair(pair_id)
-        row, col = int(row), int(col)
-        if not (0 <= row < a.shape[0] and 0 <= col < a.shape[1]):
-            raise InvalidInput(f"pixel ({row}, {col}) is outside the {a.shape[0]} x {a.shape[1]} image")
-        out, missing = {}, []
-        for name in names:
-            hit = self._pixels.get((self.weights_hash(name), pair_id, row, col))
-            if hit is None:
-                missing.append(name)
-            else:
-                out[name] = hit
-        if self.planning == "inline":
-            for name in missing:
-                self.planner.plan(name, *a.shape)  # plans first, so workers only run crops
-        elif missing:
-            self._prepare_later(missing, pair_id)
-        # Longest first (the classic rule for the shortest total on a few workers): by the hover times
-        # measured here once every model has one, by field area before that (the image's where unknown).
-        costs = {name: self.hover_seconds.get((name, *a.shape)) for name in missing}
-        if None in costs.values():
-            fields = {name: self.planner.known_field(name) for name in missing}
-            costs = {name: a.size if fields[name] is None else fields[name].rows * fields[name].cols
-                     for name in missing}
-        missing.sort(key=lambda n: -costs[n])
-        pool = self.hover_pool  # a server hovers in workers once started and prepared (in the background)
-        in_workers = pool is not None and (pool.ready() if self.planning != "inline" else not pool.warming())
-        if len(missing) > 1 and in_workers:
-            results = self._pixels_in_processes(missing, costs, pair_id, a, b, row, col)
-        elif len(missing) > 1:  # small crops run single-threaded: two models at a time use both cores
-            results = list(self._thread_pool().map(lambda n: self._timed_pixel(n, pair_id, a, b, row, col), missing))
-        else:
-            results = [self._timed_pixel(n, pair_id, a, b, row, col) for n in missing]
-        for name, result in zip(missing, results, strict=True):
-            out[name] = self._pixels.put((self.weights_hash(name), pair_id, row, col), result)
-        return {name: out[name] for name in names}
+        return self.requests.pixel(names, pair_id, row, col)
 
     def prepare_hover(self, names, pair_id: str):
         """Start preparing hovers of ``names`` on the pair in a background thread, so that the first hovers
         need not wait: the plans, then in the worker processes if there are any, else here, the kept
         forward activations and the window programs (``HoverEngine.prepare``). Returns a
         ``concurrent.futures.Future`` (done when the workers are prepared too)."""
-        names = [names] if isinstance(names, str) else list(names)
-        a, _ = self.get_pair(pair_id)  # an unknown pair fails here, not in the background
-        self._prepared.update((self.weights_hash(n), pair_id) for n in names)
+        return self.requests.prepare(names, pair_id)
 
-        def prepare():
-            for name in names:
-                self.planner.plan_shared(name, *a.shape)
-            pool = self.hover_pool
-            if pool is None:
-                self.hovers.prepare(names, pair_id)
-                return
-            try:
-                warming = pool.warm(names, pair_id)  # after the plans: the workers read the verdicts
-            except RuntimeError:  # the service was closed meanwhile: nothing to prepare for
-                return
-            for future in warming:
-                future.result()
-        return self.planner.background.submit(("prepare", tuple(names), pair_id), PREPARE, prepare)
-
-    def _prepare_later(self, names: list[str], pair_id: str) -> None:
-        """``prepare_hover`` once per process for models and pair hovered here (shown by another process)."""
-        new = [n for n in names if (self.weights_hash(n), pair_id) not in self._prepared]
-        if self.planning == "background" and new:
-            self.prepare_hover(new, pair_id)
-
-    def _thread_pool(self) -> ThreadPoolExecutor:
-        """This process's threads for hovers of several models (a forked child gets its own)."""
-        with self._lock:
-            if self._threads is None or self._threads_pid != os.getpid():
-                self._threads, self._threads_pid = ThreadPoolExecutor(self._hover_threads), os.getpid()
-            return self._threads
-
-    def _pixels_in_processes(self, names, costs, pair_id, a, b, row, col) -> list[PixelJacobian]:
-        """The hovers of ``names`` in the worker processes, dealt out by ``costs``; whatever they cannot
-        answer (other weights, a pair gone from the disk cache, a broken pool) is computed here."""
-        remote = [n for n in names if n not in self._local_only and self._dense_rows(n, pair_id) is None
-                  and (self.planning == "inline" or self.planner.known_plan(n, *a.shape) is not None)]
-        tasks = [(n, pair_id, row, col, self.weights_hash(n)) for n in remote]
-        try:
-            answers = self.hover_pool.hover(tasks, [costs[n] for n in remote], a.shape)
-        except Exception:  # computed here below, where a real error shows again
-            answers = [False] * len(remote)
-        done = {}
-        for name, answer in zip(remote, answers, strict=True):
-            if answer is None:  # the workers built other weights (a model given to this service directly)
-                self._local_only.add(name)
-            elif answer:
-                self._note_hover_time(name, a.shape, answer[0])
-                self.computed["pixel"] += 1
-                done[name] = answer[1]
-        rest = [n for n in names if n not in done]
-        done.update(zip(rest, self._thread_pool().map(lambda n: self._timed_pixel(n, pair_id, a, b, row, col),
-                                                      rest), strict=True))
-        return [done[n] for n in names]
-
-    def _timed_pixel(self, name, pair_id, a, b, row, col) -> PixelJacobian:
-        """One model's hover, from a dense result in memory or ``HoverEngine.pixels``, keeping a moving
-        average of its time per model and image shape (for the hover order)."""
-        start = time.perf_counter()
-        dense = self._dense_rows(name, pair_id)
-        result = (self._dense_pixel(dense, row, col) if dense is not None
-                  else self.hovers.pixels(name, pair_id, a, b, [(row, col)])[0])
-        self._note_hover_time(name, a.shape, time.perf_counter() - start)
-        return result
-
-    def _note_hover_time(self, name: str, shape, seconds: float) -> None:
-        key = (name, *shape)
-        previous = self.hover_seconds.get(key)
-        self.hover_seconds[key] = seconds if previous is None else 0.8 * previous + 0.2 * seconds
-
-    def _dense_rows(self, name: str, pair_id: str) -> DenseJacobian | None:
-        """The dense result in memory whose banded Jacobian serves hover rows, if there is one."""
-        dense = self.whole.in_memory(name, pair_id)
-        return dense if dense is not None and dense.band_a is not None else None
-
-    @staticmethod
-    def _dense_pixel(dense: DenseJacobian, row: int, col: int) -> PixelJacobian:
-        ja, jb = dense.row(row, col)
-        height, width = dense.fused.shape
-        window = dense.field.box(row, col, height, width) if dense.field.local else (0, height, 0, width)
-        return PixelJacobian(row, col, ja, jb, float(dense.fused[row, col]), window, Method.DENSE_CACHE,
-                             dense.reason)
 
     # -------------------------------------------------------------- whole images (``WholeImages``)
     def cached_dense(self, name: str, pair_id: str) -> DenseJacobian | None:
