@@ -19,13 +19,13 @@ from .dense_paths import MAP_NAMES, Cancelled, colour_order, compute, crops_appl
 from .field import Field, analyse
 from .methods import Method
 from .planning import plan
-from .reference import corner_pixels, full_rows
+from .reference import corner_pixels
 from .result import DenseJacobian
 from .state import as_tensor
-from .verification import VERIFY_RTOL, VERIFY_RTOL_FLOAT32
+from .verification import compare_with_autograd
 
 __all__ = ["MAP_NAMES", "MEMORY_BUDGET_BYTES", "MEMORY_BUDGET_ENV", "Cancelled", "colour_order", "check_rows",
-           "compare_rows", "dense_jacobian", "dense_method", "memory_budget_bytes", "share"]
+           "dense_jacobian", "dense_method", "memory_budget_bytes", "share"]
 #: What ``dense_jacobian``'s ``method`` accepts besides "auto".
 METHODS = (Method.CROPS, Method.COLOURED, Method.FULL_IMAGE)
 
@@ -33,27 +33,11 @@ METHODS = (Method.CROPS, Method.COLOURED, Method.FULL_IMAGE)
 def check_rows(model: nn.Module, a: torch.Tensor, b: torch.Tensor, result: DenseJacobian,
                pixels: list[tuple[int, int]] | None = None) -> str | None:
     """Compare the band rows of ``pixels`` (default: the corners and the centre) with full-image autograd
-    on the (H, W) tensors ``a``, ``b``; None when they agree, else what disagrees."""
+    on the (H, W) tensors ``a``, ``b`` (``compare_with_autograd``: one backward pass); None when they
+    agree, else what disagrees."""
     height, width = a.shape
     pixels = corner_pixels(height, width, extra=0) if pixels is None else pixels
-    return compare_rows(model, a, b, pixels, result.row, result.method)
-
-
-def compare_rows(model: nn.Module, a: torch.Tensor, b: torch.Tensor, pixels: list[tuple[int, int]],
-                 row: Callable[[int, int], tuple[np.ndarray, np.ndarray]], method: str) -> str | None:
-    """Compare ``row(r, c)`` (two H x W arrays) at ``pixels`` with full-image autograd on the (H, W) tensors
-    ``a``, ``b``; None when they agree, else what disagrees."""
-    want_a, want_b, _ = full_rows(model, a, b, pixels)
-    rtol = VERIFY_RTOL if a.dtype == torch.float64 else VERIFY_RTOL_FLOAT32
-    for k, (r, c) in enumerate(pixels):
-        for want, have in zip((want_a[k], want_b[k]), row(r, c), strict=True):
-            want = want.detach().cpu().double().numpy()
-            scale = max(np.abs(want).max(), np.abs(have).max(), 1e-30)
-            err = np.abs(want - have).max() / scale
-            if err > max(rtol, 1e-6):
-                return (f"the {method} Jacobian disagrees with full-image autograd at pixel ({r}, {c}) "
-                        f"(relative error {err:.2g})")
-    return None
+    return compare_with_autograd(model, a, b, pixels, result.row, result.method)
 
 
 def dense_method(model: nn.Module, height: int, width: int) -> tuple[Method, Field, str | None]:
