@@ -70,9 +70,10 @@ def create_app(config: Config | None = None) -> dash.Dash:
     default = ViewState(pair=backend.default_pair_key(config),
                         models=tuple(m for m in config.default_models if m in known))
     # Bootstrap's CSS is served from assets/ (00_bootstrap.min.css, MIT): the page needs no CDN.
+    manager = background_manager(config)
     app = dash.Dash(__name__, title="fusion-saliency", url_base_pathname=config.url_prefix,
-                    background_callback_manager=background_manager(config),
-                    suppress_callback_exceptions=True)
+                    background_callback_manager=manager, suppress_callback_exceptions=True)
+    jobs.attach(app, manager)  # jobs.manager_of(app) gives it back
     access_log.register(app.server)  # one line per request: user, route without its query, status, ms
     sign_in = auth.register(app, config)  # before the guard: other hooks run for signed-in users only
     health.register(app, config, sign_in)

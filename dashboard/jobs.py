@@ -44,6 +44,9 @@ PRIVATE_HEADERS = ("authorization", "cookie", "proxy-authorization")
 #: Broker visibility timeout: a job running longer than this would be started a second time.
 VISIBILITY_TIMEOUT = 12 * 3600
 
+#: The Flask extension slot (``app.server.extensions``) where ``attach`` keeps an app's job manager.
+EXTENSION = "fusion_jobs"
+
 _running_key: str | None = None  # the cache key of the local job this process runs
 
 
@@ -225,3 +228,15 @@ class CeleryManager(QueuedJobs, dash.CeleryManager):
 
     def dispatch(self, key, job_fn, args, context):
         return job_fn.delay(key, self._make_progress_key(key), args, context).task_id
+
+
+def attach(app: dash.Dash, manager: QueuedJobs) -> None:
+    """Keep ``manager``, the background-callback manager ``app`` was built with, on its Flask server."""
+    app.server.extensions[EXTENSION] = manager
+
+
+def manager_of(app: dash.Dash) -> QueuedJobs:
+    """The job manager of an app built by ``app.create_app``: a ``DiskcacheManager``, or with REDIS_URL a
+    ``CeleryManager`` (its Celery app is ``.handle``; both keep their background callbacks in
+    ``.func_registry``). Raises KeyError for an app built without ``attach``."""
+    return app.server.extensions[EXTENSION]

@@ -30,6 +30,7 @@ import pytest
 from PIL import Image
 from test_dashboard_browser import _png, css, upload_pair, wait, wait_images
 
+from dashboard import jobs
 from dashboard.config import from_env
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -270,7 +271,7 @@ def test_dense_jobs_run_on_celery_workers_and_survive_them(celery_stack, dash_du
     threads = torch.get_num_threads()  # the app sets its own; give the other tests theirs back
     try:
         dash_app = app_module.create_app(from_env(env))
-        manager = dash_app._background_manager
+        manager = jobs.manager_of(dash_app)
         assert isinstance(manager, dash.CeleryManager) and app_module.celery_app is manager.handle
         assert {f"background_callback_{key}" for key in manager.func_registry} == tasks, \
             "the web app and the workers must register the same background callbacks"

@@ -72,3 +72,22 @@ def test_a_running_job_can_be_cancelled(manager, tmp_path):
         time.sleep(0.1)
     assert not running(manager, pid)
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_the_app_keeps_its_job_manager(tmp_path):
+    """``app.create_app`` attaches the manager it built (``jobs.manager_of``): without REDIS_URL a
+    DiskcacheManager holding the page's background callbacks; an app built otherwise has none."""
+    import torch
+
+    import app as app_module
+
+    threads = torch.get_num_threads()  # the app sets its own; give the other tests theirs back
+    try:
+        dash_app = app_module.create_app(Config(cache_dir=str(tmp_path / "cache"), hover_processes=0))
+        manager = jobs.manager_of(dash_app)
+        assert isinstance(manager, jobs.DiskcacheManager) and manager.func_registry
+        assert jobs.manager_of(dash_app) is manager and manager.config.cache_dir == str(tmp_path / "cache")
+        with pytest.raises(KeyError):
+            jobs.manager_of(dash.Dash(__name__))
+    finally:
+        torch.set_num_threads(threads)
