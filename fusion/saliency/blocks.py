@@ -122,6 +122,10 @@ def dense_block(model: nn.Module, a: np.ndarray, b: np.ndarray, top: int, bottom
     field = analyse(model)
     field = field.clipped(height, width) if method != Method.FULL_IMAGE else field
     start, end = strip_of(field, top, bottom, height, method)
+    # One row more on each side than the rows depend on: a window of an own row then reaches an edge of the
+    # strip only where it reaches an edge of the image, so it takes the same window geometry (and batch)
+    # as in the whole image.
+    start, end = max(0, start - 1), min(height, end + 1)
     keep = slice(top - start, bottom - start)
     report = reporter(progress)
 

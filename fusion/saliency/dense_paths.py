@@ -213,9 +213,12 @@ def by_crops(model, ta, tb, f: Field, report, cancel, keep_band, record: Forward
     A coloured pass runs each layer's backward over the whole image, although near the output its
     gradient is zero except around the seeds; a shrinking window computes only the positions that
     reach its pixel, about a third of that work for a stack of equal convolutions, and the replay
-    reads every convolution's output from ``record`` instead of computing it. Pixels are visited in
-    the colour order, so the preview refines like the coloured one. Only output rows ``rows``
-    (top, bottom) are visited, when given.
+    reads every convolution's output from ``record`` instead of computing it. Pixels whose window
+    reaches no edge of the image are visited in the colour order, so the preview refines like the
+    coloured one; then the others, grouped by the edges they reach and their window's size, so that
+    each batch of one window geometry is as large as it can be (in colour order they would come
+    one or two per batch, most of all in a block of a few rows). Only output rows ``rows`` (top, bottom) are
+    visited, when given.
     """
     height, width = ta.shape
     first, end = _visited(rows, height, width)
@@ -224,6 +227,14 @@ def by_crops(model, ta, tb, f: Field, report, cancel, keep_band, record: Forward
     layout = _ColourLayout(colour_order(min(f.rows, height), min(f.cols, width)), f.rows, f.cols, height, width,
                            "cpu")
     order = [p for p in layout.pixels.tolist() if first <= p < end]
+
+    def geometry(p: int) -> tuple:  # which image edges the pixel's window reaches, and its size
+        t, bt, lf, rt = f.box(*divmod(p, width), height, width)
+        return t == 0, bt == height, lf == 0, rt == width, bt - t, rt - lf
+
+    edges = {p: geometry(p) for p in order}
+    order = [p for p in order if not any(edges[p][:4])] + sorted((p for p in order if any(edges[p][:4])),
+                                                                  key=edges.__getitem__)
 
     for start, part in _chunks(order, CROP_PIXELS, cancel, "pixels"):
         pixels = [divmod(p, width) for p in part]
