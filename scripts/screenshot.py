@@ -94,7 +94,7 @@ def main() -> None:
             start = time.perf_counter()
             service.dense(name, pair_id)
             print(f"{name}: whole-image Jacobian in {time.perf_counter() - start:.1f} s", flush=True)
-        server = start_server(args.port, ",".join(MAIN_MODELS), cache)
+        server = start_server(args.port, ",".join(MAIN_MODELS), cache, Path(cache) / "app.log")
         driver = browser()
         try:
             driver.set_window_size(1700, 1300)
