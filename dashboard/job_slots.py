@@ -136,14 +136,15 @@ class JobSlots:
 
     # ---------------------------------------------------------------- the web side
     def submit(self, key: str, user: str, job: str, args, context: dict) -> list[Start]:
-        """Add a waiting ticket for ``user`` (with what starts its job); returns the tickets to start now."""
+        """Add a waiting ticket for ``user`` (with what starts its job; the ticket keeps ``job``, the name
+        of the background callback); returns the tickets to start now."""
         self.store.put(f"args:{key}", {"job": job, "args": args, "context": context}, ttl=KEEP)
         with self.store.locked():
             state = self._state()
             state["seq"] += 1
             now = time.time()
-            state["tickets"][key] = {"user": user, "state": "waiting", "n": state["seq"], "created": now,
-                                     "seen": now, "starts": 0, "handle": None, "shown": None}
+            state["tickets"][key] = {"user": user, "job": job, "state": "waiting", "n": state["seq"],
+                                     "created": now, "seen": now, "starts": 0, "handle": None, "shown": None}
             admitted = self._sweep(state, now)
             self.store.put(self.STATE, state)
         return self._starts(admitted)

@@ -7,7 +7,8 @@ key, signed by Dash, so a page polls and cancels only its own jobs; the user is 
 from the request (``auth.current_user``) when the job is asked for, never from the page.
 Each poll answers from the shared ticket: waiting and running jobs keep the page polling,
 a lost one (no heartbeat) ends its polling, which gives Compute back, and the page learns
-its place in line or the loss through the store ``JOB_STORE`` (a Dash side update). Cancel
+its place in line or the loss through a store (a Dash side update): ``JOB_STORE`` for the
+Compute, or the store a background callback names with ``news_to`` (the cohort's). Cancel
 ends the ticket, so the polling ends too, even when the job's worker is already dead.
 
 Local jobs: ``dash.DiskcacheManager`` forks the web process for each job. The web
@@ -39,6 +40,8 @@ from .config import Config
 
 PRELOAD = ["dashboard.callbacks"]  # imported once by the forkserver (torch, the models, the callbacks)
 JOB_STORE = ids.DENSE_JOB  # the page's store of its job's place in line or fate (a dcc.Store id)
+#: The attribute of a background callback naming the store of its job's news (set by ``news_to``).
+NEWS_STORE = "fusion_job_store"
 #: Request headers a job never needs (they would travel to the job's process, the broker and the store).
 PRIVATE_HEADERS = ("authorization", "cookie", "proxy-authorization")
 #: Broker visibility timeout: a job running longer than this would be started a second time.
@@ -61,6 +64,15 @@ def job_key() -> str | None:
     request = getattr(current_task, "request", None) if current_task else None
     args = getattr(request, "args", None)
     return args[0] if args else None
+
+
+def news_to(store_id: str):
+    """Decorator for a background callback: its job's place in line or fate goes to the ``dcc.Store``
+    ``store_id`` (without it: ``JOB_STORE``). Put it under ``@feature.callback``."""
+    def mark(fn):
+        setattr(fn, NEWS_STORE, store_id)
+        return fn
+    return mark
 
 
 class Guarded:
@@ -87,8 +99,10 @@ class QueuedJobs:
     """Mixin for a Dash background-callback manager: jobs wait in ``self.slots`` and are watched there."""
 
     slots: job_slots.JobSlots
+    news_stores: dict  # background callback's name (Dash's registry key) -> the store of its job's news
 
     def make_job_fn(self, fn, progress, key=None):
+        self.news_stores[key] = getattr(fn, NEWS_STORE, JOB_STORE)
         return super().make_job_fn(Guarded(fn, self.slots), progress, key)
 
     def call_job_fn(self, key, job_fn, args, context):
@@ -114,7 +128,7 @@ class QueuedJobs:
         ticket, news, starts = self.slots.poll(job)
         self._start(starts)
         if news is not None:
-            self._news[job] = news
+            self._news[job] = (self.news_stores.get(ticket and ticket.get("job"), JOB_STORE), news)
         if ticket is None:
             return False
         if ticket["state"] in job_slots.ACTIVE:
@@ -138,8 +152,8 @@ class QueuedJobs:
 
     def get_updated_props(self, key):
         props = super().get_updated_props(key)
-        news = self._news.pop(key, None)
-        return props if news is None else {**props, JOB_STORE: {"data": news}}
+        store, news = self._news.pop(key, (None, None))
+        return props if news is None else {**props, store: {"data": news}}
 
 
 class DiskcacheManager(QueuedJobs, dash.DiskcacheManager):
@@ -154,7 +168,7 @@ class DiskcacheManager(QueuedJobs, dash.DiskcacheManager):
             except psutil.Error:
                 return False
 
-        self.config, self._news = config, {}
+        self.config, self._news, self.news_stores = config, {}, {}
         self.slots = job_slots.JobSlots(job_slots.DiskStore(config.jobs_dir / "slots"), config.jobs_per_user,
                                         config.jobs_total, alive=alive)
         super().__init__(cache)
@@ -215,7 +229,7 @@ class CeleryManager(QueuedJobs, dash.CeleryManager):
     """
 
     def __init__(self, celery_app, config: Config):
-        self.config, self._news = config, {}
+        self.config, self._news, self.news_stores = config, {}, {}
         self.slots = job_slots.JobSlots(job_slots.RedisStore(config.redis_url), config.jobs_per_user,
                                         config.jobs_total)
         super().__init__(celery_app)
