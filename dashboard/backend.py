@@ -317,3 +317,42 @@ def quality_rows(pair_id: str, models: list[str], threshold: float) -> list[dict
     from fusion.quality import quality_rows as rows
 
     return rows(service(), models, pair_id, threshold)
+
+
+# ------------------------------------------------------------------ cohorts: every bundled sample
+def cohort_models(names) -> list[str]:
+    """The models a cohort may use of ``names`` (a request value): registered names only, in the registry's
+    order, at most ``max_models``. Raises ValueError for anything but a list of texts."""
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ValueError("the models must be a list of names")
+    return [m for m in fusion.list_models() if m in names][:config().max_models]
+
+
+def cohort_pairs() -> dict[str, str]:
+    """{sample name: pair id} of every bundled sample (``data.list_samples``), stored in the service."""
+    return {name: resolve_pair(SAMPLE_PREFIX + name)["id"] for name in data.list_samples()}
+
+
+def cohort_units(models: list[str]) -> list[tuple[str, str, str]]:
+    """(sample name, model, pair id) of every bundled sample and model of ``models``, pair by pair."""
+    return [(name, m, pair_id) for name, pair_id in cohort_pairs().items() for m in models]
+
+
+def cohort_cached(models: list[str]) -> tuple[int, int]:
+    """(units with their dense result cached, all units) of the cohort of ``models``."""
+    svc, units = service(), cohort_units(models)
+    return sum(svc.has_dense(m, pair_id) for _, m, pair_id in units), len(units)
+
+
+def cohort_csv(models: list[str], threshold: float) -> str:
+    """The cohort's ``statistics.csv`` (``fusion.cohort``): one row per (sample, model), from the cached dense
+    results, over the brain mask MRI > ``threshold``; a unit not cached gets its row with the error
+    "not computed" (nothing is computed here)."""
+    from fusion.cohort import failed_row, statistics_csv, statistics_row
+
+    svc, rows = service(), []
+    for name, m, pair_id in cohort_units(models):
+        dense = svc.cached_dense(m, pair_id)
+        rows.append(failed_row(name, m, "not computed") if dense is None else
+                    statistics_row(name, m, dense, pair_arrays(pair_id)[0], threshold))
+    return statistics_csv(rows)

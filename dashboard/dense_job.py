@@ -1,6 +1,7 @@
 """A Compute request, fanned out: the job's process, helper processes here or Celery workers elsewhere.
 
-The background job (``features.dense.run_dense``) calls ``compute``: ``fusion.fanout.run`` with the job's
+The background job (``features.dense.run_dense``) calls ``compute``, and "Compute all samples"
+(``features.cohort.run_cohort``) calls ``compute_units``: both ``fusion.fanout.run`` with the job's
 own key as the request id, so that the page's Cancel (``cancel``, from the web process) reaches
 every task of the request wherever it runs. Locally the helpers are processes of the job (killed
 with it); with ``REDIS_URL`` they are Celery tasks (``HELPER_TASK``) that any idle worker takes, and
@@ -51,7 +52,7 @@ def compute(models: list[str], pair_id: str, request_id: str | None,
     ("queued", "computing", "done", "failed"); preview (model, maps H x W, NaN where unknown) of the
     model that is furthest along, or None.
     """
-    config, service = backend.config(), backend.service()
+    service = backend.service()
     height, width = service.get_pair(pair_id)[0].shape
     states = {m: {"state": "done"} if service.has_dense(m, pair_id) else {"state": "queued"} for m in models}
 
@@ -71,11 +72,45 @@ def compute(models: list[str], pair_id: str, request_id: str | None,
 
     todo = [(m, pair_id) for m, s in states.items() if s["state"] != "done"]
     if todo:
-        fanout.run(service, todo, workers=config.dense_workers, board=board(config),
-                   request_id=request_id or uuid.uuid4().hex,
-                   start_helpers=celery_helpers if config.redis_url else None, progress=progress, previews=True,
-                   niceness=fanout.NICENESS)
+        fan_out(todo, request_id, progress, previews=True)
     return states
+
+
+def compute_units(units: list[tuple[str, str]], request_id: str | None,
+                  report: Callable[[dict[tuple[str, str], dict]], None]) -> dict[tuple[str, str], dict]:
+    """Whole-image maps of every (model, pair id) of ``units``, into the shared cache; returns {unit: state}.
+
+    A unit already cached is "cached" from the start and never planned (so a second run computes
+    nothing); the others go through one fan-out request: "queued", "computing", then "done" or
+    "failed" (with "error"), with "done" and "total" in output pixels. ``report(states)`` now and then.
+    """
+    service = backend.service()
+    states = {u: {"state": "cached"} if service.has_dense(*u) else {"state": "queued", "done": 0, "total": 1}
+              for u in dict.fromkeys(units)}
+
+    def progress(_request, summary: dict) -> None:
+        for unit, s in summary.items():
+            state = {"done": "done", "failed": "failed", "computing": "computing"}.get(s["state"], "queued")
+            states[unit] = {"state": state, "done": s["done"], "total": max(s["total"], 1)}
+            if s["error"]:
+                states[unit]["error"] = s["error"]
+        report(dict(states))
+
+    todo = [u for u, s in states.items() if s["state"] != "cached"]
+    report(dict(states))
+    if todo:
+        fan_out(todo, request_id, progress, previews=False)
+    return states
+
+
+def fan_out(units: list[tuple[str, str]], request_id: str | None, progress, previews: bool) -> dict:
+    """``fusion.fanout.run`` of ``units`` with the dashboard's settings: ``FUSION_DENSE_WORKERS`` processes (or
+    Celery workers with ``REDIS_URL``), niced, the job's board; returns its summary."""
+    config, service = backend.config(), backend.service()
+    return fanout.run(service, units, workers=config.dense_workers, board=board(config),
+                      request_id=request_id or uuid.uuid4().hex,
+                      start_helpers=celery_helpers if config.redis_url else None, progress=progress,
+                      previews=previews, niceness=fanout.NICENESS)
 
 
 def cancel(config: Config, request_id: str) -> None:
