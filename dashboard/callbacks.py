@@ -7,10 +7,10 @@ hover runs in the browser (``assets/fs_hover.js``) against the JSON endpoint of 
 from __future__ import annotations
 
 from . import api
-from .features import dense, downloads, grid, hover, images, maps, metrics, pair, statistics, url
+from .features import cohort, dense, downloads, grid, hover, images, maps, metrics, pair, statistics, url
 
 #: The features of the page, in the order their callbacks are attached.
-FEATURES = (url, pair, images, grid, dense, maps, statistics, metrics, downloads, hover)
+FEATURES = (url, pair, images, grid, dense, cohort, maps, statistics, metrics, downloads, hover)
 
 
 def register(app) -> None:

@@ -1,4 +1,5 @@
-"""The small UI pieces that callbacks send: messages, badges, the model card, the statistics table.
+"""The small UI pieces that callbacks send: messages, badges, the model card, the statistics table, and
+the controls and progress of "Compute all samples" (the cohort).
 
 Each function returns Dash components and does nothing else (no service calls), so a feature's
 callback reads as: ask the backend, then pick a piece from here. The grid is in ``panels.py``,
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import dash_bootstrap_components as dbc
 import numpy as np
-from dash import html
+from dash import dcc, html
 
 from . import colour, ids, job_slots
 
@@ -80,17 +81,20 @@ def card_body(info: dict):
 
 
 # ------------------------------------------------------------------ whole-image jobs
-def job_message(line: dict | None, idle: bool):
-    """Under Compute: the job's place in line while it waits; a lost job, with a Retry; else None."""
+def job_message(line: dict | None, idle: bool, retry=None, waiting_id: str = ids.JOB_WAITING,
+                lost_id: str = ids.JOB_LOST):
+    """Under Compute: the job's place in line while it waits; a lost job, with a Retry; else None.
+    ``retry``, ``waiting_id``, ``lost_id``: the ids of the Retry button and of the two alerts (the
+    Compute's by default; the cohort has its own)."""
     state = (line or {}).get("state")
     if state == "waiting" and not idle:
         return dbc.Alert(job_slots.waiting_text(line, long=True), color="info", className="mt-2 mb-0 py-1 small",
-                         id=ids.JOB_WAITING)
+                         id=waiting_id)
     if state == "lost" and idle:
         return dbc.Alert([html.B("The job was lost "), f"({line.get('why') or 'its worker stopped'}). ",
-                          dbc.Button("Retry", id={"type": ids.JOB_RETRY, "index": 0}, size="sm", color="danger",
-                                     className="py-0 ms-1")],
-                         color="danger", className="mt-2 mb-0 py-1 small", id=ids.JOB_LOST)
+                          dbc.Button("Retry", id=retry or {"type": ids.JOB_RETRY, "index": 0}, size="sm",
+                                     color="danger", className="py-0 ms-1")],
+                         color="danger", className="mt-2 mb-0 py-1 small", id=lost_id)
     return None
 
 
@@ -138,6 +142,49 @@ def empty_text(status: dict, job: dict) -> str:
 def preview_note():
     """Over a map that shows a running job's coarse preview."""
     return html.Span("preview, refining…", className="fs-empty-note")
+
+
+# ------------------------------------------------------------------ the cohort: every bundled sample
+def cohort_controls():
+    """Under Compute: "Compute all samples" with its Cancel, line message, progress and summary, and the
+    "Cohort statistics (CSV)" download (enabled once every unit is cached)."""
+    return html.Div([
+        dbc.ButtonGroup([
+            dbc.Button("Compute all samples", id=ids.COHORT_RUN, color="primary", outline=True, size="sm"),
+            dbc.Button("Cancel", id=ids.COHORT_CANCEL, color="secondary", size="sm", disabled=True),
+        ]),
+        html.Div(id=ids.COHORT_MSG, role="status"),
+        html.Div(id=ids.COHORT_STATUS, role="status", className="small"),
+        dbc.Button("Cohort statistics (CSV)", id=ids.COHORT_CSV, size="sm", outline=True, color="primary",
+                   disabled=True, className="mt-1"),
+        dcc.Download(id=ids.COHORT_DOWNLOAD),
+    ], className="mt-2")
+
+
+def cohort_status(report: dict | None, running: bool, cancelled: bool):
+    """The cohort job's progress bar while it runs (units done of all, ``report["value"]`` percent), then its
+    summary: computed, already cached, failed (each with its error), or where it was cancelled."""
+    if not report:
+        return None
+    size = f"{report['pairs']} pairs × {len(report['models'])} models"
+    if cancelled:
+        return dbc.Alert(f"Cancelled at {report['value']:.0f}% ({report['finished']} of {report['total']}): "
+                         "finished maps stay cached; “Compute all samples” goes on from there.", color="warning",
+                         className="mt-1 mb-0 py-1", id=ids.COHORT_SUMMARY)
+    if running and report["state"] == "running":
+        return html.Div([
+            dbc.Progress(value=report["value"], label=f"{report['finished']} of {report['total']}", striped=True,
+                         animated=True, className="fs-progress mt-1", id=ids.COHORT_BAR),
+            html.Span(f"{size}; {report['cached']} were cached", className="text-muted")])
+    if report["state"] == "running":
+        return None  # the job ended without its summary: the line message says why (lost)
+    failed = report["failed"]
+    lines = [html.Div(f"{size}: {report['computed']} computed, {report['cached']} already cached"
+                      + (f", {len(failed)} failed" if failed else "") + ".")]
+    lines += [html.Div([html.B(f"{pair} · {model}: "), html.Span(error, className="fs-error-text")])
+              for pair, model, error in failed]
+    return dbc.Alert(lines, color="danger" if failed else "success", className="mt-1 mb-0 py-1",
+                     id=ids.COHORT_SUMMARY)
 
 
 # ------------------------------------------------------------------ statistics

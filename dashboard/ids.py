@@ -30,6 +30,11 @@ DENSE_PROGRESS = "fs-dense-progress"  # the running job's progress and preview
 DENSE_STATUS = "fs-dense-status"      # per model: done / failed / cancelled / lost / missing
 DENSE_CANCELLED = "fs-dense-cancelled"
 DENSE_JOB = "fs-dense-job"            # the job's place in line or fate (written by dashboard/jobs.py)
+COHORT_REQUEST = "fs-cohort-request"  # the models a "Compute all samples" job was asked for
+COHORT_RESULT = "fs-cohort-result"    # that job's summary (read as State only)
+COHORT_PROGRESS = "fs-cohort-progress"  # its progress over the whole cohort, then its summary
+COHORT_CANCELLED = "fs-cohort-cancelled"
+COHORT_JOB = "fs-cohort-job"          # its place in line or fate (written by dashboard/jobs.py)
 UPLOADS = "fs-uploads"                # uploaded pairs of this page: [{id, label}]
 OPENED = "fs-opened"                  # the last HDF5 file opened
 STATS_ROWS = "fs-stats-rows"          # the statistics table's rows, for the CSV
@@ -37,7 +42,8 @@ JS_SINK = "fs-js-sink"                # output of the clientside callbacks (neve
 BROWSER_CONFIG = "fs-browser-config"  # ids and route for assets/fs_hover.js
 
 STORES = (PAIR, PINNED, PIXEL_REST, REGION, GRID_VERSION, DENSE_REQUEST, DENSE_RESULT, DENSE_PROGRESS,
-          DENSE_STATUS, DENSE_CANCELLED, DENSE_JOB, UPLOADS, OPENED, STATS_ROWS, JS_SINK)
+          DENSE_STATUS, DENSE_CANCELLED, DENSE_JOB, COHORT_REQUEST, COHORT_RESULT, COHORT_PROGRESS, COHORT_CANCELLED,
+          COHORT_JOB, UPLOADS, OPENED, STATS_ROWS, JS_SINK)
 
 # ------------------------------------------------------------------ controls
 URL = "fs-url"
@@ -56,6 +62,9 @@ REGION_MODE = "fs-region-mode"
 MASK_THRESHOLD = "fs-mask-threshold"
 REGION_CLEAR = "fs-region-clear"
 DENSE_RUN, DENSE_CANCEL, DENSE_MSG = "fs-dense-run", "fs-dense-cancel", "fs-dense-msg"
+COHORT_RUN, COHORT_CANCEL, COHORT_MSG = "fs-cohort-run", "fs-cohort-cancel", "fs-cohort-msg"
+COHORT_STATUS, COHORT_CSV, COHORT_DOWNLOAD = "fs-cohort-status", "fs-cohort-csv", "fs-cohort-download"
+COHORT_RETRY = "fs-cohort-retry"      # retry a lost cohort job
 LINK = "fs-link"
 DOWNLOAD_PNG, DOWNLOAD_CSV = "fs-dl-png", "fs-dl-csv"
 DOWNLOAD, DOWNLOAD_FUSED = "fs-download", "fs-download-fused"
@@ -63,6 +72,8 @@ DOWNLOAD, DOWNLOAD_FUSED = "fs-download", "fs-download-fused"
 # ------------------------------------------------------------------ messages written by callbacks
 UPLOAD_ERROR, UPLOAD_OK, UPLOAD_WARNING = "fs-upload-error", "fs-upload-ok", "fs-upload-warning"
 JOB_WAITING, JOB_LOST = "fs-job-waiting", "fs-job-lost"
+COHORT_WAITING, COHORT_LOST = "fs-cohort-waiting", "fs-cohort-lost"
+COHORT_BAR, COHORT_SUMMARY = "fs-cohort-bar", "fs-cohort-summary"
 PINNED_BADGE = "fs-pinned-badge"
 NO_MODELS = "fs-no-models"
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dash_bootstrap_components as dbc
 from dash import dcc, html
 
-from . import backend, ids, stats
+from . import backend, components, ids, stats
 from .features.metrics import metrics_card
 from .panels import JACOBIAN_VIEWS
 from .state import GAMMA_MAX, GAMMA_MIN, ViewState
@@ -97,7 +97,9 @@ def controls(samples: list[str], models: list[str], default: ViewState):
                      dbc.Button("Cancel", id=ids.DENSE_CANCEL, color="secondary", size="sm", disabled=True),
                  ]),
                  html.Div(id=ids.DENSE_MSG, role="status"),
-                 help_text="dense Jacobians run in the background; results are cached for everyone"),
+                 components.cohort_controls(),
+                 help_text="dense Jacobians run in the background; results are cached for everyone. "
+                           "“Compute all samples”: the shown models on every bundled pair"),
         _section("Share and download",
                  html.Div([dcc.Input(id=ids.LINK, readOnly=True, className="fs-link form-control form-control-sm"),
                            dcc.Clipboard(target_id=ids.LINK, title="copy link", className="fs-copy")],

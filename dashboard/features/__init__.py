@@ -5,6 +5,7 @@
     images     the inputs and the fused images (colour or Y only)
     grid       the comparison grid, its Jacobian colour bars, the pin badge, model cards
     dense      whole-image jobs: request, run (background), status, cancel, messages
+    cohort     "Compute all samples": the shown models on every bundled pair (background), its CSV
     maps       the whole-image maps: finished results and a running job's preview
     statistics MRI-share histograms, the region table, the guidance scatter and its brushing
     metrics    the fusion quality metrics table

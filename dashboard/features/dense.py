@@ -119,12 +119,13 @@ def run_dense(set_progress, request, mode, gamma):
     Output(ids.DENSE_STATUS, "data"),
     Input(ids.GRID_VERSION, "data"), Input(ids.DENSE_PROGRESS, "data"), Input(ids.DENSE_CANCEL, "disabled"),
     Input(ids.OPENED, "data"), Input(ids.DENSE_CANCELLED, "data"), Input(ids.DENSE_JOB, "data"),
+    Input(ids.COHORT_CANCEL, "disabled"),
     State(ids.DENSE_STATUS, "data"), State(ids.DENSE_RESULT, "data"), State(ids.DENSE_REQUEST, "data"),
 )
-def dense_status(version, progress, _idle, _opened, cancelled, job, previous, result, request):
-    """Per model: "done" (in the shared cache, computed or opened from a file), "failed" (with the error),
-    "cancelled" (with how far it got, until the next job reports), "lost" (its job's worker stopped)
-    or "missing".
+def dense_status(version, progress, _idle, _opened, cancelled, job, _cohort_idle, previous, result, request):
+    """Per model: "done" (in the shared cache, computed or opened from a file, or by "Compute all samples",
+    looked at when that job ends), "failed" (with the error), "cancelled" (with how far it got, until the
+    next job reports), "lost" (its job's worker stopped) or "missing".
 
     Driven by the job's progress (and by the job ending), never by the job's result:
     Dash holds back every callback downstream of a running background callback's
