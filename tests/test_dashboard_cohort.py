@@ -154,6 +154,12 @@ def test_compute_all_samples_then_the_csv_and_any_sample_at_once(dash_duo, tmp_p
         samples = data.list_samples()
         total = len(samples) * len(MODELS)
         assert dash_duo.find_element(f"#{ids.COHORT_CSV}").get_attribute("disabled") is not None
+        # As a server does at start: plan the models at the samples' size. A job killed while it plans a
+        # model leaves that plan's lease to its expiry (minutes), which the run after Cancel would wait for.
+        svc = backend.service()
+        for future in svc.plan_ahead(MODELS, [(256, 256)]):
+            future.result(timeout=600)
+        assert all(svc.planned(m, 256, 256) for m in MODELS)
 
         # Cancel once a unit is finished: the job's processes stop and the page says where it stopped
         before = job_processes()
