@@ -23,6 +23,7 @@ from fusion.saliency import (
     Cancelled,
     DenseJacobian,
     Method,
+    analyse,
     colour_order,
     dense_jacobian,
     pixel_jacobian,
@@ -239,8 +240,9 @@ def test_cancel(kind):
 
 
 def test_crops_progress_preview_and_cancel(monkeypatch):
-    """The crop path visits the pixels in the colour order, CROP_PIXELS at a time: its first preview
-    holds colour (0, 0)'s grid, like the coloured path's."""
+    """The crop path visits the pixels whose window reaches no image edge in the colour order, CROP_PIXELS at a
+    time (then the others, grouped by window geometry): its first preview holds colour (0, 0)'s pixels inside
+    the image, then the next colours', like the coloured path's."""
     from fusion.saliency import dense_paths as dense_module
 
     monkeypatch.setattr(dense_module, "CROP_PIXELS", 6)
@@ -252,7 +254,10 @@ def test_crops_progress_preview_and_cancel(monkeypatch):
     assert dense.method == Method.CROPS
     assert [c[0] for c in calls] == list(range(6, 30 * 26 + 1, 6)) and {c[1] for c in calls} == {30 * 26}
     known = ~np.isnan(calls[0][2]["guidance_a"])
-    assert known.sum() == 3 * 2 and known[0, 0] and known[13, 13] and known[26, 0]
+    field = analyse(model)
+    inside = np.zeros_like(known)
+    inside[field.up:30 - field.down, field.left:26 - field.right] = True
+    assert known.sum() == 6 and known[13, 13] and not (known & ~inside).any()
     np.testing.assert_array_equal(calls[-1][2]["influence_b"], dense.influence_b)
     event = threading.Event()
     with pytest.raises(Cancelled, match="after 12 of 780 pixels"):
