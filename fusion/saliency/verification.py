@@ -83,6 +83,11 @@ def disagreement(model: nn.Module, height: int, width: int, rows) -> float | Non
     return worst if worst > rtol else None
 
 
+def relative_error(want: np.ndarray, got: np.ndarray) -> float:
+    """Largest |want - got| over the larger of the two arrays' largest |value|."""
+    return float(np.abs(want - got).max() / max(np.abs(want).max(), np.abs(got).max(), 1e-30))
+
+
 def compare_with_autograd(model: nn.Module, a: torch.Tensor, b: torch.Tensor, pixels: list[tuple[int, int]],
                           row: Callable[[int, int], tuple[np.ndarray, np.ndarray]], label: str) -> str | None:
     """Compare the Jacobian rows ``row(r, c)`` (two H x W arrays) at ``pixels`` with full-image autograd on
@@ -103,14 +108,14 @@ def compare_with_autograd(model: nn.Module, a: torch.Tensor, b: torch.Tensor, pi
     for want, got in ((want_a[0], sum(w * ra for w, (ra, _) in zip(weights, have, strict=True))),
                       (want_b[0], sum(w * rb for w, (_, rb) in zip(weights, have, strict=True)))):
         want = want.detach().cpu().double().numpy()
-        worst = max(worst, np.abs(want - got).max() / max(np.abs(want).max(), np.abs(got).max(), 1e-30))
+        worst = max(worst, relative_error(want, got))
     if worst <= rtol:
         return None
     want_a, want_b, _ = full_rows(model, a, b, pixels)
     for k, (r, c) in enumerate(pixels):
         for want, got in zip((want_a[k], want_b[k]), have[k], strict=True):
             want = want.detach().cpu().double().numpy()
-            err = np.abs(want - got).max() / max(np.abs(want).max(), np.abs(got).max(), 1e-30)
+            err = relative_error(want, got)
             if err > rtol:
                 return (f"the {label} Jacobian disagrees with full-image autograd at pixel ({r}, {c}) "
                         f"(relative error {err:.2g})")
