@@ -130,6 +130,19 @@ def crop_rows(model: nn.Module, a: torch.Tensor, b: torch.Tensor, pixels, field:
     return rows_a, rows_b, values
 
 
+def window_geometry(window: tuple[int, int, int, int], height: int, width: int,
+                    edges: bool = True) -> tuple[int, int, tuple[bool, bool, bool, bool] | None]:
+    """What one batch of ``crop_batches`` shares: the window's (top, bottom, left, right) height and width,
+    and (with ``edges``: shrinking windows) which edges of the H x W image it reaches (top, bottom, left,
+    right), else None.
+
+    >>> window_geometry((0, 5, 3, 8), 20, 20)
+    (5, 5, (True, False, False, False))
+    """
+    t, bt, lf, rt = window
+    return bt - t, rt - lf, ((t == 0, bt == height, lf == 0, rt == width) if edges else None)
+
+
 def crop_batches(model: nn.Module, a: torch.Tensor, b: torch.Tensor, pixels, field: Field, shrinking: bool,
                  record: ForwardRecord | None = None, corner_programs: bool = True, new_programs: bool = True,
                  fallback: bool = False):
@@ -153,9 +166,8 @@ def crop_batches(model: nn.Module, a: torch.Tensor, b: torch.Tensor, pixels, fie
     else:
         windows = crop_windows(field, height, width, pixels)
     groups: dict[tuple, list[int]] = {}
-    for k, (t, bt, lf, rt) in enumerate(windows):
-        border = (t == 0, bt == height, lf == 0, rt == width) if shrinking else None
-        groups.setdefault((bt - t, rt - lf, border), []).append(k)
+    for k, window in enumerate(windows):
+        groups.setdefault(window_geometry(window, height, width, shrinking), []).append(k)
     work = sum(len(m) * h * w for (h, w, _), m in groups.items())
     with torch.enable_grad(), single_thread(work < SINGLE_THREAD_PIXELS):
         for (_, _, border), members in groups.items():

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from .backward import Backward, kept_graph
-from .crops import crop_batches
+from .crops import crop_batches, window_geometry
 from .field import Field, analyse
 from .methods import Method
 from .replay import ForwardRecord, record_forward
@@ -228,13 +228,9 @@ def by_crops(model, ta, tb, f: Field, report, cancel, keep_band, record: Forward
                            "cpu")
     order = [p for p in layout.pixels.tolist() if first <= p < end]
 
-    def geometry(p: int) -> tuple:  # which image edges the pixel's window reaches, and its size
-        t, bt, lf, rt = f.box(*divmod(p, width), height, width)
-        return t == 0, bt == height, lf == 0, rt == width, bt - t, rt - lf
-
-    edges = {p: geometry(p) for p in order}
-    order = [p for p in order if not any(edges[p][:4])] + sorted((p for p in order if any(edges[p][:4])),
-                                                                  key=edges.__getitem__)
+    geometry = {p: window_geometry(f.box(*divmod(p, width), height, width), height, width) for p in order}
+    order = [p for p in order if not any(geometry[p][2])] + sorted((p for p in order if any(geometry[p][2])),
+                                                                    key=geometry.__getitem__)
 
     for start, part in _chunks(order, CROP_PIXELS, cancel, "pixels"):
         pixels = [divmod(p, width) for p in part]
