@@ -33,9 +33,6 @@ PLANNING = ("inline", "background", "elsewhere")
 #: A probe costs a fraction of a second per model and the full image many times more, so waiting for the
 #: probe is the faster exact answer nearly always.
 FIELD_WAIT_S = 20.0
-#: One process at a time probes a model, or plans it at an image size, under a lease in the shared cache; the
-#: lease of a process killed meanwhile expires after this many seconds.
-PROBE_LEASE_S, PLAN_LEASE_S = 30, 300
 
 
 class HoverPlan(NamedTuple):
@@ -139,7 +136,7 @@ class Planner:
         """The Future of the model's field, probed in the probing thread (by one process at a time)."""
         lease = ("field", self.weights_hash(name))
         return self.probing.submit(("field", name), FIELD, lambda: self.store.one_at_a_time(
-            lease, PROBE_LEASE_S, lambda: self.known_field(name), lambda: self.field(name)))
+            lease, lambda: self.known_field(name), lambda: self.field(name)))
 
     # -------------------------------------------------------------- plans
     def plan(self, name: str, height: int, width: int) -> HoverPlan:
@@ -172,7 +169,7 @@ class Planner:
 
     def plan_shared(self, name: str, height: int, width: int) -> HoverPlan:
         """``plan`` by one process at a time; the others wait for its verdict."""
-        return self.store.one_at_a_time(("plan", self.weights_hash(name), f"{height}x{width}"), PLAN_LEASE_S,
+        return self.store.one_at_a_time(("plan", self.weights_hash(name), f"{height}x{width}"),
                                         lambda: self.known_plan(name, height, width),
                                         lambda: self.plan(name, height, width))
 

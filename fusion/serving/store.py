@@ -10,7 +10,9 @@ stored and read back as ``StoredPlan`` values; installing them in a model's memo
 from __future__ import annotations
 
 import os
+import threading
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -23,6 +25,9 @@ from ..saliency.field import Field
 from ..saliency.result import DenseJacobian
 from .keys import cache_key, pack, pair_hash, unpack
 from .memory import LRU
+
+#: A lease of ``DiskStore.one_at_a_time`` lasts this long unless its holder renews it.
+LEASE_S = 15.0
 
 
 @dataclass(frozen=True)
@@ -149,20 +154,37 @@ class DiskStore:
     def put_plan(self, weights: str, height: int, width: int, plan: StoredPlan) -> None:
         self.save(cache_key("verdict", weights, f"{height}x{width}"), {}, asdict(plan))
 
-    def one_at_a_time(self, lease: tuple, seconds: float, known, compute):
-        """``known()`` once it is not None; meanwhile, ``compute()`` by the one process that holds the lease
-        (an entry of the cache that expires after ``seconds``, should its holder be killed)."""
-        key = cache_key("lease", *lease)
+    def one_at_a_time(self, lease: tuple, known, compute, seconds: float = LEASE_S):
+        """``known()`` once it is not None; meanwhile, ``compute()`` by the one process that holds the lease.
+
+        The lease is an entry of the cache that expires after ``seconds`` unless renewed: its holder renews
+        it every third of that while ``compute()`` runs, however long that takes, so a holder that is
+        killed delays the others by at most ``seconds``.
+        """
+        key, owner = cache_key("lease", *lease), f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         while True:
             found = known()
             if found is not None:
                 return found
-            if self.cache.add(key, os.getpid(), expire=seconds):
+            if self.cache.add(key, owner, expire=seconds):
+                held = threading.Event()
+                renewal = threading.Thread(target=self._renew, args=(key, owner, seconds, held), daemon=True,
+                                           name="lease-renewal")
+                renewal.start()
                 try:
                     return compute()
                 finally:
-                    self.cache.delete(key)
+                    held.set()
+                    renewal.join()
+                    if self.cache.get(key) == owner:
+                        self.cache.delete(key)
             time.sleep(0.2)
+
+    def _renew(self, key: str, owner: str, seconds: float, done: threading.Event) -> None:
+        while not done.wait(seconds / 3):
+            if self.cache.get(key) != owner:  # expired meanwhile (this process was stopped) and taken by another
+                return
+            self.cache.touch(key, expire=seconds)
 
     # -------------------------------------------------------------- fused images
     def fused(self, weights: str, pair_id: str) -> np.ndarray | None:
