@@ -379,6 +379,18 @@
                 document.documentElement.dataset.fsMode = S.mode;
                 return window.dash_clientside.no_update;
             },
+            /* A running job's latest preview (four views of one model) into that model's whole-image maps,
+               unless the model is done meanwhile, the page shows another pair, or the job ended. */
+            showPreview: function (preview, status, idle) {
+                const outputs = window.dash_clientside.callback_context.outputs_list;
+                const none = window.dash_clientside.no_update;
+                const shown = preview && status && !idle && preview.pair === status.pair;
+                return outputs.map(function (o) {
+                    const m = o.id.model;
+                    const done = ((status && status.models[m]) || {}).state === "done";
+                    return shown && m === preview.model && !done ? (preview.srcs[o.id.view] || "") : none;
+                });
+            },
             drawRegion: function (region, version, cfg) {
                 configure(cfg);
                 S.region = region && region.points ? region : null;

@@ -17,6 +17,7 @@ while the job's progress shows; both phases are printed, from the same run.
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import os
 import random
@@ -132,6 +133,17 @@ def trial(driver, target, fx: float, fy: float, route: str, timeout: float = 10.
     raise RuntimeError("a hover was not answered within the timeout")
 
 
+LONG_FRAMES = """
+if (!window.__fsLong) {
+  window.__fsLong = [];
+  new PerformanceObserver(l => { for (const e of l.getEntries()) {
+    window.__fsLong.push([e.duration, e.scripts.map(x => [x.invoker, x.duration])]);
+  } }).observe({type: 'long-animation-frame'});
+}
+return window.__fsLong.splice(0);
+"""
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     k = (len(ordered) - 1) * q
@@ -139,18 +151,22 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
-def measure(driver, targets, rng, args) -> tuple[list[float], list[list[float]]]:
-    """``args.warmup`` hovers, then ``args.n`` measured ones: (ms each, their three parts)."""
+def measure(driver, targets, rng, args) -> tuple[list[float], list[list[float]], list, float]:
+    """``args.warmup`` hovers, then ``args.n`` measured ones: (ms each, their three parts, the page's long
+    animation frames while they ran (over 50 ms: [ms, [[what ran, ms], ...]] each), and their seconds)."""
     route = HOVER_ROUTE
     latencies, parts = [], []
     for k in range(args.warmup + args.n):
+        if k == args.warmup:
+            driver.execute_script(LONG_FRAMES)
+            begun = time.monotonic()
         ms, split = trial(driver, rng.choice(targets), rng.uniform(0.15, 0.85), rng.uniform(0.15, 0.85), route)
         if k >= args.warmup:
             latencies.append(ms)
             if split:
                 parts.append(split)
         time.sleep(args.pause)
-    return latencies, parts
+    return latencies, parts, driver.execute_script(LONG_FRAMES), time.monotonic() - begun
 
 
 def main() -> None:
@@ -202,7 +218,7 @@ def main() -> None:
             still = driver.find_elements("css selector", "[id*='status'] .progress")
             print(f"(the Compute was {'still running' if still else 'finished'} at the end of the second phase)")
         print(f"hover -> all panels updated, {n_models} models, {args.n} hovers per phase, headless Chromium")
-        for name, (latencies, parts) in phases:
+        for name, (latencies, parts, long_frames, seconds) in phases:
             print(f"  {name:15s} p50 {percentile(latencies, 0.5):6.1f} ms   p95 {percentile(latencies, 0.95):6.1f} ms"
                   f"   mean {statistics.fmean(latencies):6.1f} ms   max {max(latencies):6.1f} ms")
             for k, part in enumerate(("before the request", "the request", "answer -> decoded")):
@@ -210,6 +226,14 @@ def main() -> None:
                 if values:
                     print(f"    {part:20s} p50 {percentile(values, 0.5):6.1f} ms   p95 "
                           f"{percentile(values, 0.95):6.1f} ms   max {max(values):6.1f} ms")
+            busy = sum(ms for ms, _ in long_frames)
+            print(f"    frames over 50 ms: {len(long_frames)} in {seconds:.0f} s, {busy:.0f} ms in all, longest "
+                  f"{max((ms for ms, _ in long_frames), default=0):.0f} ms; in them:", end="")
+            spent = collections.Counter()
+            for _, scripts in long_frames:
+                for invoker, ms in scripts:
+                    spent[invoker] += ms
+            print("".join(f" {invoker} {ms:.0f} ms;" for invoker, ms in spent.most_common(4)) or " -")
     finally:
         driver.quit()
         if proc is not None:  # the app and its job processes (a running Compute outlives the app)

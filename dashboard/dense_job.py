@@ -45,12 +45,12 @@ def celery_helpers(request, count: int) -> None:
 
 
 def compute(models: list[str], pair_id: str, request_id: str | None,
-            report: Callable[[dict[str, dict], tuple[str, dict] | None], None]) -> dict[str, dict]:
+            report: Callable[[dict[str, dict], Callable[[], tuple[str, dict] | None]], None]) -> dict[str, dict]:
     """Whole-image maps of ``models`` on the pair, into the shared cache; returns {model: state}.
 
     ``report(states, preview)`` now and then: states {model: {"state", "done", "total"[, "error"]}}
-    ("queued", "computing", "done", "failed"); preview (model, maps H x W, NaN where unknown) of the
-    model that is furthest along, or None.
+    ("queued", "computing", "done", "failed"); ``preview()`` reads the preview (model, maps H x W, NaN
+    where unknown) of the model that is furthest along, or None (called only when it is shown).
     """
     service = backend.service()
     height, width = service.get_pair(pair_id)[0].shape
@@ -63,11 +63,14 @@ def compute(models: list[str], pair_id: str, request_id: str | None,
             if unit["error"]:
                 states[model]["error"] = unit["error"]
         computing = [m for m, s in states.items() if s["state"] == "computing"]
-        preview = None
-        if computing:
+
+        def preview() -> tuple[str, dict] | None:
+            if not computing:
+                return None
             model = max(computing, key=lambda m: states[m]["done"] / states[m]["total"])
             maps = fanout.preview(request, model, pair_id, height, width)
-            preview = (model, maps) if maps is not None else None
+            return (model, maps) if maps is not None else None
+
         report(dict(states), preview)
 
     todo = [(m, pair_id) for m, s in states.items() if s["state"] != "done"]

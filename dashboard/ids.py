@@ -26,7 +26,8 @@ REGION = "fs-region"                  # the drawn or brushed region (written by 
 GRID_VERSION = "fs-grid-version"      # {models, window, pair, t} of the grid on the page
 DENSE_REQUEST = "fs-dense-request"    # the models and pair a whole-image job was asked for
 DENSE_RESULT = "fs-dense-result"      # the job's failures (read as State only)
-DENSE_PROGRESS = "fs-dense-progress"  # the running job's progress and preview
+DENSE_PROGRESS = "fs-dense-progress"  # the running job's progress (and which model its preview shows)
+DENSE_PREVIEW = "fs-dense-preview"    # the running job's latest preview {pair, t, model, srcs} (shown in the browser)
 DENSE_STATUS = "fs-dense-status"      # per model: done / failed / cancelled / lost / missing
 DENSE_CANCELLED = "fs-dense-cancelled"
 DENSE_JOB = "fs-dense-job"            # the job's place in line or fate (written by dashboard/jobs.py)
@@ -42,8 +43,8 @@ JS_SINK = "fs-js-sink"                # output of the clientside callbacks (neve
 BROWSER_CONFIG = "fs-browser-config"  # ids and route for assets/fs_hover.js
 
 STORES = (PAIR, PINNED, PIXEL_REST, REGION, GRID_VERSION, DENSE_REQUEST, DENSE_RESULT, DENSE_PROGRESS,
-          DENSE_STATUS, DENSE_CANCELLED, DENSE_JOB, COHORT_REQUEST, COHORT_RESULT, COHORT_PROGRESS, COHORT_CANCELLED,
-          COHORT_JOB, UPLOADS, OPENED, STATS_ROWS, JS_SINK)
+          DENSE_PREVIEW, DENSE_STATUS, DENSE_CANCELLED, DENSE_JOB, COHORT_REQUEST, COHORT_RESULT, COHORT_PROGRESS,
+          COHORT_CANCELLED, COHORT_JOB, UPLOADS, OPENED, STATS_ROWS, JS_SINK)
 
 # ------------------------------------------------------------------ controls
 URL = "fs-url"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from dash import ALL, Input, Output, State, ctx
+from dash import ALL, Input, Output, State, ctx, no_update, set_props
 from dash.exceptions import PreventUpdate
 
 from .. import backend, components, dense_job, ids, jobs
@@ -18,6 +18,11 @@ from ..registry import Feature, output_ids
 
 feature = Feature(__name__)
 register = feature.register
+
+#: Seconds between two messages of a running job's progress, and between two of its previews (see ``run_dense``),
+#: and milliseconds between the page's asks for them: every answer that changes the page keeps the browser busy
+#: for tens of milliseconds, which a hover's answer may have to wait behind.
+PROGRESS_EVERY_S, PREVIEW_EVERY_S, POLL_MS = 2.0, 4.0, 1000
 
 
 def live(progress: dict | None, pair_id: str, running: bool) -> dict:
@@ -69,16 +74,20 @@ def request_dense(run, retries, version, job_retries, previous):
     cancel=[Input(ids.DENSE_CANCEL, "n_clicks")],
     running=[(Output(ids.DENSE_RUN, "disabled"), True, False),
              (Output(ids.DENSE_CANCEL, "disabled"), False, True)],
-    interval=400,
+    interval=POLL_MS,
     prevent_initial_call=True,
 )
 def run_dense(set_progress, request, mode, gamma):
     """Dense Jacobians of the requested models in a background job, fanned out over the cores (or the Celery
     workers) in blocks of rows (``dense_job``).
 
-    Progress per model (and a coarse preview that refines) goes out every ~0.4 s; the results
-    themselves go to the service's shared cache, so every page and worker sees them.
-    The returned failures are only read as State (see ``dense_status``).
+    Progress per model goes out when it changed, at most every ``PROGRESS_EVERY_S``; a coarse preview that
+    refines (four PNG views of the model furthest along, named in the progress as ``preview_model``) at most
+    every ``PREVIEW_EVERY_S``, only when it changed, and in a store of its own (``ids.DENSE_PREVIEW``, shown
+    by the browser itself: ``maps``), so that the callbacks driven by the progress never carry it: each
+    message re-renders part of the page, which a hover's answer waits behind. The results themselves go to
+    the service's shared cache, so every page and worker sees them. The returned failures are only read as State
+    (see ``dense_status``).
     """
     if not request:
         raise PreventUpdate
@@ -86,22 +95,28 @@ def run_dense(set_progress, request, mode, gamma):
     svc = backend.service()
     pair_id = request["pair"]
     report = {"pair": pair_id, "t": request["t"], "models": {m: {"state": "queued"} for m in request["models"]},
-              "preview": None}
-    fused, last = {}, [0.0]
+              "preview_model": None}
+    fused, sent = {}, {"progress": 0.0, "preview": 0.0, "models": None, "srcs": None}
 
     def progress(states: dict, preview) -> None:
         report["models"] = {m: {k: v for k, v in s.items() if k in ("state", "done", "total", "error")}
                             for m, s in states.items()}
         now = time.monotonic()
-        if now - last[0] < 0.4:
+        if now - sent["preview"] >= PREVIEW_EVERY_S:
+            sent["preview"] = now
+            shown = preview()
+            if shown is not None:
+                model, maps = shown
+                if model not in fused:
+                    fused[model] = svc.fuse(model, pair_id)
+                srcs = {v: s for v, (s, _) in dense_views(maps, fused[model], mode, gamma).items()}
+                if srcs != sent["srcs"]:
+                    sent["srcs"], report["preview_model"] = srcs, model
+                    set_props(ids.DENSE_PREVIEW, {"data": {"pair": pair_id, "t": request["t"], "model": model,
+                                                           "srcs": srcs}})
+        if report["models"] == sent["models"] or now - sent["progress"] < PROGRESS_EVERY_S:
             return
-        last[0] = now
-        if preview is not None:
-            model, maps = preview
-            if model not in fused:
-                fused[model] = svc.fuse(model, pair_id)
-            srcs = dense_views(maps, fused[model], mode, gamma)
-            report["preview"] = {"model": model, "srcs": {v: s for v, (s, _) in srcs.items()}}
+        sent["progress"], sent["models"] = now, report["models"]
         set_progress(dict(report))
 
     try:
@@ -109,7 +124,7 @@ def run_dense(set_progress, request, mode, gamma):
     except Exception as exc:  # noqa: BLE001 - the page says what went wrong; finished models stay cached
         states = {m: {"state": "done"} if svc.has_dense(m, pair_id) else
                   {"state": "failed", "error": f"{type(exc).__name__}: {exc}"} for m in request["models"]}
-    report["models"], report["preview"] = states, None
+    report["models"] = states
     set_progress(dict(report))
     return {"pair": pair_id, "t": request["t"],
             "models": {m: s for m, s in states.items() if s["state"] == "failed"}}
@@ -185,16 +200,33 @@ def job_message(line, idle):
 
 @feature.callback(
     Output(ids.every(ids.STATUS, views=False), "children"),
+    Output(ids.every(ids.EMPTY), "children", allow_duplicate=True),
     Input(ids.DENSE_STATUS, "data"), Input(ids.DENSE_PROGRESS, "data"), Input(ids.DENSE_CANCEL, "disabled"),
     Input(ids.DENSE_JOB, "data"),
+    prevent_initial_call="initial_duplicate",
 )
 def model_status(status, progress, idle, line):
     """Header of each column: done / waiting in line / computing n% / failed or lost (message and retry) /
-    not computed."""
+    not computed; and, on each message of a running job, the note over each unfinished model's maps
+    ("computing", "queued", or "preview" over the model whose preview the browser shows: ``maps``).
+    One callback for both: each callback a job's message sets off keeps the browser busy for a while."""
     models = [i["model"] for i in output_ids(0)]
     if not status:
-        return [""] * len(models)
+        return [""] * len(models), [no_update] * len(output_ids(1))
     waiting = not idle and (line or {}).get("state") == "waiting"
     running = {} if waiting else live(progress, status["pair"], running=not idle)
-    return [components.model_status(m, status["models"].get(m, {"state": "missing"}), running.get(m, {}), line,
-                                    waiting) for m in models]
+    headers = [components.model_status(m, status["models"].get(m, {"state": "missing"}), running.get(m, {}), line,
+                                       waiting) for m in models]
+    notes = [no_update] * len(output_ids(1))
+    if running and ctx.triggered_id == ids.DENSE_PROGRESS:  # else the maps' own callback wrote them (``maps``)
+        notes = [map_note(i["model"], status, progress, running) for i in output_ids(1)]
+    return headers, notes
+
+
+def map_note(model: str, status: dict, progress: dict, running: dict):
+    """The note over one of ``model``'s whole-image maps while a job runs (no_update once it is done)."""
+    if status["models"].get(model, {}).get("state") == "done":
+        return no_update
+    if progress.get("preview_model") == model:
+        return components.preview_note()
+    return components.empty_text(status["models"].get(model, {}), running.get(model, {}))

@@ -1,17 +1,17 @@
 """The whole-image maps of every column: guidance maps, RGB composite and MRI share.
 
 From the shared cache once a model's job is done (``show_dense``), or, while a job runs, its coarse
-preview that refines (``show_progress``); otherwise a note saying why a map is empty.
+preview that refines (shown by the browser, ``showPreview``, with a note from ``dense.model_status``);
+otherwise a note saying why a map is empty.
 """
 from __future__ import annotations
 
-from dash import Input, Output, State, no_update
+from dash import ClientsideFunction, Input, Output, State
 from dash.exceptions import PreventUpdate
 
 from .. import backend, colour, components, ids
 from ..paint import DENSE_MAPS, dense_views
 from ..registry import Feature, output_ids
-from .dense import live
 
 feature = Feature(__name__)
 register = feature.register
@@ -54,31 +54,9 @@ def show_dense(status, mode, shared, gamma):
     return srcs, empties, bars, ticks
 
 
-@feature.callback(
-    Output(ids.every(ids.IMAGE["dense"]), "src", allow_duplicate=True),
-    Output(ids.every(ids.EMPTY), "children", allow_duplicate=True),
-    Input(ids.DENSE_PROGRESS, "data"),
-    State(ids.DENSE_STATUS, "data"), State(ids.DENSE_CANCEL, "disabled"),
-    prevent_initial_call=True,
-)
-def show_progress(progress, status, idle):
-    """While a job runs: its coarse preview (refining) in the computing model's panels, others untouched."""
-    ids_ = output_ids(0)
-    if not status:
-        raise PreventUpdate
-    running = live(progress, status["pair"], running=not idle)
-    if not running:
-        raise PreventUpdate
-    preview = (progress or {}).get("preview") or {}
-    srcs, empties = [], []
-    for i in ids_:
-        m, view = i["model"], i["view"]
-        if status["models"].get(m, {}).get("state") == "done":
-            srcs.append(no_update), empties.append(no_update)
-        elif preview.get("model") == m:
-            srcs.append(preview["srcs"].get(view, ""))
-            empties.append(components.preview_note())
-        else:
-            srcs.append(no_update)
-            empties.append(components.empty_text(status["models"].get(m, {}), running.get(m, {})))
-    return srcs, empties
+feature.clientside(ClientsideFunction("fs", "showPreview"),
+                   Output(ids.every(ids.IMAGE["dense"]), "src", allow_duplicate=True),
+                   Input(ids.DENSE_PREVIEW, "data"), State(ids.DENSE_STATUS, "data"),
+                   State(ids.DENSE_CANCEL, "disabled"),
+                   prevent_initial_call=True)
+
