@@ -57,6 +57,16 @@ def test_each_path_in_blocks(method):
     assert_same(merged(model, a, b, CUTS, method), dense_jacobian(model, a, b, method=method))
 
 
+@pytest.mark.parametrize("method", [Method.CROPS, Method.COLOURED])
+def test_blocks_without_their_band_merge_to_the_same_maps(method):
+    model = build(Dilated)
+    a, b = pair(30, 22, seed=6)
+    blocks = [dense_block(model, a, b, top, bottom, method, keep_band=False) for top, bottom in CUTS]
+    assert all(block.band_a is None and block.reason is None for block in blocks)
+    result, whole = merge_blocks(model, a, b, blocks), dense_jacobian(model, a, b, method=method, keep_band=False)
+    assert_same(result, whole)
+
+
 @pytest.mark.parametrize("cls", [DownUp, MeanSubtract])
 def test_strided_and_global_models_take_the_whole_image_per_block(cls):
     """A model with stride 2, or a global operation, cannot be cut into strips: each block runs on the whole
@@ -82,23 +92,31 @@ def test_a_strip_is_only_the_rows_the_block_needs():
     assert calls[-1][2]["mri_share"].shape == (10, 20)
 
 
-def test_a_block_that_disagrees_is_never_served(monkeypatch):
+@pytest.mark.parametrize("keep_band", [True, False])
+def test_a_block_that_disagrees_is_never_served(monkeypatch, keep_band):
     """A block whose rows disagree with full-image autograd (here: a path made wrong on purpose) is redone by
-    one backward pass per pixel of its rows; the merged result is exact and says why."""
+    one backward pass per pixel of its rows; the merged result is exact and says why. A block that keeps no
+    band still checks the band rows of its checked pixels, computed for them alone."""
     from fusion.saliency import blocks as blocks_module
 
     right = blocks_module.compute
 
+    shapes = []
+
     def wrong(*args, **kwargs):
         taken, maps, bands, fused = right(*args, **kwargs)
         if bands:
+            shapes.append(bands[0].shape)
             bands[0][:] *= 1.5
         return taken, maps, bands, fused
 
     monkeypatch.setattr(blocks_module, "compute", wrong)
-    model = build(Dilated)
+    model = build(Dilated)  # field 13 x 13
     a, b = pair(24, 18, seed=2)
-    blocks = [dense_block(model, a, b, top, bottom, Method.CROPS) for top, bottom in [(0, 9), (9, 24)]]
+    blocks = [dense_block(model, a, b, top, bottom, Method.CROPS, keep_band=keep_band)
+              for top, bottom in [(0, 9), (9, 24)]]
+    checked = [len(blocks_module.block_pixels(top, bottom, 24, 18)) for top, bottom in [(0, 9), (9, 24)]]
+    assert shapes == ([(9, 18, 13, 13), (15, 18, 13, 13)] if keep_band else [(n, 13, 13) for n in checked])
     assert all(block.method == Method.FULL_IMAGE and "disagrees" in block.reason for block in blocks)
     result = merge_blocks(model, a, b, blocks)
     assert result.method == Method.FULL_IMAGE and "disagrees" in result.reason and result.band_a is None

@@ -108,7 +108,7 @@ def dense_block(model: nn.Module, a: np.ndarray, b: np.ndarray, top: int, bottom
         method: ``Method.CROPS``, ``COLOURED`` or ``FULL_IMAGE``, chosen for the whole image (``dense_method``).
         progress: ``progress(done, total, preview)`` with preview maps (bottom - top, W), NaN where
             not yet known; cancel, memory_budget: as in ``dense_jacobian``.
-        keep_band: keep the block's rows of the banded Jacobian (they are computed and checked anyway).
+        keep_band: keep the block's rows of the banded Jacobian (else only the checked pixels' are computed).
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; use one of {', '.join(repr(m.value) for m in METHODS)}")
@@ -132,19 +132,27 @@ def dense_block(model: nn.Module, a: np.ndarray, b: np.ndarray, top: int, bottom
     def report_own_rows(done: int, total: int, preview: Callable[[], dict] | None) -> None:
         report(done, total, None if preview is None else lambda: {k: v[keep] for k, v in preview().items()})
 
+    checked = block_pixels(top, bottom, height, width)
+    # The band of every own row when it is kept, else only that of the pixels checked below: a band is the
+    # largest thing a block computes, and the strip's extra rows are never kept.
     taken, maps, bands, fused = compute(method, model, ta[start:end], tb[start:end], field, report_own_rows,
-                                        cancel, True, memory_budget, (keep.start, keep.stop))
+                                        cancel, True if keep_band else [(r - start, c) for r, c in checked],
+                                        memory_budget, (keep.start, keep.stop))
+    own_bands = bands if bands and keep_band else (None, None)
     block = DenseBlock(top, bottom, **{name: values[keep].copy() for name, values in maps.items()},
-                       fused=fused[keep].copy(), method=taken, field=field,
-                       band_a=bands[0][keep].copy() if bands else None, band_b=bands[1][keep].copy() if bands else None)
+                       fused=fused[keep].copy(), method=taken, field=field, band_a=own_bands[0], band_b=own_bands[1])
     if bands:
-        mismatch = compare_with_autograd(model, ta, tb, block_pixels(top, bottom, height, width),
-                                         lambda r, c: block.row(r, c, height), taken)
+        kept = dict(zip(checked, zip(*bands, strict=True), strict=True)) if not keep_band else None
+
+        def row(r: int, c: int) -> tuple[np.ndarray, np.ndarray]:
+            if kept is None:
+                return block.row(r, c, height)
+            return unband(*kept[(r, c)], field, r, c, height, width)
+
+        mismatch = compare_with_autograd(model, ta, tb, checked, row, taken)
         if mismatch is not None:  # never serve a wrong answer: these rows the slow, exact way
             block = dense_block(model, a, b, top, bottom, Method.FULL_IMAGE, progress, cancel, keep_band, memory_budget)
             block.reason = mismatch
-    if not keep_band:
-        block.band_a = block.band_b = None
     return block
 
 

@@ -13,7 +13,7 @@ Crops (``by_crops``, the CPU default): every pixel's shrinking window replayed a
 one kept forward pass. Full image (``by_full_image``): one backward pass per pixel.
 
 Every path takes ``rows=(top, bottom)``: only output rows [top, bottom) are visited (the
-others stay NaN, their bands zero), so that blocks of rows can be computed apart.
+others stay NaN, and only the visited rows' bands are kept), so that blocks of rows can be computed apart.
 
 Banded storage: ``band_a[r, c, i, j] = dF(r, c)/da(r - up + i, c - left + j)``,
 shape (H, W, rows, cols), zero outside the image.
@@ -110,23 +110,48 @@ def _preview(maps: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 class _FlatResults:
-    """The four maps (H * W,) and, with ``keep_band``, the two bands (H * W, rows, cols), float32 on
-    ``device``; NaN in the maps where not yet known."""
+    """The four maps (H * W,), NaN where not yet known, and the band rows that are kept, float32 on ``device``.
 
-    def __init__(self, height: int, width: int, rows: int, cols: int, keep_band: bool, device):
-        self.shape, self.band_shape = (height, width), (height, width, rows, cols)
+    ``band``: False (none), True (every pixel of the flat range ``visited``: (end - first, rows, cols)), or a
+    list of (row, col) pixels (a block's checked pixels: (len(band), rows, cols), in that order).
+    """
+
+    def __init__(self, height: int, width: int, rows: int, cols: int, band, visited: tuple[int, int], device):
+        self.shape, self.visited, self.window = (height, width), visited, (rows, cols)
         self.maps = {name: torch.full((height * width,), float("nan"), dtype=torch.float32, device=device)
                      for name in MAP_NAMES[:4]}
-        self.bands = [torch.zeros((height * width, rows, cols), dtype=torch.float32, device=device)
-                      for _ in "ab"] if keep_band else None
+        self.slot = None  # band row of each flat pixel (-1: not kept), when only some pixels' rows are kept
+        if band is True:
+            kept = visited[1] - visited[0]
+        elif band:
+            kept = len(band)
+            self.slot = torch.full((height * width,), -1, dtype=torch.long, device=device)
+            self.slot[torch.tensor([r * width + c for r, c in band], device=device)] = torch.arange(kept, device=device)
+        self.bands = [torch.zeros((kept, rows, cols), dtype=torch.float32, device=device)
+                      for _ in "ab"] if band else None
+
+    def put_band(self, which: int, pixels: torch.Tensor, values: torch.Tensor, rows=slice(None), cols=slice(None)):
+        """Band rows of the flat ``pixels`` (where kept): ``values`` (len(pixels), h, w) into [rows, cols] of each."""
+        band = self.bands[which]
+        if self.slot is None:
+            band[pixels - self.visited[0], rows, cols] = values.float()
+            return
+        slots = self.slot[pixels]
+        kept = slots >= 0
+        if bool(kept.any()):
+            band[slots[kept], rows, cols] = values[kept].float()
 
     def preview(self) -> dict[str, np.ndarray]:
         return _preview({name: _host(m, *self.shape) for name, m in self.maps.items()})
 
     def host(self) -> tuple[dict[str, np.ndarray], list[np.ndarray] | None]:
-        """(H x W maps, (H, W, rows, cols) bands or None) as host arrays (no copy on the CPU)."""
+        """(H x W maps, bands or None) as host arrays (no copy on the CPU): (rows visited, W, rows, cols) bands
+        for every visited pixel, else (pixels, rows, cols)."""
         maps = {name: _host(m, *self.shape) for name, m in self.maps.items()}
-        return maps, [_host(band, *self.band_shape) for band in self.bands] if self.bands else None
+        if not self.bands:
+            return maps, None
+        shape = (len(self.bands[0]),) if self.slot is not None else (-1, self.shape[1])
+        return maps, [_host(band, *shape, *self.window) for band in self.bands]
 
 
 class _ColourLayout:
@@ -168,15 +193,15 @@ def _visited(rows: tuple[int, int] | None, height: int, width: int) -> tuple[int
     return top * width, bottom * width
 
 
-def by_coloured_passes(model, ta, tb, f: Field, report, cancel, keep_band, chunk, backward: Backward,
+def by_coloured_passes(model, ta, tb, f: Field, report, cancel, band, chunk, backward: Backward,
                        rows: tuple[int, int] | None = None):
     """The coloured passes; maps and bands are filled on the compute device, one gather per chunk
     (no host round trip per colour, which kept a GPU waiting), and copied to the host at the end.
     Only output rows ``rows`` (top, bottom) are seeded, when given."""
     height, width = ta.shape
     first, end = _visited(rows, height, width)
-    results = _FlatResults(height, width, f.rows, f.cols, keep_band, ta.device)
-    maps, bands = results.maps, results.bands
+    results = _FlatResults(height, width, f.rows, f.cols, band, (first, end), ta.device)
+    maps = results.maps
     colours = colour_order(min(f.rows, height), min(f.cols, width))  # larger shifts would seed nothing
     layout = _ColourLayout(colours, f.rows, f.cols, height, width, ta.device)
 
@@ -189,15 +214,15 @@ def by_coloured_passes(model, ta, tb, f: Field, report, cancel, keep_band, chunk
         inside = (pixels >= first) & (pixels < end)
         pixels, k = pixels[inside], k[inside]
         r, c = pixels // width, pixels % width
-        for g, suffix, band in zip(grads, "ab", bands or (None, None), strict=True):
+        for which, (g, suffix) in enumerate(zip(grads, "ab", strict=True)):
             padded = torch.nn.functional.pad(g.detach(), (f.left, f.right, f.up, f.down))
             # windows[k, r, c, i, j] = padded[k, r + i, c + j] = dF(r, c)/d(r - up + i, c - left + j) for seed (r, c)
             windows = padded.unfold(1, f.rows, 1).unfold(2, f.cols, 1)
             patch = windows[k, r, c]  # (seeds, rows, cols), in the model's dtype
             maps[f"guidance_{suffix}"][pixels] = patch[:, f.up, f.left].float()
             maps[f"influence_{suffix}"][pixels] = patch.abs().sum(dim=(1, 2)).float()
-            if band is not None:
-                band[pixels] = patch.float()
+            if results.bands:
+                results.put_band(which, pixels, patch)
         report(start + len(part), len(colours), results.preview)
     return results.host()
 
@@ -206,7 +231,7 @@ def by_coloured_passes(model, ta, tb, f: Field, report, cancel, keep_band, chunk
 CROP_PIXELS = 128
 
 
-def by_crops(model, ta, tb, f: Field, report, cancel, keep_band, record: ForwardRecord,
+def by_crops(model, ta, tb, f: Field, report, cancel, band, record: ForwardRecord,
              rows: tuple[int, int] | None = None):
     """Every pixel's row by its shrinking window replayed against the kept forward pass (``crop_batches``).
 
@@ -222,8 +247,8 @@ def by_crops(model, ta, tb, f: Field, report, cancel, keep_band, record: Forward
     """
     height, width = ta.shape
     first, end = _visited(rows, height, width)
-    results = _FlatResults(height, width, f.rows, f.cols, keep_band, "cpu")
-    maps, bands = results.maps, results.bands
+    results = _FlatResults(height, width, f.rows, f.cols, band, (first, end), "cpu")
+    maps = results.maps
     layout = _ColourLayout(colour_order(min(f.rows, height), min(f.cols, width)), f.rows, f.cols, height, width,
                            "cpu")
     order = [p for p in layout.pixels.tolist() if first <= p < end]
@@ -247,11 +272,11 @@ def by_crops(model, ta, tb, f: Field, report, cancel, keep_band, record: Forward
                 [(slice(j, j + 1), place) for j, place in enumerate(places)]
             flat = torch.tensor([part[k] for k in members])
             for sub, (i0, j0, pi, pj) in runs:
-                for g, suffix, band in zip(grads, "ab", bands or (None, None), strict=True):
+                for which, (g, suffix) in enumerate(zip(grads, "ab", strict=True)):
                     maps[f"guidance_{suffix}"][flat[sub]] = g[sub, pi, pj].float()
                     maps[f"influence_{suffix}"][flat[sub]] = g[sub].abs().sum(dim=(1, 2)).float()
-                    if band is not None:
-                        band[flat[sub], i0:i0 + h, j0:j0 + w] = g[sub].float()
+                    if results.bands:
+                        results.put_band(which, flat[sub], g[sub], slice(i0, i0 + h), slice(j0, j0 + w))
         report(start + len(part), len(order), results.preview)
     return results.host()
 
@@ -294,12 +319,13 @@ def crops_apply(model: nn.Module, height: int, width: int) -> bool:
 
 
 def compute(method: Method, model: nn.Module, ta: torch.Tensor, tb: torch.Tensor, f: Field, report, cancel,
-            keep_band: bool, memory_budget: int | None, rows: tuple[int, int] | None = None):
+            band, memory_budget: int | None, rows: tuple[int, int] | None = None):
     """Run one path (``Method.CROPS``, ``COLOURED`` or ``FULL_IMAGE``) on the (H, W) tensors ``ta``, ``tb``.
 
-    Returns (the method taken, maps {name: (H, W)}, the two (H, W, rows, cols) bands or None,
-    the fused image (H, W) float32). ``CROPS`` becomes ``COLOURED`` where the shrinking windows
-    cannot follow the model; ``FULL_IMAGE`` keeps no band.
+    ``band``: False (keep none), True (keep the band of every visited pixel) or a list of (row, col) pixels
+    (keep theirs only). Returns (the method taken, maps {name: (H, W)}, the two bands or None: (rows visited,
+    W, rows, cols), or (pixels, rows, cols) for a list, the fused image (H, W) float32). ``CROPS`` becomes
+    ``COLOURED`` where the shrinking windows cannot follow the model; ``FULL_IMAGE`` keeps no band.
     """
     if method == Method.CROPS:
         try:
@@ -309,11 +335,11 @@ def compute(method: Method, model: nn.Module, ta: torch.Tensor, tb: torch.Tensor
         else:
             fused = record.fused.detach().to("cpu", torch.float32).numpy().copy()
             with pinned(model):
-                maps, bands = by_crops(model, record.inputs[0], record.inputs[1], f, report, cancel, keep_band,
+                maps, bands = by_crops(model, record.inputs[0], record.inputs[1], f, report, cancel, band,
                                        record, rows)
             return method, maps, bands, fused
     backward, chunk, fused = kept_graph(model, ta, tb, memory_budget)
     if method == Method.COLOURED:
-        maps, bands = by_coloured_passes(model, ta, tb, f, report, cancel, keep_band, chunk, backward, rows)
+        maps, bands = by_coloured_passes(model, ta, tb, f, report, cancel, band, chunk, backward, rows)
         return method, maps, bands, fused
     return Method.FULL_IMAGE, by_full_image(model, ta, tb, report, cancel, chunk, backward, rows), None, fused
