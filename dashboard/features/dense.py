@@ -22,7 +22,7 @@ register = feature.register
 #: Seconds between two messages of a running job's progress, and between two of its previews (see ``run_dense``),
 #: and milliseconds between the page's asks for them: every answer that changes the page keeps the browser busy
 #: for tens of milliseconds, which a hover's answer may have to wait behind.
-PROGRESS_EVERY_S, PREVIEW_EVERY_S, POLL_MS = 2.0, 4.0, 1000
+PROGRESS_EVERY_S, PREVIEW_EVERY_S, POLL_MS = 2.0, 4.0, 2000
 
 
 def live(progress: dict | None, pair_id: str, running: bool) -> dict:

@@ -111,6 +111,7 @@ class WholeImages:
             blocks.append(block)
         a, b = self.store.get_pair(pair_id)
         dense = merge_blocks(self.planner.model(name), a, b, blocks)
+        del blocks  # joined now: at most two copies of the band (joined, and packed by ``put``) at once
         if dense.method == Method.FULL_IMAGE and dense.reason is None:
             dense.reason = self.planner.plan(name, *a.shape).reason
         self.computed["dense"] += 1
