@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 
 import pytest
+from browser_helpers import css, png_bytes, upload_pair, wait, wait_images
 from PIL import Image
-from test_dashboard_browser import _png, css, upload_pair, wait, wait_images
 
 from dashboard import jobs
 from dashboard.config import from_env
@@ -212,7 +212,7 @@ def celery_stack(tmp_path):
 
 
 def fused_size(dash_duo, model: str) -> tuple[int, int]:
-    return Image.open(io.BytesIO(_png(dash_duo.find_element(css("img-fused", model)).get_attribute("src")))).size
+    return Image.open(io.BytesIO(png_bytes(dash_duo.find_element(css("img-fused", model)).get_attribute("src")))).size
 
 
 def press(dash_duo, selector: str) -> None:

@@ -9,25 +9,26 @@ import time
 
 import numpy as np
 import pytest
+from browser_helpers import (
+    click,
+    css,
+    downloaded,
+    hover,
+    job_processes,
+    png_bytes,
+    readout_pixel,
+    srcs,
+    upload_pair,
+    wait,
+    wait_images,
+)
 from PIL import Image
-from selenium.common.exceptions import ElementClickInterceptedException
 from selenium.webdriver.common.action_chains import ActionChains
-from selenium.webdriver.common.actions.action_builder import ActionBuilder
 from selenium.webdriver.common.keys import Keys
 
 from dashboard.config import Config
 
 pytestmark = pytest.mark.browser
-
-
-def css(kind: str, model: str | None = None, view: str | None = None) -> str:
-    """CSS selector of a pattern-matching component (its DOM id is the JSON of the dict id)."""
-    sel = f'[id*=\'"type":"{kind}"\']'
-    if model:
-        sel += f'[id*=\'"model":"{model}"\']'
-    if view:
-        sel += f'[id*=\'"view":"{view}"\']'
-    return sel
 
 
 @pytest.fixture(scope="module")
@@ -56,67 +57,6 @@ def start(dash_duo, cache_dir):
 
     yield run
     torch.set_num_threads(threads)
-
-
-def wait_images(dash_duo, kind: str, count: int, timeout: float = 180):
-    """Wait until ``count`` images of ``kind`` have a PNG source."""
-    def ready():
-        srcs = [e.get_attribute("src") or "" for e in dash_duo.find_elements(css(kind))]
-        return len(srcs) == count and all(s.startswith("data:image/png") for s in srcs)
-    wait(ready, timeout, f"{count} images {kind} with a PNG source")
-
-
-def wait(condition, timeout: float, what: str):
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            if condition():
-                return
-        except Exception:  # noqa: BLE001 - the DOM is being re-rendered; try again
-            pass
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-def readout_pixel(dash_duo) -> tuple[int, int]:
-    text = dash_duo.find_element("#fs-readout-head").text
-    row, col = re.search(r"row (\d+), col (\d+)", text).groups()
-    return int(row), int(col)
-
-
-def hover(dash_duo, element, fx: float, fy: float):
-    """One pointer move to the fraction (fx, fy) of ``element`` (viewport coordinates: the origin of
-    move_to_element_with_offset differs between Selenium versions)."""
-    dash_duo.driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
-    x, y = dash_duo.driver.execute_script("const r = arguments[0].getBoundingClientRect();"
-                                          "return [r.left + arguments[1] * r.width, r.top + arguments[2] * r.height]",
-                                          element, fx, fy)
-    actions = ActionBuilder(dash_duo.driver, duration=0)
-    actions.pointer_action.move_to_location(int(x), int(y))
-    actions.perform()
-
-
-def click(dash_duo, selector: str, attempts: int = 3):
-    """Scroll an element to the middle of the window, then click it (the controls column scrolls on its own).
-
-    A panel that re-renders between the scroll and the click can move the element out of view
-    (seen in CI: "not clickable at point (615, -29)", and three times in a row at (615, -70)
-    while a whole-image result was drawn); then scroll and click again, and in the end dispatch
-    the click from JavaScript, which does not depend on where the element is drawn.
-    """
-    for _ in range(attempts):
-        element = dash_duo.find_element(selector)
-        dash_duo.driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
-        try:
-            element.click()
-            return
-        except ElementClickInterceptedException:
-            time.sleep(0.5)
-    dash_duo.driver.execute_script("arguments[0].click()", dash_duo.find_element(selector))
-
-
-def srcs(dash_duo, kind: str) -> dict:
-    return {e.get_attribute("id"): e.get_attribute("src") for e in dash_duo.find_elements(css(kind))}
 
 
 def test_hover_updates_every_panel_and_the_readout(dash_duo, start):
@@ -181,18 +121,6 @@ def test_pin_arrow_keys_and_url_round_trip(dash_duo, start):
     assert dash_duo.find_element("#fs-link").get_attribute("value").endswith(url.split("?", 1)[1])
 
 
-def upload_pair(dash_duo, tmp_path, shape=(40, 48)):
-    """Upload a small random MRI/PET pair through the page and wait until it is shown."""
-    for name, seed in (("mri.png", 1), ("pet.png", 2)):
-        array = (np.random.default_rng(seed).random(shape) * 255).astype(np.uint8)
-        Image.fromarray(array).save(tmp_path / name)
-    dash_duo.find_element("#fs-upload-mri input[type=file]").send_keys(str(tmp_path / "mri.png"))
-    dash_duo.find_element("#fs-upload-pet input[type=file]").send_keys(str(tmp_path / "pet.png"))
-    dash_duo.wait_for_element("#fs-upload-ok", timeout=60)
-    wait(lambda: Image.open(io.BytesIO(_png(dash_duo.find_element("#fs-input-mri").get_attribute("src")))).size
-         == (shape[1], shape[0]), 30, "the uploaded MRI to show")
-
-
 def test_bad_upload_shows_its_message_and_the_page_keeps_working(dash_duo, start, tmp_path):
     start(models=("weighted-average",))
     bad = tmp_path / "notes.png"
@@ -207,12 +135,6 @@ def test_bad_upload_shows_its_message_and_the_page_keeps_working(dash_duo, start
     # a good pair of another size is accepted and shown
     upload_pair(dash_duo, tmp_path)
     wait_images(dash_duo, "img-fused", 1)
-
-
-def _png(uri: str) -> bytes:
-    import base64
-
-    return base64.b64decode(uri.split(",", 1)[1])
 
 
 def test_background_job_reports_progress_and_finishes(dash_duo, start, tmp_path, monkeypatch):
@@ -336,7 +258,7 @@ def test_open_a_dense_result_from_hdf5(dash_duo, start, tmp_path):
     # a good file: its pair is shown, its model joins the grid with its maps, and no job runs
     open_file(dash_duo, good)
     dash_duo.wait_for_contains_text("#fs-upload-ok", "whole-image maps of funfusean", timeout=60)
-    wait(lambda: Image.open(io.BytesIO(_png(mri_src(dash_duo)))).size == (32, 32), 30, "the file's MRI")
+    wait(lambda: Image.open(io.BytesIO(png_bytes(mri_src(dash_duo)))).size == (32, 32), 30, "the file's MRI")
     wait_images(dash_duo, "img-fused", 2)
     wait(lambda: "ready" in dash_duo.find_element(css("status", "funfusean")).text, 60, "funfusean's maps")
     wait(lambda: all(s.startswith("data:image/png") for k, s in srcs(dash_duo, "img-dense").items()
@@ -355,15 +277,6 @@ def test_open_a_dense_result_from_hdf5(dash_duo, start, tmp_path):
     wait(lambda: mri_src(dash_duo) != shown, 30, "the pair of the file with other weights")
     wait(lambda: "not computed" in dash_duo.find_element(css("status", "funfusean")).text, 60,
          "funfusean without maps on that pair")
-
-
-def downloaded(dash_duo, name: str, timeout: float = 60) -> bytes:
-    """The bytes of a file the browser downloaded (dash_duo's download directory)."""
-    from pathlib import Path
-
-    path = Path(dash_duo.download_path) / name
-    wait(lambda: path.exists() and not list(path.parent.glob("*.crdownload")), timeout, f"the download {name}")
-    return path.read_bytes()
 
 
 def test_downloads_png_csv_and_hdf5(dash_duo, start):
@@ -408,23 +321,6 @@ def test_downloads_png_csv_and_hdf5(dash_duo, start):
         np.testing.assert_array_equal(got, want)
 
 
-def job_processes() -> set[int]:
-    """Live background-job processes: those forked by the app's forkserver (``dashboard.jobs``)."""
-    import psutil
-
-    def forkserver(process) -> bool:
-        return "forkserver" in " ".join(process.cmdline())
-
-    jobs = set()
-    for child in psutil.Process().children(recursive=True):
-        try:
-            if forkserver(child) and forkserver(child.parent()) and child.status() != psutil.STATUS_ZOMBIE:
-                jobs.add(child.pid)
-        except psutil.Error:
-            pass
-    return jobs
-
-
 def test_cancel_stops_the_job_and_a_later_compute_works(dash_duo, start, tmp_path):
     from dashboard import backend
 
@@ -445,7 +341,12 @@ def test_cancel_stops_the_job_and_a_later_compute_works(dash_duo, start, tmp_pat
         near = abs(row - 0.2 * 96) <= 4 and abs(col - 0.7 * 96) <= 4
         return near and all(srcs(dash_duo, "img-jacobian")[k] != v for k, v in jacobians.items())
     wait(hover_answered, 30, "a hover to be answered while the dense job runs")
-    assert job_processes() & jobs, "the job was still running during that hover"
+    # the job's preview: put into the model's maps by the browser, with its note
+    wait(lambda: all(s.startswith("data:image/png") for s in srcs(dash_duo, "img-dense").values()), 30,
+         "the running job's preview in every whole-image map")
+    wait(lambda: all("preview" in e.text for e in dash_duo.find_elements(css("empty", "funfusean"))), 10,
+         "the preview's note")
+    assert job_processes() & jobs, "the job was still running during that hover and its preview"
     click(dash_duo, "#fs-dense-cancel")
     wait(lambda: not (job_processes() & jobs), 30, "the job's process to stop")
     dash_duo.wait_for_contains_text(css("status", "funfusean"), "cancelled at", timeout=30)

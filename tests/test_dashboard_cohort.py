@@ -19,7 +19,7 @@ import re
 import diskcache
 import numpy as np
 import pytest
-from test_dashboard_browser import click, css, downloaded, job_processes, wait, wait_images
+from browser_helpers import click, css, downloaded, job_processes, wait, wait_images
 
 from dashboard import backend, dense_job, ids, jobs
 from dashboard.config import Config

@@ -199,7 +199,7 @@ def test_pages_wait_in_line_and_a_lost_job_is_retried_without_a_reload(dash_duo,
     SIGKILLed: A shows the loss and gets Compute back, B's job starts by itself and finishes,
     A's Retry finishes A's job."""
     import torch
-    from test_dashboard_browser import css, job_processes, upload_pair, wait, wait_images
+    from browser_helpers import css, job_processes, upload_pair, wait, wait_images
 
     import app as app_module
 

@@ -22,7 +22,7 @@ register = feature.register
 #: Seconds between two messages of a running job's progress, and between two of its previews (see ``run_dense``),
 #: and milliseconds between the page's asks for them: every answer that changes the page keeps the browser busy
 #: for tens of milliseconds, which a hover's answer may have to wait behind.
-PROGRESS_EVERY_S, PREVIEW_EVERY_S, POLL_MS = 2.0, 4.0, 2000
+PROGRESS_EVERY_S, PREVIEW_EVERY_S, POLL_MS = 2.0, 4.0, 1000
 
 
 def live(progress: dict | None, pair_id: str, running: bool) -> dict:
@@ -81,7 +81,8 @@ def run_dense(set_progress, request, mode, gamma):
     """Dense Jacobians of the requested models in a background job, fanned out over the cores (or the Celery
     workers) in blocks of rows (``dense_job``).
 
-    Progress per model goes out when it changed, at most every ``PROGRESS_EVERY_S``; a coarse preview that
+    Progress per model goes out when a model's state changed, and otherwise (counts only) at most every
+    ``PROGRESS_EVERY_S``; a coarse preview that
     refines (four PNG views of the model furthest along, named in the progress as ``preview_model``) at most
     every ``PREVIEW_EVERY_S``, only when it changed, and in a store of its own (``ids.DENSE_PREVIEW``, shown
     by the browser itself: ``maps``), so that the callbacks driven by the progress never carry it: each
@@ -114,7 +115,9 @@ def run_dense(set_progress, request, mode, gamma):
                     sent["srcs"], report["preview_model"] = srcs, model
                     set_props(ids.DENSE_PREVIEW, {"data": {"pair": pair_id, "t": request["t"], "model": model,
                                                            "srcs": srcs}})
-        if report["models"] == sent["models"] or now - sent["progress"] < PROGRESS_EVERY_S:
+        states = {m: s["state"] for m, s in report["models"].items()}
+        new_state = states != {m: s["state"] for m, s in (sent["models"] or {}).items()}  # sent at once
+        if not new_state and (report["models"] == sent["models"] or now - sent["progress"] < PROGRESS_EVERY_S):
             return
         sent["progress"], sent["models"] = now, report["models"]
         set_progress(dict(report))
