@@ -18,6 +18,7 @@ from types import SimpleNamespace
 
 import pytest
 import requests
+from browser_helpers import wait
 
 from fusion import users
 
@@ -249,15 +250,7 @@ def test_page_under_the_prefix_signs_in_hovers_runs_a_job_and_downloads(server, 
     dash_br.wait_for_element(fused, timeout=90)
 
     def until(condition, what, timeout=60):
-        end = time.time() + timeout
-        while time.time() < end:
-            try:
-                if condition():
-                    return
-            except Exception:  # noqa: BLE001 - the DOM is being re-rendered; try again
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"timed out waiting for {what}")
+        wait(condition, timeout, what)
 
     until(lambda: (dash_br.find_element(fused).get_attribute("src") or "").startswith("data:image/png"),
           "the fused image")
