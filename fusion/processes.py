@@ -1,9 +1,11 @@
-"""Small helpers for worker processes: watch the owner, lower the priority."""
+"""Small helpers for worker processes: watch the owner, lower the priority, renew a claim while working."""
 from __future__ import annotations
 
 import os
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 
 def running(pid: int) -> bool:
@@ -53,3 +55,24 @@ def lower_priority(niceness: int) -> int:
         return os.getpriority(os.PRIO_PROCESS, 0)
     except (AttributeError, OSError):
         return 0
+
+
+@contextmanager
+def renewing(renew: Callable[[], bool | None], every_s: float, name: str = "renewal") -> Iterator[None]:
+    """Call ``renew()`` every ``every_s`` seconds from a daemon thread while the ``with`` block runs (a claim
+    or lease that expires unless its holder renews it); ``renew()`` returning False stops the renewals.
+    The thread is stopped and joined when the block ends, so no renewal follows it."""
+    done = threading.Event()
+
+    def loop() -> None:
+        while not done.wait(every_s):
+            if renew() is False:
+                return
+
+    thread = threading.Thread(target=loop, daemon=True, name=name)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()

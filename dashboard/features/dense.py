@@ -82,13 +82,12 @@ def run_dense(set_progress, request, mode, gamma):
     workers) in blocks of rows (``dense_job``).
 
     Progress per model goes out when a model's state changed, and otherwise (counts only) at most every
-    ``PROGRESS_EVERY_S``; a coarse preview that
-    refines (four PNG views of the model furthest along, named in the progress as ``preview_model``) at most
-    every ``PREVIEW_EVERY_S``, only when it changed, and in a store of its own (``ids.DENSE_PREVIEW``, shown
-    by the browser itself: ``maps``), so that the callbacks driven by the progress never carry it: each
-    message re-renders part of the page, which a hover's answer waits behind. The results themselves go to
-    the service's shared cache, so every page and worker sees them. The returned failures are only read as State
-    (see ``dense_status``).
+    ``PROGRESS_EVERY_S``; a coarse preview that refines (four PNG views of the model furthest along, named
+    in the progress as ``preview_model``) at most every ``PREVIEW_EVERY_S``, only when it changed, and in a
+    store of its own (``ids.DENSE_PREVIEW``, shown by the browser itself: ``maps``), so that the callbacks
+    driven by the progress never carry it: each message re-renders part of the page, which a hover's answer
+    waits behind. The results themselves go to the service's shared cache, so every page and worker sees
+    them. The returned failures are only read as State (see ``dense_status``).
     """
     if not request:
         raise PreventUpdate

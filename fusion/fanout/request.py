@@ -4,7 +4,6 @@ from __future__ import annotations
 import io
 import os
 import socket
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -12,6 +11,7 @@ from dataclasses import asdict
 
 import numpy as np
 
+from ..processes import renewing
 from ..saliency.dense import Cancelled
 from .board import Board
 from .tasks import Task
@@ -141,12 +141,6 @@ def work(service, request: Request, owner: str | None = None, on_progress: Calla
 
 def run_task(service, request: Request, task: Task, owner: str, on_progress=None) -> None:
     """Compute one claimed task, renewing its claim, reporting progress; marks it done or failed."""
-    stop = threading.Event()
-
-    def renew() -> None:
-        while not stop.wait(RENEW_S):
-            request.renew(task, owner)
-
     last = [0.0, 0.0]
 
     def progress(done, total, preview=None) -> None:
@@ -164,18 +158,16 @@ def run_task(service, request: Request, task: Task, owner: str, on_progress=None
     def cancelled() -> bool:
         return request.cancelled()
 
-    renewing = threading.Thread(target=renew, daemon=True, name="claim-renewal")
-    renewing.start()
     try:
-        service.dense_rows(task.model, task.pair_id, task.top, task.bottom, progress=progress, cancel=cancelled)
+        with renewing(lambda: request.renew(task, owner), RENEW_S, "claim-renewal"):
+            service.dense_rows(task.model, task.pair_id, task.top, task.bottom, progress=progress,
+                               cancel=cancelled)
     except Cancelled:
         request.release(task)
         return
     except Exception as exc:  # noqa: BLE001 - a task's error is reported, the others go on
         request.fail(task, f"{type(exc).__name__}: {exc}")
         return
-    finally:
-        stop.set()
     request.progress(task, task.pixels, task.pixels)
     request.finish(task, owner)
 

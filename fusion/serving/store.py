@@ -10,7 +10,6 @@ stored and read back as ``StoredPlan`` values; installing them in a model's memo
 from __future__ import annotations
 
 import os
-import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -20,6 +19,7 @@ import numpy as np
 
 from ..errors import InvalidInput
 from ..io import Pair
+from ..processes import renewing
 from ..saliency.blocks import DenseBlock
 from ..saliency.field import Field
 from ..saliency.result import DenseJacobian
@@ -167,24 +167,18 @@ class DiskStore:
             if found is not None:
                 return found
             if self.cache.add(key, owner, expire=seconds):
-                held = threading.Event()
-                renewal = threading.Thread(target=self._renew, args=(key, owner, seconds, held), daemon=True,
-                                           name="lease-renewal")
-                renewal.start()
                 try:
-                    return compute()
+                    with renewing(lambda: self._renew(key, owner, seconds), seconds / 3, "lease-renewal"):
+                        return compute()
                 finally:
-                    held.set()
-                    renewal.join()
                     if self.cache.get(key) == owner:
                         self.cache.delete(key)
             time.sleep(0.2)
 
-    def _renew(self, key: str, owner: str, seconds: float, done: threading.Event) -> None:
-        while not done.wait(seconds / 3):
-            if self.cache.get(key) != owner:  # expired meanwhile (this process was stopped) and taken by another
-                return
-            self.cache.touch(key, expire=seconds)
+    def _renew(self, key: str, owner: str, seconds: float) -> bool:
+        if self.cache.get(key) != owner:  # expired meanwhile (this process was stopped) and taken by another
+            return False
+        return bool(self.cache.touch(key, expire=seconds))
 
     # -------------------------------------------------------------- fused images
     def fused(self, weights: str, pair_id: str) -> np.ndarray | None:
