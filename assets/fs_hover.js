@@ -12,18 +12,20 @@
  * The ids and the route are not written here: every clientside callback hands over the
  * page's browser config (dashboard/layout.py browser_config(), ids from dashboard/ids.py):
  *   route    the hover endpoint, relative to the app's prefix
- *   stores   {rest, pinned, region}: the stores written from here with dash_clientside.set_props:
- *            rest    {row, col}        the pixel once the cursor rests (slower views)
+ *   stores   {pinned, region}: the stores written from here with dash_clientside.set_props:
  *            pinned  {row, col}|null   click pins, click again or Esc releases, arrows step
  *            region  {kind, points}    a box or lasso drawn on any image
  *   readout  the id of the readout table's box
+ *   scatter  the id of the G_MRI vs G_PET scatter, whose "hovered pixel" markers are moved from here
+ *            (Plotly.update, once the cursor rests) to the hover answer's ∂F/∂MRI(p), ∂F/∂PET(p):
+ *            a Dash update would keep the page busy for tens of ms per rest during a Compute
  *   views    the Jacobian views ("jmri", "jpet"); types {image, ticks, mark}: their pattern types
  */
 (function () {
     "use strict";
     const S = {
         h: 0, w: 0, pixel: null, pinned: null, seq: 0,
-        inflight: false, sentAt: 0, queued: null, restTimer: null,
+        inflight: false, sentAt: 0, queued: null, restTimer: null, answer: null,
         mode: "hover", drag: null, region: null,
         view: {pair: null, models: [], window: "rf", jac: "signed", shared: false, gamma: 1},
         base: "/",
@@ -184,6 +186,46 @@
             });
         });
         readout(data);
+        S.answer = data;
+        clearTimeout(S.restTimer);
+        S.restTimer = setTimeout(function () { markScatter(); }, 150);
+    }
+
+    /* ---------------------------------------------------------------- the scatter's hovered pixel */
+    function scatterPlot() {  // the Plotly div of the scatter (dcc.Graph puts it inside its own div)
+        const box = S.cfg && document.getElementById(S.cfg.scatter);
+        return box && box.querySelector(".js-plotly-plot");
+    }
+
+    function hoveredTraces(data) { return (data || []).filter(function (t) { return t.meta && t.meta.hovered; }); }
+
+    /* Put each model's "hovered pixel" marker (the traces with meta {hovered: model}) at its (G_MRI, G_PET) of
+       the last answered pixel; nothing when they are there already. Returns whether the plot had ``expect``
+       such traces (any number when not given). */
+    function markScatter(expect) {
+        const gd = scatterPlot();
+        if (!gd || !gd.data || !window.Plotly) { return false; }
+        if (typeof expect === "number" && hoveredTraces(gd.data).length !== expect) { return false; }
+        if (!gd.fsMarked && gd.on) {  // a new figure from the server: mark it again once drawn
+            gd.fsMarked = true;
+            gd.on("plotly_afterplot", function () { markScatter(); });
+        }
+        const answer = S.answer || {models: {}};
+        const index = [], xs = [], ys = [];
+        gd.data.forEach(function (trace, k) {
+            const model = trace.meta && trace.meta.hovered;
+            if (!model) { return; }
+            const r = answer.models[model];
+            const x = r && !r.error ? r.dmri : null, y = r && !r.error ? r.dpet : null;
+            if ((trace.x || [])[0] === x && (trace.y || [])[0] === y) { return; }
+            index.push(k);
+            xs.push([x]);
+            ys.push([y]);
+        });
+        if (index.length) {  // update, not restyle: the graph turns a restyle into a Dash update
+            window.Plotly.update(gd, {x: xs, y: ys}, {}, index);
+        }
+        return true;
     }
 
     function send(p) {
@@ -214,14 +256,12 @@
         if (S.pixel) { send(S.pixel); }
     }
 
-    /* Select a pixel: crosshair now, Jacobians from the server, slower views once the cursor rests. */
+    /* Select a pixel: crosshair now, then the Jacobians, the readout and the scatter's markers from the server. */
     function select(p, force) {
         if (!force && S.pixel && p.row === S.pixel.row && p.col === S.pixel.col) { return; }
         S.pixel = p;
         drawCursor(p);
         send(p);
-        clearTimeout(S.restTimer);
-        S.restTimer = setTimeout(function () { setProps("rest", {row: p.row, col: p.col}); }, 150);
     }
 
     /* ---------------------------------------------------------------- regions */
@@ -390,6 +430,23 @@
                     const done = ((status && status.models[m]) || {}).state === "done";
                     return shown && m === preview.model && !done ? (preview.srcs[o.id.view] || "") : none;
                 });
+            },
+            /* A new scatter figure: mark the hovered pixel in it once Plotly has drawn it. */
+            scatterShown: function (figure, cfg) {
+                configure(cfg);
+                const expect = hoveredTraces(figure && figure.data).length;
+                let tries = 0;
+                (function again() {
+                    if (!markScatter(expect) && ++tries < 50) { setTimeout(again, 200); }
+                })();
+                return window.dash_clientside.no_update;
+            },
+            /* "PNG": the selected pixel (pinned, else the last hovered) for the server's figure sheet. */
+            sheetPixel: function (clicks, cfg) {
+                configure(cfg);
+                const p = S.pinned || S.pixel;
+                if (!clicks || !p) { return window.dash_clientside.no_update; }
+                return {row: p.row, col: p.col, clicks: clicks};
             },
             drawRegion: function (region, version, cfg) {
                 configure(cfg);

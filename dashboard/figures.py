@@ -1,6 +1,6 @@
 """Pure builders of Plotly figures and of the downloadable PNG sheet.
 
-No Dash state here: every function takes arrays and returns a figure, a Patch
+No Dash state here: every function takes arrays and returns a figure
 or bytes, so each can be unit-tested alone.
 """
 from __future__ import annotations
@@ -10,7 +10,6 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
-from dash import Patch
 from PIL import Image, ImageDraw
 from plotly.subplots import make_subplots
 
@@ -79,28 +78,27 @@ def subsample(indices: np.ndarray, limit: int, seed: int = 0) -> np.ndarray:
     return indices[np.sort(pick)]
 
 
-def guidance_scatter(points: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
-                     highlight: Mapping[str, tuple[float, float] | None] | None = None) -> go.Figure:
+def guidance_scatter(points: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> go.Figure:
     """G_MRI against G_PET over pixels, one subplot per model, on shared axes.
 
     ``points`` maps model -> (g_mri, g_pet, flat pixel indices); the indices ride
     along as customdata so a box or lasso brush selects pixels. Trace 2k is
-    model k's cloud and trace 2k+1 its highlighted (hovered) pixel.
+    model k's cloud and trace 2k+1 its "hovered pixel" marker, empty here, with
+    ``meta={"hovered": model}``: the browser moves it to the selected pixel.
     """
     models = list(points)
     if not models:
         return empty_figure("No whole-image results yet: the scatter needs G_MRI and G_PET.", height=260)
     fig = make_subplots(rows=1, cols=len(models), shared_yaxes=True, shared_xaxes=True,
                         horizontal_spacing=0.02, subplot_titles=[f"<b>{m}</b>" for m in models])
-    highlight = highlight or {}
     for i, model in enumerate(models, start=1):
         gx, gy, idx = points[model]
         fig.add_trace(go.Scattergl(x=gx, y=gy, customdata=idx, mode="markers", name=model,
                                    marker=dict(size=3, color="#4c78a8", opacity=0.35),
                                    hovertemplate="G_MRI %{x:.3g}<br>G_PET %{y:.3g}<extra>" + model + "</extra>"),
                       row=1, col=i)
-        hx, hy = highlight.get(model) or (None, None)
-        fig.add_trace(go.Scatter(x=[hx], y=[hy], mode="markers", name="hovered pixel", hoverinfo="skip",
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name="hovered pixel", hoverinfo="skip",
+                                 meta={"hovered": model},
                                  marker=dict(size=12, color="rgba(0,0,0,0)", line=dict(color=HIGHLIGHT, width=2.5))),
                       row=1, col=i)
     fig.update_xaxes(title_text="G_MRI = dF(p)/dMRI(p)", zeroline=True, zerolinecolor="#aaa", matches="x")
@@ -110,16 +108,6 @@ def guidance_scatter(points: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarr
                       margin=dict(l=60, r=10, t=30, b=40), uirevision="scatter")
     fig.update_annotations(font_size=11)
     return fig
-
-
-def highlight_patch(models: Sequence[str], highlight: Mapping[str, tuple[float, float] | None]) -> Patch:
-    """Move only the highlight markers of a ``guidance_scatter`` figure (the clouds are not resent)."""
-    patch = Patch()
-    for k, model in enumerate(models):
-        x, y = highlight.get(model) or (None, None)
-        patch["data"][2 * k + 1]["x"] = [x]
-        patch["data"][2 * k + 1]["y"] = [y]
-    return patch
 
 
 def sheet_png(columns: Sequence[str], rows: Sequence[tuple[str, Sequence[np.ndarray | None]]],
@@ -163,5 +151,5 @@ def region_label(region: Mapping | None) -> str:
     return {"box": "box region", "lasso": "lasso region", "pixels": "brushed pixels"}.get(region.get("kind"), "region")
 
 
-__all__ = ["empty_figure", "guidance_scatter", "highlight_patch", "region_label", "share_histograms",
+__all__ = ["empty_figure", "guidance_scatter", "region_label", "share_histograms",
            "sheet_png", "subsample"]

@@ -119,7 +119,7 @@ VALUES: dict[tuple[str, str], Callable] = {
     (ids.URL, "search"): _none_or(_text(4096)), (ids.URL, "href"): _none_or(_text(8192)),
     (ids.PAIR_SELECT, "value"): _none_or(_text(100)),
     (ids.MODELS, "value"): _none_or(_names),
-    (ids.PINNED, "data"): _none_or(_pixel), (ids.PIXEL_REST, "data"): _none_or(_pixel),
+    (ids.PINNED, "data"): _none_or(_pixel), (ids.SHEET_PIXEL, "data"): _none_or(_pixel),
     (ids.JAC_MODE, "value"): _none_or(_choice(JAC_MODES)), (ids.WINDOW, "value"): _none_or(_choice(WINDOW_MODES)),
     (ids.SHARED, "value"): _none_or(_flag),
     (ids.GAMMA_J, "value"): _none_or(_number), (ids.GAMMA_G, "value"): _none_or(_number),

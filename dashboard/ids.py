@@ -21,7 +21,7 @@ API_PATH = "/fs-api/"
 # ------------------------------------------------------------------ stores (dcc.Store)
 PAIR = "fs-pair"                      # the shown pair: {id, label, h, w, ...}
 PINNED = "fs-pinned"                  # the pinned pixel {row, col} or None (written by the browser)
-PIXEL_REST = "fs-pixel-rest"          # the pixel once the cursor rests (written by the browser)
+SHEET_PIXEL = "fs-sheet-pixel"        # the selected pixel when "PNG" is pressed (written by the browser)
 REGION = "fs-region"                  # the drawn or brushed region (written by the browser or the scatter)
 GRID_VERSION = "fs-grid-version"      # {models, window, pair, t} of the grid on the page
 DENSE_REQUEST = "fs-dense-request"    # the models and pair a whole-image job was asked for
@@ -42,7 +42,7 @@ STATS_ROWS = "fs-stats-rows"          # the statistics table's rows, for the CSV
 JS_SINK = "fs-js-sink"                # output of the clientside callbacks (never read)
 BROWSER_CONFIG = "fs-browser-config"  # ids and route for assets/fs_hover.js
 
-STORES = (PAIR, PINNED, PIXEL_REST, REGION, GRID_VERSION, DENSE_REQUEST, DENSE_RESULT, DENSE_PROGRESS,
+STORES = (PAIR, PINNED, SHEET_PIXEL, REGION, GRID_VERSION, DENSE_REQUEST, DENSE_RESULT, DENSE_PROGRESS,
           DENSE_PREVIEW, DENSE_STATUS, DENSE_CANCELLED, DENSE_JOB, COHORT_REQUEST, COHORT_RESULT, COHORT_PROGRESS,
           COHORT_CANCELLED, COHORT_JOB, UPLOADS, OPENED, STATS_ROWS, JS_SINK)
 

@@ -20,10 +20,10 @@ STORES = ids.STORES
 
 def browser_config() -> dict:
     """What ``assets/fs_hover.js`` needs of the page: the hover route (relative to the app's prefix),
-    the stores it writes, the readout's id and the pattern types of the Jacobian panels."""
+    the stores it writes, the readout's and the scatter's ids and the pattern types of the Jacobian panels."""
     return {"route": ids.HOVER_ROUTE.lstrip("/"),
-            "stores": {"rest": ids.PIXEL_REST, "pinned": ids.PINNED, "region": ids.REGION},
-            "readout": ids.READOUT, "views": list(JACOBIAN_VIEWS),
+            "stores": {"pinned": ids.PINNED, "region": ids.REGION},
+            "readout": ids.READOUT, "scatter": ids.SCATTER, "views": list(JACOBIAN_VIEWS),
             "types": {"image": ids.IMAGE["jacobian"], "ticks": ids.TICKS["jacobian"], "mark": ids.MARK}}
 
 

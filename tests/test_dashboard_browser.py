@@ -191,6 +191,43 @@ def test_histogram_responds_to_a_region(dash_duo, start):
     dash_duo.wait_for_contains_text("#fs-hist", "brain mask", timeout=60)
 
 
+#: Where the scatter's "hovered pixel" marker of FunFuseAn is: [G_MRI, G_PET], or null.
+MARKER = ("const gd = document.querySelector('#fs-scatter .js-plotly-plot');"
+          "const t = gd && (gd.data || []).find(t => t.meta && t.meta.hovered === 'funfusean');"
+          "return t ? [t.x[0], t.y[0]] : null;")
+
+
+def test_scatter_marks_the_selected_pixel_without_a_dash_update(dash_duo, start, tmp_path):
+    from dashboard import backend
+
+    start(models=("funfusean",))
+    upload_pair(dash_duo, tmp_path, shape=(48, 48))
+    click(dash_duo, "#fs-dense-run")
+    wait(lambda: "ready" in dash_duo.find_element(css("status", "funfusean")).text, 300, "the dense job to finish")
+    wait(lambda: dash_duo.find_element("#fs-dense-cancel").get_attribute("disabled") is not None, 30, "the job's end")
+    maps = backend.dense_maps("funfusean", re.search(r"pair=(\w+)", dash_duo.driver.current_url).group(1))
+
+    def marked():  # the marker sits at (G_MRI, G_PET) of the pixel in the readout
+        row, col = readout_pixel(dash_duo)
+        got = dash_duo.driver.execute_script(MARKER)
+        return got is not None and np.allclose(got, (maps["guidance_a"][row, col], maps["guidance_b"][row, col]),
+                                               rtol=1e-4, atol=1e-7)
+    wait(marked, 30, "the new scatter to mark the pixel selected before it was drawn")
+    for fx, fy in ((0.3, 0.6), (0.8, 0.15)):
+        before = dash_duo.driver.execute_script(MARKER)
+        dash_duo.driver.execute_script("performance.clearResourceTimings()")
+
+        def answered(fx=fx, fy=fy):  # found and hovered again while the page settles
+            hover(dash_duo, dash_duo.find_element(css("img-fused", "funfusean")), fx, fy)
+            return np.abs(np.subtract(readout_pixel(dash_duo), (int(fy * 48), int(fx * 48)))).max() <= 1
+        wait(answered, 30, "the hover's readout")
+        wait(lambda before=before: marked() and dash_duo.driver.execute_script(MARKER) != before, 10,
+             "the marker to move")
+        time.sleep(1)  # the cursor rests: the page asks Dash for nothing
+        assert dash_duo.driver.execute_script(
+            "return performance.getEntriesByType('resource').filter(e => e.name.includes('_dash-update')).length") == 0
+
+
 def test_empty_state_and_model_card(dash_duo, start):
     start(models=("weighted-average", "funfusean"))
     dash_duo.find_element(css("card-btn", "funfusean")).click()

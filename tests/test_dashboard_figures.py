@@ -26,16 +26,14 @@ def test_empty_states_say_why():
     assert "scatter" in figures.guidance_scatter({}).layout.annotations[0].text
 
 
-def test_scatter_carries_pixel_indices_and_highlight_patch_moves_only_markers():
+def test_scatter_carries_pixel_indices_and_a_hovered_marker_per_model():
     idx = np.arange(5)
-    fig = figures.guidance_scatter({"a": (idx * 1.0, idx * 2.0, idx), "b": (idx, idx, idx)}, {"a": (1.0, 2.0)})
+    fig = figures.guidance_scatter({"a": (idx * 1.0, idx * 2.0, idx), "b": (idx, idx, idx)})
     assert list(fig.data[0].customdata) == list(idx)
     assert fig.layout.xaxis2.matches == "x"  # one G_MRI axis range for every model
-    assert fig.data[1].x == (1.0,) and fig.data[3].x == (None,)
-    patch = figures.highlight_patch(["a", "b"], {"b": (3.0, 4.0)}).to_plotly_json()
-    targets = {tuple(op["location"]): op["params"]["value"] for op in patch["operations"]}
-    assert targets[("data", 3, "x")] == [3.0] and targets[("data", 1, "x")] == [None]
-    assert all(loc[1] in (1, 3) for loc in targets)  # the clouds (traces 0 and 2) are untouched
+    # the browser finds each model's marker by its meta and moves it (assets/fs_hover.js)
+    assert [t.meta for t in fig.data] == [None, {"hovered": "a"}, None, {"hovered": "b"}]
+    assert fig.data[1].x == (None,) and fig.data[3].y == (None,)
 
 
 def test_subsample_is_reproducible_and_bounded():

@@ -18,18 +18,16 @@ register = feature.register
 
 @feature.callback(
     Output(ids.DOWNLOAD, "data"),
-    Input(ids.DOWNLOAD_PNG, "n_clicks"), Input(ids.DOWNLOAD_CSV, "n_clicks"),
+    Input(ids.SHEET_PIXEL, "data"), Input(ids.DOWNLOAD_CSV, "n_clicks"),
     Input(ids.every(ids.HDF5, views=False), "n_clicks"),
-    State(ids.PAIR, "data"), State(ids.GRID_VERSION, "data"), State(ids.PIXEL_REST, "data"),
-    State(ids.PINNED, "data"), State(ids.JAC_MODE, "value"), State(ids.SHARED, "value"),
+    State(ids.PAIR, "data"), State(ids.GRID_VERSION, "data"), State(ids.JAC_MODE, "value"), State(ids.SHARED, "value"),
     State(ids.GAMMA_J, "value"), State(ids.GAMMA_G, "value"), State(ids.STATS_ROWS, "data"),
     State(ids.Y_ONLY, "value"), State(ids.MASK_THRESHOLD, "value"),
     prevent_initial_call=True,
 )
-def download(_png, _csv, h5_clicks, pair, version, rest, pinned, mode, shared, gamma_j, gamma_g, rows, y_only,
-             threshold):
-    """The current figures as one PNG sheet, the statistics and quality metrics as CSV, or one model's dense
-    result as HDF5."""
+def download(pixel, _csv, h5_clicks, pair, version, mode, shared, gamma_j, gamma_g, rows, y_only, threshold):
+    """The current figures as one PNG sheet (at ``pixel``: the browser's selected pixel when "PNG" was pressed,
+    ``hover.sheetPixel``), the statistics and quality metrics as CSV, or one model's dense result as HDF5."""
     trigger = ctx.triggered_id
     if trigger == ids.DOWNLOAD_CSV:
         models = (version or {}).get("models", [])
@@ -45,8 +43,8 @@ def download(_png, _csv, h5_clicks, pair, version, rest, pinned, mode, shared, g
         if content is None:
             raise PreventUpdate
         return dcc.send_bytes(content, f"{trigger['model']}-{pair['id'][:8]}.h5")
-    if trigger == ids.DOWNLOAD_PNG:
-        return dcc.send_bytes(figure_sheet(pair, version, pinned or rest, mode, shared, gamma_j, gamma_g,
+    if trigger == ids.SHEET_PIXEL and pixel:
+        return dcc.send_bytes(figure_sheet(pair, version, pixel, mode, shared, gamma_j, gamma_g,
                                            bool(y_only)), "fusion-saliency.png")
     raise PreventUpdate
 

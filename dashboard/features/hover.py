@@ -2,8 +2,10 @@
 
 Hover runs in the browser: it draws the crosshair on every image at once and asks the hover
 route (``api.py``) for the Jacobian images, tick labels and readout values, which it swaps in
-itself. These callbacks hand it the pair's shape, the pinned pixel, the view settings, the region
-mode and the region; every one also hands it ``ids.BROWSER_CONFIG`` (the ids and the route it uses).
+itself, and moves the scatter's "hovered pixel" markers. These callbacks hand it the pair's shape,
+the pinned pixel, the view settings, the region mode, the region and each new scatter figure, and
+ask it for the selected pixel when "PNG" is pressed; every one also hands it ``ids.BROWSER_CONFIG``
+(the ids and the route it uses).
 """
 from __future__ import annotations
 
@@ -28,3 +30,7 @@ feature.clientside(ClientsideFunction("fs", "regionMode"), Output(ids.JS_SINK, "
                    Input(ids.REGION_MODE, "value"), CONFIG, prevent_initial_call=True)
 feature.clientside(ClientsideFunction("fs", "drawRegion"), Output(ids.JS_SINK, "data", allow_duplicate=True),
                    Input(ids.REGION, "data"), Input(ids.GRID_VERSION, "data"), CONFIG, prevent_initial_call=True)
+feature.clientside(ClientsideFunction("fs", "scatterShown"), Output(ids.JS_SINK, "data", allow_duplicate=True),
+                   Input(ids.SCATTER, "figure"), CONFIG, prevent_initial_call=True)
+feature.clientside(ClientsideFunction("fs", "sheetPixel"), Output(ids.SHEET_PIXEL, "data"),
+                   Input(ids.DOWNLOAD_PNG, "n_clicks"), CONFIG, prevent_initial_call=True)

@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 from dash import Input, Output, State, ctx
-from dash.exceptions import PreventUpdate
 
 from .. import backend, components, figures, ids, stats
 from ..registry import Feature
-from ..state import clamp_pixel
 
 feature = Feature(__name__)
 register = feature.register
@@ -55,20 +53,14 @@ def statistics(status, region, threshold, pair):
     return figures.share_histograms(hists, summaries, label), components.region_table(rows), rows
 
 
-def highlight(dense: dict, pixel: dict | None, pair: dict) -> dict:
-    """(G_MRI, G_PET) of the selected pixel for every model."""
-    row, col = clamp_pixel(pixel, pair["h"], pair["w"])
-    return {m: (float(d["guidance_a"][row, col]), float(d["guidance_b"][row, col])) for m, d in dense.items()}
-
-
 @feature.callback(
     Output(ids.SCATTER, "figure"),
     Input(ids.DENSE_STATUS, "data"),
-    State(ids.PAIR, "data"), State(ids.MASK_THRESHOLD, "value"), State(ids.PINNED, "data"),
-    State(ids.PIXEL_REST, "data"),
+    State(ids.PAIR, "data"), State(ids.MASK_THRESHOLD, "value"),
 )
-def scatter(status, pair, threshold, pinned, rest):
-    """G_MRI vs G_PET over the brain-mask pixels (subsampled for WebGL), one subplot per model."""
+def scatter(status, pair, threshold):
+    """G_MRI vs G_PET over the brain-mask pixels (subsampled for WebGL), one subplot per model. The browser
+    moves each model's "hovered pixel" marker to the selected pixel (``assets/fs_hover.js``)."""
     dense = dense_for(status)
     if not dense or status["pair"] != pair["id"]:
         return figures.guidance_scatter({})
@@ -76,21 +68,7 @@ def scatter(status, pair, threshold, pinned, rest):
     brain = np.flatnonzero(stats.brain_mask(a, float(threshold or stats.BRAIN_THRESHOLD)))
     idx = figures.subsample(brain, backend.config().max_scatter_points)
     points = {m: (d["guidance_a"].ravel()[idx], d["guidance_b"].ravel()[idx], idx) for m, d in dense.items()}
-    return figures.guidance_scatter(points, highlight(dense, pinned or rest, pair))
-
-
-@feature.callback(
-    Output(ids.SCATTER, "figure", allow_duplicate=True),
-    Input(ids.PIXEL_REST, "data"), Input(ids.PINNED, "data"),
-    State(ids.DENSE_STATUS, "data"), State(ids.PAIR, "data"),
-    prevent_initial_call=True,
-)
-def scatter_highlight(rest, pinned, status, pair):
-    """Move the highlighted pixel in the scatter when the cursor rests (a Patch: the clouds stay)."""
-    dense = dense_for(status)
-    if not dense:
-        raise PreventUpdate
-    return figures.highlight_patch(list(dense), highlight(dense, pinned or rest, pair))
+    return figures.guidance_scatter(points)
 
 
 @feature.callback(
