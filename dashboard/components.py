@@ -98,16 +98,27 @@ def job_message(line: dict | None, idle: bool, retry=None, waiting_id: str = ids
     return None
 
 
-def model_status(model: str, status: dict, job: dict, line: dict | None, waiting: bool):
+def percent(done: int, total: int) -> float:
+    """How far a model's job got, in percent of its pixels."""
+    return 100.0 * done / max(total, 1)
+
+
+def progress_props(pct: float) -> dict:
+    """The properties of a model's progress bar (``ids.PROGRESS``) at ``pct`` percent."""
+    return {"value": pct, "label": f"{pct:.0f}%"}
+
+
+def model_status(model: str, status: dict, job: dict, line: dict | None, waiting: bool, shown: float = 0.0):
     """Under a column's header: done / waiting in line / computing n% / queued / failed or lost (with
-    retry) / cancelled / not computed. ``status``: the model's dense status, ``job``: its live progress."""
+    retry) / cancelled / not computed. ``status``: the model's dense status, ``job``: its live progress,
+    ``shown``: the percent its progress bar shows now (a bar never goes back)."""
     if status["state"] == "done":
         return dbc.Badge("whole-image maps ready", color="success", className="fs-done")
     if waiting:
         return dbc.Badge(job_slots.waiting_text(line), color="info", className="fs-waiting")
     if job.get("state") == "computing":
-        pct = 100.0 * job.get("done", 0) / max(job.get("total", 1), 1)
-        return dbc.Progress(value=pct, label=f"{pct:.0f}%", striped=True, animated=True, className="fs-progress",
+        props = progress_props(max(percent(job.get("done", 0), job.get("total", 1)), shown))
+        return dbc.Progress(**props, striped=True, animated=True, className="fs-progress",
                             id=ids.pid(ids.PROGRESS, model))
     if job.get("state") == "queued":
         return dbc.Badge("queued", color="info")
@@ -117,7 +128,7 @@ def model_status(model: str, status: dict, job: dict, line: dict | None, waiting
                          dbc.Button("retry", id=ids.pid(ids.RETRY, model), size="sm", color="danger",
                                     outline=True, className="ms-1 py-0")], className="text-danger small")
     if status["state"] == "cancelled":
-        pct = 100.0 * status.get("done", 0) / max(status.get("total", 1), 1)
+        pct = percent(status.get("done", 0), status.get("total", 1))
         return html.Div([dbc.Badge(f"cancelled at {pct:.0f}%", color="warning", text_color="dark",
                                    className="fs-cancelled"),
                          html.Small(" “Compute” starts again", className="text-muted")])

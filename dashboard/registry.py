@@ -49,3 +49,9 @@ def output_ids(index: int) -> list[dict]:
     if not outputs or isinstance(outputs[0], dict):  # a callback with one (ALL) output: a flat list
         return [item["id"] for item in outputs]
     return [item["id"] for item in outputs[index]]
+
+
+def by_model(index: int) -> dict[str, object]:
+    """{model: value} of the ``index``-th State of the running callback, an ``ALL`` pattern over one
+    component per model (e.g. every model's progress bar; only those on the page)."""
+    return {item["id"]["model"]: item.get("value") for item in ctx.states_list[index]}

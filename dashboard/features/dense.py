@@ -14,7 +14,7 @@ from dash.exceptions import PreventUpdate
 
 from .. import backend, components, dense_job, ids, jobs
 from ..paint import dense_views
-from ..registry import Feature, output_ids
+from ..registry import Feature, by_model, output_ids
 
 feature = Feature(__name__)
 register = feature.register
@@ -81,13 +81,15 @@ def run_dense(set_progress, request, mode, gamma):
     """Dense Jacobians of the requested models in a background job, fanned out over the cores (or the Celery
     workers) in blocks of rows (``dense_job``).
 
-    Progress per model goes out when a model's state changed, and otherwise (counts only) at most every
-    ``PROGRESS_EVERY_S``; a coarse preview that refines (four PNG views of the model furthest along, named
-    in the progress as ``preview_model``) at most every ``PREVIEW_EVERY_S``, only when it changed, and in a
-    store of its own (``ids.DENSE_PREVIEW``, shown by the browser itself: ``maps``), so that the callbacks
-    driven by the progress never carry it: each message re-renders part of the page, which a hover's answer
-    waits behind. The results themselves go to the service's shared cache, so every page and worker sees
-    them. The returned failures are only read as State (see ``dense_status``).
+    Progress per model goes out when a model's state or the preview's model changed (the whole report, to
+    ``ids.DENSE_PROGRESS``, which the callbacks downstream follow); counts alone go straight into the
+    computing models' progress bars at most every ``PROGRESS_EVERY_S`` (no callback follows them); a coarse
+    preview that refines (four PNG views of the model furthest along, named in the progress as
+    ``preview_model``) at most every ``PREVIEW_EVERY_S``, only when it changed, and in a store of its own
+    (``ids.DENSE_PREVIEW``, shown by the browser itself: ``maps``). Each message keeps the browser busy for
+    a while, which a hover's answer may wait behind. The results themselves go to the service's shared
+    cache, so every page and worker sees them. The returned failures are only read as State (see
+    ``dense_status``).
     """
     if not request:
         raise PreventUpdate
@@ -96,7 +98,7 @@ def run_dense(set_progress, request, mode, gamma):
     pair_id = request["pair"]
     report = {"pair": pair_id, "t": request["t"], "models": {m: {"state": "queued"} for m in request["models"]},
               "preview_model": None}
-    fused, sent = {}, {"progress": 0.0, "preview": 0.0, "models": None, "srcs": None}
+    fused, sent = {}, {"progress": 0.0, "preview": 0.0, "models": None, "srcs": None, "preview_model": None}
 
     def progress(states: dict, preview) -> None:
         report["models"] = {m: {k: v for k, v in s.items() if k in ("state", "done", "total", "error")}
@@ -114,12 +116,17 @@ def run_dense(set_progress, request, mode, gamma):
                     sent["srcs"], report["preview_model"] = srcs, model
                     set_props(ids.DENSE_PREVIEW, {"data": {"pair": pair_id, "t": request["t"], "model": model,
                                                            "srcs": srcs}})
-        states = {m: s["state"] for m, s in report["models"].items()}
-        new_state = states != {m: s["state"] for m, s in (sent["models"] or {}).items()}  # sent at once
-        if not new_state and (report["models"] == sent["models"] or now - sent["progress"] < PROGRESS_EVERY_S):
-            return
-        sent["progress"], sent["models"] = now, report["models"]
-        set_progress(dict(report))
+        before = sent["models"] or {}
+        if ({m: s["state"] for m, s in report["models"].items()} != {m: s["state"] for m, s in before.items()}
+                or report["preview_model"] != sent["preview_model"]):
+            sent["progress"], sent["models"], sent["preview_model"] = now, report["models"], report["preview_model"]
+            set_progress(dict(report))  # sent at once
+        elif report["models"] != before and now - sent["progress"] >= PROGRESS_EVERY_S:
+            sent["progress"], sent["models"] = now, report["models"]
+            for m, s in report["models"].items():
+                if s["state"] == "computing" and s != before.get(m):
+                    set_props(ids.pid(ids.PROGRESS, m),
+                              components.progress_props(components.percent(s.get("done", 0), s.get("total", 1))))
 
     try:
         states = dense_job.compute(request["models"], pair_id, jobs.job_key(), progress)
@@ -181,13 +188,21 @@ def dense_status(version, progress, _idle, _opened, cancelled, job, _cohort_idle
 @feature.callback(
     Output(ids.DENSE_CANCELLED, "data"),
     Input(ids.DENSE_CANCEL, "n_clicks"), State(ids.DENSE_PROGRESS, "data"),
+    State(ids.every(ids.PROGRESS, views=False), "value"),
     prevent_initial_call=True,
 )
-def remember_cancel(_clicks, progress):
-    """Cancel (Dash stops the job's process): remember that job and how far its unfinished models got."""
+def remember_cancel(_clicks, progress, _bars):
+    """Cancel (Dash stops the job's process): remember that job and how far its unfinished models got (as far
+    as their progress bars show: the job's counts go straight to the bars)."""
     if not progress:
         raise PreventUpdate
-    models = {m: s for m, s in progress["models"].items() if s["state"] in ("computing", "queued")}
+    shown = by_model(1)
+    models = {}
+    for m, s in progress["models"].items():
+        if s["state"] in ("computing", "queued"):
+            total = s.get("total", 1)
+            done = max(s.get("done", 0), round(float(shown.get(m) or 0) * total / 100))
+            models[m] = {**s, "done": done, "total": total}
     return {"pair": progress["pair"], "t": progress["t"], "models": models}
 
 
@@ -204,21 +219,23 @@ def job_message(line, idle):
     Output(ids.every(ids.STATUS, views=False), "children"),
     Output(ids.every(ids.EMPTY), "children", allow_duplicate=True),
     Input(ids.DENSE_STATUS, "data"), Input(ids.DENSE_PROGRESS, "data"), Input(ids.DENSE_CANCEL, "disabled"),
-    Input(ids.DENSE_JOB, "data"),
+    Input(ids.DENSE_JOB, "data"), State(ids.every(ids.PROGRESS, views=False), "value"),
     prevent_initial_call="initial_duplicate",
 )
-def model_status(status, progress, idle, line):
+def model_status(status, progress, idle, line, _bars):
     """Header of each column: done / waiting in line / computing n% / failed or lost (message and retry) /
     not computed; and, on each message of a running job, the note over each unfinished model's maps
     ("computing", "queued", or "preview" over the model whose preview the browser shows: ``maps``).
-    One callback for both: each callback a job's message sets off keeps the browser busy for a while."""
+    One callback for both: each callback a job's message sets off keeps the browser busy for a while.
+    A progress bar drawn again starts where it is (the job's counts go straight to the bars: ``run_dense``)."""
     models = [i["model"] for i in output_ids(0)]
     if not status:
         return [""] * len(models), [no_update] * len(output_ids(1))
     waiting = not idle and (line or {}).get("state") == "waiting"
     running = {} if waiting else live(progress, status["pair"], running=not idle)
+    shown = by_model(0)
     headers = [components.model_status(m, status["models"].get(m, {"state": "missing"}), running.get(m, {}), line,
-                                       waiting) for m in models]
+                                       waiting, float(shown.get(m) or 0)) for m in models]
     notes = [no_update] * len(output_ids(1))
     if running and ctx.triggered_id == ids.DENSE_PROGRESS:  # else the maps' own callback wrote them (``maps``)
         notes = [map_note(i["model"], status, progress, running) for i in output_ids(1)]
