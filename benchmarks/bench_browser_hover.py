@@ -137,7 +137,9 @@ LONG_FRAMES = """
 if (!window.__fsLong) {
   window.__fsLong = [];
   new PerformanceObserver(l => { for (const e of l.getEntries()) {
-    window.__fsLong.push([e.duration, e.scripts.map(x => [x.invoker, x.duration])]);
+    window.__fsLong.push([e.duration, e.scripts.map(x => [
+      x.invoker + (x.sourceFunctionName ? ' ' + x.sourceFunctionName : '') + ' (' + (x.sourceURL || '').split('/').pop() + ')',
+      x.duration])]);
   } }).observe({type: 'long-animation-frame'});
 }
 return window.__fsLong.splice(0);

@@ -118,7 +118,7 @@ def model_status(model: str, status: dict, job: dict, line: dict | None, waiting
         return dbc.Badge(job_slots.waiting_text(line), color="info", className="fs-waiting")
     if job.get("state") == "computing":
         props = progress_props(max(percent(job.get("done", 0), job.get("total", 1)), shown))
-        return dbc.Progress(**props, striped=True, animated=True, className="fs-progress",
+        return dbc.Progress(**props, striped=True, animated=False, className="fs-progress",
                             id=ids.pid(ids.PROGRESS, model))
     if job.get("state") == "queued":
         return dbc.Badge("queued", color="info")
@@ -185,7 +185,7 @@ def cohort_status(report: dict | None, running: bool, cancelled: bool):
     if running and report["state"] == "running":
         return html.Div([
             dbc.Progress(value=report["value"], label=f"{report['finished']} of {report['total']}", striped=True,
-                         animated=True, className="fs-progress mt-1", id=ids.COHORT_BAR),
+                         animated=False, className="fs-progress mt-1", id=ids.COHORT_BAR),
             html.Span(f"{size}; {report['cached']} were cached", className="text-muted")])
     if report["state"] == "running":
         return None  # the job ended without its summary: the line message says why (lost)
