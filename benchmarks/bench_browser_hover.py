@@ -137,8 +137,8 @@ LONG_FRAMES = """
 if (!window.__fsLong) {
   window.__fsLong = [];
   new PerformanceObserver(l => { for (const e of l.getEntries()) {
-    window.__fsLong.push([e.duration, e.scripts.map(x => [
-      x.invoker + (x.sourceFunctionName ? ' ' + x.sourceFunctionName : '') + ' (' + (x.sourceURL || '').split('/').pop() + ')',
+    window.__fsLong.push([e.duration, e.scripts.map(x => [x.invoker
+      + (x.sourceFunctionName ? ' ' + x.sourceFunctionName : '') + ' (' + (x.sourceURL || '').split('/').pop() + ')',
       x.duration])]);
   } }).observe({type: 'long-animation-frame'});
 }
