@@ -73,38 +73,32 @@
         return {row: row, col: col};
     }
 
-    /* Crosshair and RF box on every full-size image: a few style writes, no server. */
+    /* Crosshair on every full-size image (two CSS variables: fs_style.css draws the lines) and each model's RF
+       box on its fused image: a few style writes, no server. */
     function drawCursor(p) {
-        const frames = fullFrames();
-        for (let k = 0; k < frames.length; k++) {
-            const f = frames[k];
-            const ch = f.querySelector(".fs-ch"), cv = f.querySelector(".fs-cv"), box = f.querySelector(".fs-rfbox");
+        const root = document.documentElement;
+        root.classList.toggle("fs-has-cursor", !!(p && S.h));
+        root.classList.toggle("fs-is-pinned", !!S.pinned);
+        if (p && S.h) {
+            root.style.setProperty("--fs-cy", (100 * (p.row + 0.5) / S.h) + "%");
+            root.style.setProperty("--fs-cx", (100 * (p.col + 0.5) / S.w) + "%");
+        }
+        const boxes = document.querySelectorAll(".fs-frame.fs-full[data-rf] > .fs-rfbox");
+        for (let k = 0; k < boxes.length; k++) {
+            const box = boxes[k];
             if (!p || !S.h) {
-                if (ch) { ch.style.display = "none"; }
-                if (cv) { cv.style.display = "none"; }
-                if (box) { box.style.display = "none"; }
+                box.style.display = "none";
                 continue;
             }
-            if (ch) {
-                ch.style.top = (100 * (p.row + 0.5) / S.h) + "%";
-                ch.style.display = "block";
-            }
-            if (cv) {
-                cv.style.left = (100 * (p.col + 0.5) / S.w) + "%";
-                cv.style.display = "block";
-            }
-            if (box && f.dataset.rf) {
-                const rf = f.dataset.rf.split(",").map(Number);  // up, down, left, right
-                const top = Math.max(p.row - rf[0], 0), bottom = Math.min(p.row + rf[1], S.h - 1);
-                const left = Math.max(p.col - rf[2], 0), right = Math.min(p.col + rf[3], S.w - 1);
-                box.style.top = (100 * top / S.h) + "%";
-                box.style.height = (100 * (bottom - top + 1) / S.h) + "%";
-                box.style.left = (100 * left / S.w) + "%";
-                box.style.width = (100 * (right - left + 1) / S.w) + "%";
-                box.style.display = "block";
-            }
+            const rf = box.parentNode.dataset.rf.split(",").map(Number);  // up, down, left, right
+            const top = Math.max(p.row - rf[0], 0), bottom = Math.min(p.row + rf[1], S.h - 1);
+            const left = Math.max(p.col - rf[2], 0), right = Math.min(p.col + rf[3], S.w - 1);
+            box.style.top = (100 * top / S.h) + "%";
+            box.style.height = (100 * (bottom - top + 1) / S.h) + "%";
+            box.style.left = (100 * left / S.w) + "%";
+            box.style.width = (100 * (right - left + 1) / S.w) + "%";
+            box.style.display = "block";
         }
-        document.documentElement.classList.toggle("fs-is-pinned", !!S.pinned);
     }
 
     /* ---------------------------------------------------------------- the hover request */

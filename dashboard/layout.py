@@ -119,7 +119,7 @@ def inputs_card():
     def source(view, title):
         return html.Div([html.Div(title, className="fs-row-title"),
                          html.Div([html.Img(id=ids.INPUT[view], className="fs-img", alt=title, draggable="false"),
-                                   html.Div(className="fs-ch"), html.Div(className="fs-cv")],
+                                   ],
                                   className="fs-frame fs-full")], className="fs-input")
 
     return dbc.Card(dbc.CardBody(dbc.Row([

@@ -3,8 +3,9 @@
 Ids are pattern-matching dicts ``{"type": "<what>-<kind>", "view", "model"}``
 (e.g. ``img-jacobian``; the types are in ``ids.py``), so one callback with ``ALL`` serves every
 model and a view kind at once. Every image sits in a ``.fs-frame``; frames of full-size images (class
-``fs-full``) are hover sources and carry the crosshair, drawn by
-``assets/fs_hover.js``. Zoomed Jacobian frames (``fs-zoom``) show the model's
+``fs-full``) are hover sources and carry the crosshair: their ``::before`` and ``::after`` lines, placed
+by two CSS variables that ``assets/fs_hover.js`` sets (no element per line: the fewer components, the
+less each Dash update costs the browser). Zoomed Jacobian frames (``fs-zoom``) show the model's
 own receptive-field window; their marker is placed by the server, which knows
 the window.
 """
@@ -48,10 +49,8 @@ def frame(image_id, hoverable: bool, extra=(), rf: tuple[int, int, int, int] | N
     if rf is not None:
         attrs = {"data-rf": ",".join(str(int(v)) for v in rf)}
     children = [html.Img(id=image_id, className="fs-img", alt=label, draggable="false")]
-    if hoverable:
-        children += [html.Div(className="fs-ch"), html.Div(className="fs-cv")]
-        if rf is not None:
-            children.append(html.Div(className="fs-rfbox"))
+    if hoverable and rf is not None:
+        children.append(html.Div(className="fs-rfbox"))
     children += list(extra)
     return html.Div(children, className="fs-frame " + ("fs-full" if hoverable else "fs-zoom"), **attrs)
 

@@ -49,10 +49,13 @@ def test_hover_updates_every_panel_and_the_readout(dash_duo, start):
     wait(lambda: all(srcs(dash_duo, "img-jacobian")[k] != v for k, v in before.items() if "funfusean" in k),
          20, "FunFuseAn's Jacobian images to change")
     # every full-size image shows the crosshair at the same relative place, including the inputs
-    tops = dash_duo.driver.execute_script(
-        "return [...document.querySelectorAll('.fs-frame.fs-full .fs-ch')].map(e => e.style.display + e.style.top)")
-    assert len(tops) >= 2 + 2 and len(set(tops)) == 1 and tops[0].startswith("block")
-    assert float(tops[0][len("block"):-1]) == pytest.approx(100 * (row + 0.5) / 256)
+    lines = dash_duo.driver.execute_script(
+        "return [...document.querySelectorAll('.fs-frame.fs-full')].filter(f => f.querySelector('img').src)"
+        ".map(f => [getComputedStyle(f, '::before'), getComputedStyle(f, '::after'), f.getBoundingClientRect()])"
+        ".map(([h, v, r]) => [h.display, v.display, parseFloat(h.top) / r.height, parseFloat(v.left) / r.width])")
+    assert len(lines) >= 2 + 2 and all(h == v == "block" for h, v, _, _ in lines)
+    for _, _, y, x in lines:  # drawn across the image at the pixel's centre
+        assert (y, x) == (pytest.approx((row + 0.5) / 256, abs=2e-3), pytest.approx((col + 0.5) / 256, abs=2e-3))
     # the zoomed panels mark the pixel inside each model's own window; both models are in the readout
     marks = dash_duo.find_elements(css("mark"))
     assert len(marks) == 4 and all(m.value_of_css_property("display") == "block" for m in marks)
