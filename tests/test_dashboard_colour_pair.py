@@ -7,9 +7,9 @@ page and flips "Y only". Run with ``pytest --headless``.
 import base64
 import io
 
+import browser_helpers as browser
 import numpy as np
 import pytest
-import test_dashboard_browser as browser
 import torch
 from PIL import Image
 
@@ -18,8 +18,6 @@ from dashboard.config import Config
 from dashboard.features import downloads
 from dashboard.features import pair as pair_feature
 from fusion.saliency import save_hdf5
-
-cache_dir, start = browser.cache_dir, browser.start  # the browser tests' app fixtures
 
 SHAPE = (40, 48)
 GREY_SAMPLE = "sample:axial-095"  # a bundled pair with a grey PET (the page opens on a colour one)
