@@ -1,5 +1,5 @@
 /*
- * Linked hover, pinning, arrow keys and region drawing, in the browser.
+ * Linked hover, pinning and arrow keys, in the browser.
  *
  * Every full-size image sits in a `.fs-frame.fs-full`. Moving over any of them
  * draws the crosshair (and each model's receptive-field box) on all of them at
@@ -7,31 +7,32 @@
  * hover route (`/fs-api/pixel`, dashboard/api.py), whose JSON answer (the Jacobian PNGs of
  * every model, markers, tick labels, readout values) is swapped into the page
  * here too: no Dash callback on the hot path. At most one request is in
- * flight; newer pixels wait and only the latest is sent.
+ * flight; newer pixels wait and only the latest is sent. Each answer is announced as the
+ * document event "fs-answer" (fs_scatter.js moves the scatter's markers with it).
+ *
+ * The page state and a few helpers are shared as window.fsPage with fs_regions.js (box and
+ * lasso regions) and fs_scatter.js (the scatter's hovered-pixel markers), loaded after this file.
  *
  * The ids and the route are not written here: every clientside callback hands over the
  * page's browser config (dashboard/layout.py browser_config(), ids from dashboard/ids.py):
  *   route    the hover endpoint, relative to the app's prefix
- *   stores   {pinned, region}: the stores written from here with dash_clientside.set_props:
+ *   stores   {pinned, region}: the stores written with dash_clientside.set_props:
  *            pinned  {row, col}|null   click pins, click again or Esc releases, arrows step
- *            region  {kind, points}    a box or lasso drawn on any image
+ *            region  {kind, points}    a box or lasso drawn on any image (fs_regions.js)
  *   readout  the id of the readout table's box
- *   scatter  the id of the G_MRI vs G_PET scatter, whose "hovered pixel" markers are moved from here
- *            (Plotly.update, once the cursor rests) to the hover answer's ∂F/∂MRI(p), ∂F/∂PET(p):
- *            a Dash update would keep the page busy for tens of ms per rest during a Compute
+ *   scatter  the id of the G_MRI vs G_PET scatter (fs_scatter.js)
  *   views    the Jacobian views ("jmri", "jpet"); types {image, ticks, mark}: their pattern types
  */
 (function () {
     "use strict";
     const S = {
         h: 0, w: 0, pixel: null, pinned: null, seq: 0,
-        inflight: false, sentAt: 0, queued: null, restTimer: null, answer: null,
+        inflight: false, sentAt: 0, queued: null, answer: null,
         mode: "hover", drag: null, region: null,
         view: {pair: null, models: [], window: "rf", jac: "signed", shared: false, gamma: 1},
         base: "/",
         cfg: null,  // the page's browser config, from the first clientside callback
     };
-    const SVG = "http://www.w3.org/2000/svg";
     window.__fsState = S;  // for debugging and the browser benchmark
 
     // Where the app's routes live: Dash's own request prefix (FUSION_URL_PREFIX, e.g. "/fusion/"),
@@ -181,45 +182,7 @@
         });
         readout(data);
         S.answer = data;
-        clearTimeout(S.restTimer);
-        S.restTimer = setTimeout(function () { markScatter(); }, 150);
-    }
-
-    /* ---------------------------------------------------------------- the scatter's hovered pixel */
-    function scatterPlot() {  // the Plotly div of the scatter (dcc.Graph puts it inside its own div)
-        const box = S.cfg && document.getElementById(S.cfg.scatter);
-        return box && box.querySelector(".js-plotly-plot");
-    }
-
-    function hoveredTraces(data) { return (data || []).filter(function (t) { return t.meta && t.meta.hovered; }); }
-
-    /* Put each model's "hovered pixel" marker (the traces with meta {hovered: model}) at its (G_MRI, G_PET) of
-       the last answered pixel; nothing when they are there already. Returns whether the plot had ``expect``
-       such traces (any number when not given). */
-    function markScatter(expect) {
-        const gd = scatterPlot();
-        if (!gd || !gd.data || !window.Plotly) { return false; }
-        if (typeof expect === "number" && hoveredTraces(gd.data).length !== expect) { return false; }
-        if (!gd.fsMarked && gd.on) {  // a new figure from the server: mark it again once drawn
-            gd.fsMarked = true;
-            gd.on("plotly_afterplot", function () { markScatter(); });
-        }
-        const answer = S.answer || {models: {}};
-        const index = [], xs = [], ys = [];
-        gd.data.forEach(function (trace, k) {
-            const model = trace.meta && trace.meta.hovered;
-            if (!model) { return; }
-            const r = answer.models[model];
-            const x = r && !r.error ? r.dmri : null, y = r && !r.error ? r.dpet : null;
-            if ((trace.x || [])[0] === x && (trace.y || [])[0] === y) { return; }
-            index.push(k);
-            xs.push([x]);
-            ys.push([y]);
-        });
-        if (index.length) {  // update, not restyle: the graph turns a restyle into a Dash update
-            window.Plotly.update(gd, {x: xs, y: ys}, {}, index);
-        }
-        return true;
+        document.dispatchEvent(new CustomEvent("fs-answer", {detail: data}));  // fs_scatter.js listens
     }
 
     function send(p) {
@@ -258,54 +221,12 @@
         send(p);
     }
 
-    /* ---------------------------------------------------------------- regions */
-    function regionPath(region) {
-        if (!region || !region.points || !region.points.length) { return null; }
-        const pts = region.points;
-        if (region.kind === "box") {
-            const a = pts[0], b = pts[pts.length - 1];
-            const r0 = Math.min(a[0], b[0]), r1 = Math.max(a[0], b[0]);
-            const c0 = Math.min(a[1], b[1]), c1 = Math.max(a[1], b[1]);
-            return "M" + c0 + "," + r0 + "H" + (c1 + 1) + "V" + (r1 + 1) + "H" + c0 + "Z";
-        }
-        return "M" + pts.map(function (q) { return (q[1] + 0.5) + "," + (q[0] + 0.5); }).join("L") + "Z";
-    }
-
-    function drawRegion(region) {
-        const d = regionPath(region);
-        const frames = fullFrames();
-        for (let k = 0; k < frames.length; k++) {
-            let svg = frames[k].querySelector("svg.fs-region");
-            if (!svg) {
-                if (!d) { continue; }
-                svg = document.createElementNS(SVG, "svg");
-                svg.setAttribute("class", "fs-region");
-                svg.setAttribute("preserveAspectRatio", "none");
-                svg.appendChild(document.createElementNS(SVG, "path"));
-                frames[k].appendChild(svg);
-            }
-            svg.setAttribute("viewBox", "0 0 " + S.w + " " + S.h);
-            svg.firstChild.setAttribute("d", d || "");
-            svg.style.display = d ? "block" : "none";
-        }
-    }
+    /* What fs_regions.js and fs_scatter.js share with this file (loaded after it: assets load in name order). */
+    window.fsPage = {S: S, configure: configure, setProps: setProps, fullFrames: fullFrames, pixelAt: pixelAt};
 
     /* ---------------------------------------------------------------- events */
     document.addEventListener("mousemove", function (ev) {
         const frame = ev.target.closest && ev.target.closest(".fs-frame.fs-full");
-        if (S.drag) {
-            const anchor = S.drag.frame;
-            const p = pixelAt(anchor, ev, true);
-            if (!p) { return; }
-            if (S.drag.kind === "box") {
-                S.drag.points = [S.drag.points[0], [p.row, p.col]];
-            } else {
-                const last = S.drag.points[S.drag.points.length - 1];
-                if (last[0] !== p.row || last[1] !== p.col) { S.drag.points.push([p.row, p.col]); }
-            }
-            drawRegion(S.drag);
-            return;
-        }
         if (!frame || S.pinned || S.mode !== "hover") { return; }
         const p = pixelAt(frame, ev, false);
         if (p) {
@@ -313,24 +234,6 @@
             select(p);
         }
     }, {passive: true});
-
-    document.addEventListener("mousedown", function (ev) {
-        if (S.mode === "hover" || ev.button !== 0) { return; }
-        const frame = ev.target.closest && ev.target.closest(".fs-frame.fs-full");
-        if (!frame) { return; }
-        const p = pixelAt(frame, ev, true);
-        if (!p) { return; }
-        ev.preventDefault();
-        S.drag = {kind: S.mode, frame: frame, points: [[p.row, p.col]]};
-    });
-
-    document.addEventListener("mouseup", function () {
-        if (!S.drag) { return; }
-        const region = {kind: S.drag.kind, points: S.drag.points};
-        S.drag = null;
-        const enough = region.kind === "box" ? region.points.length >= 2 : region.points.length >= 3;
-        if (enough) { S.region = region; setProps("region", region); } else { drawRegion(S.region); }
-    });
 
     document.addEventListener("click", function (ev) {
         if (S.mode !== "hover") { return; }
@@ -370,84 +273,61 @@
     });
 
     /* ---------------------------------------------------------------- Dash side */
-    window.dash_clientside = Object.assign({}, window.dash_clientside, {
-        fs: {
-            setShape: function (pair, cfg) {
-                configure(cfg);
-                if (pair) {
-                    if (S.pixel && (S.pixel.row >= pair.h || S.pixel.col >= pair.w)) { S.pixel = null; }
-                    S.h = pair.h;
-                    S.w = pair.w;
-                    document.documentElement.style.setProperty("--fs-ar", pair.w + " / " + pair.h);
-                    if (!S.pixel) { S.pixel = {row: Math.floor(S.h / 2), col: Math.floor(S.w / 2)}; }
-                    drawCursor(S.pixel);
-                }
-                return window.dash_clientside.no_update;
-            },
-            pin: function (pinned, cfg) {
-                configure(cfg);
-                S.pinned = pinned || null;
-                document.documentElement.classList.toggle("fs-is-pinned", !!S.pinned);
-                if (pinned) { select({row: pinned.row, col: pinned.col}); }
-                return window.dash_clientside.no_update;
-            },
-            setView: function (version, jac, shared, gamma, cfg) {
-                configure(cfg);
-                S.base = basePath();
-                if (version) {
-                    S.view.pair = version.pair;
-                    S.view.models = version.models;
-                    S.view.window = version.window;
-                }
-                S.view.jac = jac || "signed";
-                S.view.shared = !!shared;
-                S.view.gamma = gamma || 1;
-                if (!S.pixel && S.h) { S.pixel = {row: Math.floor(S.h / 2), col: Math.floor(S.w / 2)}; }
-                if (S.pixel) { drawCursor(S.pixel); }
-                refresh();
-                return window.dash_clientside.no_update;
-            },
-            regionMode: function (mode, cfg) {
-                configure(cfg);
-                S.mode = mode || "hover";
-                document.documentElement.dataset.fsMode = S.mode;
-                return window.dash_clientside.no_update;
-            },
-            /* A running job's latest preview (four views of one model) into that model's whole-image maps,
-               unless the model is done meanwhile, the page shows another pair, or the job ended. */
-            showPreview: function (preview, status, idle) {
-                const outputs = window.dash_clientside.callback_context.outputs_list;
-                const none = window.dash_clientside.no_update;
-                const shown = preview && status && !idle && preview.pair === status.pair;
-                return outputs.map(function (o) {
-                    const m = o.id.model;
-                    const done = ((status && status.models[m]) || {}).state === "done";
-                    return shown && m === preview.model && !done ? (preview.srcs[o.id.view] || "") : none;
-                });
-            },
-            /* A new scatter figure: mark the hovered pixel in it once Plotly has drawn it. */
-            scatterShown: function (figure, cfg) {
-                configure(cfg);
-                const expect = hoveredTraces(figure && figure.data).length;
-                let tries = 0;
-                (function again() {
-                    if (!markScatter(expect) && ++tries < 50) { setTimeout(again, 200); }
-                })();
-                return window.dash_clientside.no_update;
-            },
-            /* "PNG": the selected pixel (pinned, else the last hovered) for the server's figure sheet. */
-            sheetPixel: function (clicks, cfg) {
-                configure(cfg);
-                const p = S.pinned || S.pixel;
-                if (!clicks || !p) { return window.dash_clientside.no_update; }
-                return {row: p.row, col: p.col, clicks: clicks};
-            },
-            drawRegion: function (region, version, cfg) {
-                configure(cfg);
-                S.region = region && region.points ? region : null;
-                drawRegion(S.region);
-                return window.dash_clientside.no_update;
-            },
+    window.dash_clientside = Object.assign({}, window.dash_clientside);
+    window.dash_clientside.fs = Object.assign({}, window.dash_clientside.fs, {
+        setShape: function (pair, cfg) {
+            configure(cfg);
+            if (pair) {
+                if (S.pixel && (S.pixel.row >= pair.h || S.pixel.col >= pair.w)) { S.pixel = null; }
+                S.h = pair.h;
+                S.w = pair.w;
+                document.documentElement.style.setProperty("--fs-ar", pair.w + " / " + pair.h);
+                if (!S.pixel) { S.pixel = {row: Math.floor(S.h / 2), col: Math.floor(S.w / 2)}; }
+                drawCursor(S.pixel);
+            }
+            return window.dash_clientside.no_update;
+        },
+        pin: function (pinned, cfg) {
+            configure(cfg);
+            S.pinned = pinned || null;
+            document.documentElement.classList.toggle("fs-is-pinned", !!S.pinned);
+            if (pinned) { select({row: pinned.row, col: pinned.col}); }
+            return window.dash_clientside.no_update;
+        },
+        setView: function (version, jac, shared, gamma, cfg) {
+            configure(cfg);
+            S.base = basePath();
+            if (version) {
+                S.view.pair = version.pair;
+                S.view.models = version.models;
+                S.view.window = version.window;
+            }
+            S.view.jac = jac || "signed";
+            S.view.shared = !!shared;
+            S.view.gamma = gamma || 1;
+            if (!S.pixel && S.h) { S.pixel = {row: Math.floor(S.h / 2), col: Math.floor(S.w / 2)}; }
+            if (S.pixel) { drawCursor(S.pixel); }
+            refresh();
+            return window.dash_clientside.no_update;
+        },
+        /* A running job's latest preview (four views of one model) into that model's whole-image maps,
+           unless the model is done meanwhile, the page shows another pair, or the job ended. */
+        showPreview: function (preview, status, idle) {
+            const outputs = window.dash_clientside.callback_context.outputs_list;
+            const none = window.dash_clientside.no_update;
+            const shown = preview && status && !idle && preview.pair === status.pair;
+            return outputs.map(function (o) {
+                const m = o.id.model;
+                const done = ((status && status.models[m]) || {}).state === "done";
+                return shown && m === preview.model && !done ? (preview.srcs[o.id.view] || "") : none;
+            });
+        },
+        /* "PNG": the selected pixel (pinned, else the last hovered) for the server's figure sheet. */
+        sheetPixel: function (clicks, cfg) {
+            configure(cfg);
+            const p = S.pinned || S.pixel;
+            if (!clicks || !p) { return window.dash_clientside.no_update; }
+            return {row: p.row, col: p.col, clicks: clicks};
         },
     });
 })();

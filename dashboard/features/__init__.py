@@ -10,7 +10,7 @@
     statistics MRI-share histograms, the region table, the guidance scatter and its brushing
     metrics    the fusion quality metrics table
     downloads  the figures PNG sheet, the statistics CSV, HDF5 results, fused PNGs
-    hover      the browser side (assets/fs_hover.js): clientside callbacks
+    hover      the browser side (assets/fs_hover.js, fs_regions.js, fs_scatter.js): clientside callbacks
 
 ``dashboard.callbacks.register(app)`` attaches all of them and the hover endpoint.
 """

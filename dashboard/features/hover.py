@@ -1,4 +1,5 @@
-"""The browser side: clientside callbacks into ``assets/fs_hover.js`` (namespace ``fs``).
+"""The browser side: clientside callbacks into ``assets/fs_hover.js``, ``fs_regions.js`` and
+``fs_scatter.js`` (namespace ``fs``).
 
 Hover runs in the browser: it draws the crosshair on every image at once and asks the hover
 route (``api.py``) for the Jacobian images, tick labels and readout values, which it swaps in

@@ -60,7 +60,7 @@ def statistics(status, region, threshold, pair):
 )
 def scatter(status, pair, threshold):
     """G_MRI vs G_PET over the brain-mask pixels (subsampled for WebGL), one subplot per model. The browser
-    moves each model's "hovered pixel" marker to the selected pixel (``assets/fs_hover.js``)."""
+    moves each model's "hovered pixel" marker to the selected pixel (``assets/fs_scatter.js``)."""
     dense = dense_for(status)
     if not dense or status["pair"] != pair["id"]:
         return figures.guidance_scatter({})
