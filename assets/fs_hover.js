@@ -56,8 +56,6 @@
         }
     }
 
-    function fullFrames() { return document.querySelectorAll(".fs-frame.fs-full"); }
-
     function pixelAt(frame, ev, clamp) {
         const img = frame.querySelector("img");
         if (!img || !S.h || !S.w) { return null; }
@@ -222,7 +220,7 @@
     }
 
     /* What fs_regions.js and fs_scatter.js share with this file (loaded after it: assets load in name order). */
-    window.fsPage = {S: S, configure: configure, setProps: setProps, fullFrames: fullFrames, pixelAt: pixelAt};
+    window.fsPage = {S: S, configure: configure, setProps: setProps, pixelAt: pixelAt};
 
     /* ---------------------------------------------------------------- events */
     document.addEventListener("mousemove", function (ev) {

@@ -11,6 +11,8 @@
     const page = window.fsPage, S = page.S;
     const SVG = "http://www.w3.org/2000/svg";
 
+    function fullFrames() { return document.querySelectorAll(".fs-frame.fs-full"); }
+
     function regionPath(region) {
         if (!region || !region.points || !region.points.length) { return null; }
         const pts = region.points;
@@ -25,7 +27,7 @@
 
     function drawRegion(region) {
         const d = regionPath(region);
-        const frames = page.fullFrames();
+        const frames = fullFrames();
         for (let k = 0; k < frames.length; k++) {
             let svg = frames[k].querySelector("svg.fs-region");
             if (!svg) {

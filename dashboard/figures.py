@@ -1,7 +1,7 @@
 """Pure builders of Plotly figures and of the downloadable PNG sheet.
 
-No Dash state here: every function takes arrays and returns a figure
-or bytes, so each can be unit-tested alone.
+No Dash state here: every function takes arrays and returns a figure or bytes,
+so each can be unit-tested alone.
 """
 from __future__ import annotations
 

@@ -51,7 +51,8 @@ def output_ids(index: int) -> list[dict]:
     return [item["id"] for item in outputs[index]]
 
 
-def by_model(index: int) -> dict[str, object]:
-    """{model: value} of the ``index``-th State of the running callback, an ``ALL`` pattern over one
-    component per model (e.g. every model's progress bar; only those on the page)."""
-    return {item["id"]["model"]: item.get("value") for item in ctx.states_list[index]}
+def by_model(kind: str) -> dict[str, object]:
+    """{model: value} of the running callback's State that is an ``ALL`` pattern over the per-model
+    components of type ``kind`` (e.g. every model's progress bar; only those on the page)."""
+    return {item["id"]["model"]: item.get("value") for state in ctx.states_list if isinstance(state, list)
+            for item in state if item["id"].get("type") == kind}

@@ -100,6 +100,9 @@ def run_dense(set_progress, request, mode, gamma):
               "preview_model": None}
     fused, sent = {}, {"progress": 0.0, "preview": 0.0, "models": None, "srcs": None, "preview_model": None}
 
+    def states_of(models: dict) -> dict:
+        return {m: s["state"] for m, s in models.items()}
+
     def progress(states: dict, preview) -> None:
         report["models"] = {m: {k: v for k, v in s.items() if k in ("state", "done", "total", "error")}
                             for m, s in states.items()}
@@ -117,8 +120,7 @@ def run_dense(set_progress, request, mode, gamma):
                     set_props(ids.DENSE_PREVIEW, {"data": {"pair": pair_id, "t": request["t"], "model": model,
                                                            "srcs": srcs}})
         before = sent["models"] or {}
-        if ({m: s["state"] for m, s in report["models"].items()} != {m: s["state"] for m, s in before.items()}
-                or report["preview_model"] != sent["preview_model"]):
+        if states_of(report["models"]) != states_of(before) or report["preview_model"] != sent["preview_model"]:
             sent["progress"], sent["models"], sent["preview_model"] = now, report["models"], report["preview_model"]
             set_progress(dict(report))  # sent at once
         elif report["models"] != before and now - sent["progress"] >= PROGRESS_EVERY_S:
@@ -196,7 +198,7 @@ def remember_cancel(_clicks, progress, _bars):
     as their progress bars show: the job's counts go straight to the bars)."""
     if not progress:
         raise PreventUpdate
-    shown = by_model(1)
+    shown = by_model(ids.PROGRESS)
     models = {}
     for m, s in progress["models"].items():
         if s["state"] in ("computing", "queued"):
@@ -233,7 +235,7 @@ def model_status(status, progress, idle, line, _bars):
         return [""] * len(models), [no_update] * len(output_ids(1))
     waiting = not idle and (line or {}).get("state") == "waiting"
     running = {} if waiting else live(progress, status["pair"], running=not idle)
-    shown = by_model(0)
+    shown = by_model(ids.PROGRESS)
     headers = [components.model_status(m, status["models"].get(m, {"state": "missing"}), running.get(m, {}), line,
                                        waiting, float(shown.get(m) or 0)) for m in models]
     notes = [no_update] * len(output_ids(1))
